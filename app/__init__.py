@@ -1,0 +1,101 @@
+"""Hongli (红利): two-way rebate red-packet campaigns on WeChat, as a Flask application.
+
+Importing this package has no side effects; :func:`create_app` builds an application.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import event
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from app.settings import Settings, load_settings
+
+MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the Flask app from ``settings`` (loaded from file and environment when omitted)."""
+    from app.apidocs.views import bp as apidocs_bp
+    from app.core.http import init_http
+    from app.core.logging import configure_logging
+    from app.extensions import api, db, migrate
+    from app.health.views import blp as health_blp
+    from app.queue.after_commit import install_session_hooks
+    from app.queue.cli import worker_command
+    from app.queue.queues import init_queue
+
+    settings = settings or load_settings()
+    configure_logging(settings.logging.level, settings.logging.format)
+
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.update(_flask_config(settings))
+    app.extensions["hongli.settings"] = settings
+    if settings.web.trusted_proxy_count:
+        n = settings.web.trusted_proxy_count
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=MIGRATIONS_DIR, render_as_batch=settings.database.is_sqlite)
+    if settings.database.is_sqlite:
+        Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+        with app.app_context():
+            event.listen(db.engine, "connect", _sqlite_pragmas)
+    install_session_hooks()
+    init_queue(app, settings)
+
+    api.init_app(app)
+    api.register_blueprint(health_blp)
+    app.register_blueprint(apidocs_bp)
+    init_http(app)  # after flask-smorest, so our error envelope replaces its handlers
+
+    app.cli.add_command(worker_command)
+    return app
+
+
+def _flask_config(settings: Settings) -> dict[str, Any]:
+    engine_options: dict[str, Any] = {
+        "pool_pre_ping": True,
+        "pool_recycle": settings.database.pool_recycle_seconds,
+    }
+    if not settings.database.is_sqlite:
+        engine_options["pool_size"] = settings.database.pool_size
+    return {
+        "SECRET_KEY": settings.web.secret_key.get_secret_value(),
+        "MAX_CONTENT_LENGTH": settings.web.max_content_length_bytes,
+        "SQLALCHEMY_DATABASE_URI": _sqlite_in_instance(settings.database.url),
+        "SQLALCHEMY_ECHO": settings.database.echo,
+        "SQLALCHEMY_ENGINE_OPTIONS": engine_options,
+        "API_TITLE": "Hongli",
+        "API_VERSION": "v1",
+        "OPENAPI_VERSION": "3.0.3",
+        "OPENAPI_URL_PREFIX": "/",
+        "OPENAPI_JSON_PATH": "openapi.json",
+        "API_SPEC_OPTIONS": {
+            "info": {"description": "Two-way rebate red-packet campaigns on WeChat. Money is integer fen."},
+        },
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": settings.web.public_base_url.startswith("https://"),
+    }
+
+
+def _sqlite_in_instance(url: str) -> str:
+    # Relative SQLite paths are resolved against the project root, not the process's cwd.
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        relative = url.removeprefix("sqlite:///")
+        if relative and relative != ":memory:":
+            return "sqlite:///" + str(Path(__file__).resolve().parent.parent / relative)
+    return url
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets the web and worker processes read while one writes; foreign keys are off by default.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()

@@ -1,0 +1,1 @@
+"""The human-readable API page, rendered on the server from the OpenAPI document."""

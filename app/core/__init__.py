@@ -1,0 +1,1 @@
+"""Cross-cutting building blocks every domain package uses: money, database base, errors, HTTP, logging."""

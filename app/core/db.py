@@ -1,0 +1,67 @@
+"""The declarative base every model uses, with constraint naming and the Money column type."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, DateTime, Dialect, MetaData
+from sqlalchemy.orm import DeclarativeBase, registry
+from sqlalchemy.types import TypeDecorator
+
+from app.core.money import Money
+
+# Deterministic constraint names keep Alembic autogenerate stable across PostgreSQL and SQLite.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC (the only kind stored)."""
+    return datetime.now(UTC)
+
+
+class MoneyType(TypeDecorator[Money]):
+    """Stores :class:`Money` as a BIGINT of fen; refuses anything that is not Money."""
+
+    impl = BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> int | None:
+        if value is None:
+            return None
+        if not isinstance(value, Money):
+            raise TypeError(f"expected Money, got {type(value).__name__}")
+        return value.fen
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Money | None:
+        return None if value is None else Money(int(value))
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware timestamp; SQLite gives naive values back, which are UTC by construction."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is not None and (not isinstance(value, datetime) or value.tzinfo is None):
+            raise TypeError("timestamps must be timezone-aware datetimes")
+        return None if value is None else value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    registry = registry(
+        metadata=MetaData(naming_convention=NAMING_CONVENTION),
+        type_annotation_map={Money: MoneyType(), datetime: UTCDateTime()},
+    )

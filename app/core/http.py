@@ -1,0 +1,90 @@
+"""HTTP plumbing shared by every blueprint: request ids, access log, and the one error envelope."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from flask import Flask, Response, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from app.core.errors import DomainError, RateLimited
+
+logger = logging.getLogger("hongli.http")
+REQUEST_ID_HEADER = "X-Request-ID"
+_CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+
+
+def error_response(
+    status: int, code: str, message: str, details: dict[str, Any] | None = None
+) -> tuple[Response, int]:
+    """The JSON error envelope: ``{"error": {"code", "message", "details"}}``."""
+    body = {"error": {"code": code, "message": message, "details": details or {}}}
+    return jsonify(body), status
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def _handle_domain_error(exc: DomainError) -> tuple[Response, int]:
+    response, status = error_response(exc.status, exc.code, exc.message, exc.details)
+    if isinstance(exc, RateLimited):
+        response.headers["Retry-After"] = str(exc.retry_after_seconds)
+    return response, status
+
+
+def _handle_http_exception(exc: HTTPException) -> tuple[Response, int]:
+    status = exc.code or 500
+    if status == 422:
+        # webargs (through flask-smorest) attaches field errors as data["messages"].
+        messages = getattr(exc, "data", {}).get("messages", {})
+        fields = messages.get("json", messages) if isinstance(messages, dict) else messages
+        return error_response(422, "validation_error", "the request is not valid", {"fields": fields})
+    response, status = error_response(status, _snake(exc.name), exc.description or exc.name)
+    for name, value in exc.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response, status
+
+
+def _handle_unexpected(exc: Exception) -> tuple[Response, int]:
+    if isinstance(exc, HTTPException):
+        return _handle_http_exception(exc)
+    logger.exception("unhandled error")
+    return error_response(500, "internal_error", "internal server error; quote the request id to support")
+
+
+def _assign_request_id() -> None:
+    supplied = request.headers.get(REQUEST_ID_HEADER, "")
+    g.request_id = supplied if _CLIENT_REQUEST_ID.match(supplied) else uuid.uuid4().hex
+    g.request_started = time.perf_counter()
+
+
+def _finish_request(response: Response) -> Response:
+    response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
+    started = g.get("request_started")
+    elapsed_ms = int((time.perf_counter() - started) * 1000) if started else None
+    logger.info(
+        "request",
+        extra={
+            "method": request.method,
+            "path": request.path,
+            "status": response.status_code,
+            "duration_ms": elapsed_ms,
+            "remote_addr": request.remote_addr,
+        },
+    )
+    return response
+
+
+def init_http(app: Flask) -> None:
+    """Install request ids, the access log and the error handlers (after flask-smorest's own)."""
+    app.before_request(_assign_request_id)
+    app.after_request(_finish_request)
+    app.register_error_handler(DomainError, _handle_domain_error)
+    app.register_error_handler(HTTPException, _handle_http_exception)
+    app.register_error_handler(Exception, _handle_unexpected)

@@ -1,0 +1,46 @@
+"""``flask --app wsgi worker``: the RQ worker with scheduler and periodic jobs."""
+
+from __future__ import annotations
+
+import click
+import redis
+from flask import current_app
+from flask.cli import with_appcontext
+
+from app.queue.periodic import PeriodicScheduler
+from app.queue.queues import QueueName, get_queue
+from app.queue.worker import make_worker, warn_if_evicting
+
+
+@click.command("worker")
+@click.option(
+    "--queue",
+    "-q",
+    "queue_names",
+    multiple=True,
+    type=click.Choice([q.value for q in QueueName]),
+    help="Queues to listen to (default: all, in priority order).",
+)
+@click.option("--burst", is_flag=True, help="Exit once the queues are empty.")
+@click.option("--no-periodic", is_flag=True, help="Do not enqueue periodic jobs from this worker.")
+@with_appcontext
+def worker_command(queue_names: tuple[str, ...], burst: bool, no_periodic: bool) -> None:
+    """Run an RQ worker with the scheduler (retries with intervals need it) and periodic jobs."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    settings = app.extensions["hongli.settings"]
+    # A connection of the worker's own: RQ sizes its socket timeout to outlast the blocking dequeue,
+    # which only works before any connection of the pool has been opened.
+    connection = redis.Redis.from_url(settings.redis.url, socket_timeout=None)
+    names = [QueueName(n) for n in queue_names] or list(QueueName)
+    queues = [get_queue(name, app, connection) for name in names]
+    periodic = None
+    if settings.queue.periodic_jobs_enabled and not no_periodic and not burst:
+        periodic = PeriodicScheduler(app)
+        periodic.start()
+    try:
+        worker = make_worker(app, queues, connection)
+        warn_if_evicting(connection)
+        worker.work(with_scheduler=True, burst=burst, logging_level=settings.logging.level)
+    finally:
+        if periodic is not None:
+            periodic.stop()

@@ -1,0 +1,223 @@
+"""Typed settings: built-in development defaults < TOML file < ``HONGLI_<SECTION>__<KEY>`` environment.
+
+Loaded and validated once, at start-up, by :func:`load_settings`; any problem raises
+:class:`SettingsError` whose message names the offending key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+ENV_PREFIX = "HONGLI_"
+CONFIG_ENV_VAR = "HONGLI_CONFIG"
+DEFAULT_CONFIG_PATH = "config.toml"
+
+# The development secret is public (it is in this file): production refuses it.
+DEV_SECRET_KEY = "dev-insecure-secret-key-change-me"  # noqa: S105
+SANDBOX_BASE_URL = "http://127.0.0.1:8900"
+
+
+class SettingsError(Exception):
+    """Configuration is missing, malformed or unsafe; the message names the key."""
+
+
+class Env(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WebSettings(_Section):
+    secret_key: SecretStr = SecretStr(DEV_SECRET_KEY)
+    public_base_url: str = "http://127.0.0.1:8000"
+    # Number of reverse proxies in front of us whose X-Forwarded-* headers are trusted.
+    trusted_proxy_count: int = Field(default=0, ge=0, le=5)
+    max_content_length_bytes: int = Field(default=1_048_576, ge=1024)
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return _require_http_url(value)
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite:///instance/hongli.db"
+    echo: bool = False
+    pool_size: int = Field(default=5, ge=1, le=200)
+    pool_recycle_seconds: int = Field(default=1800, ge=30)
+
+    @field_validator("url")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if not value.startswith(("postgresql+psycopg://", "postgresql://", "sqlite:///")):
+            raise ValueError("must be a postgresql+psycopg:// or sqlite:/// URL")
+        if value.startswith("postgresql://"):
+            value = "postgresql+psycopg://" + value.removeprefix("postgresql://")
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite")
+
+
+class RedisSettings(_Section):
+    url: str = "redis://127.0.0.1:6390/0"
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if urlsplit(value).scheme not in {"redis", "rediss", "unix"}:
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+
+class QueueSettings(_Section):
+    # Prefix of every queue name, so several deployments can share one Redis.
+    prefix: str = Field(default="hongli", pattern=r"^[a-z][a-z0-9_-]{0,30}$")
+    job_timeout_seconds: int = Field(default=300, ge=1)
+    result_ttl_seconds: int = Field(default=3600, ge=0)
+    failure_ttl_seconds: int = Field(default=30 * 86400, ge=3600)
+    periodic_jobs_enabled: bool = True
+
+
+class WeChatSettings(_Section):
+    api_base_url: str = SANDBOX_BASE_URL
+    pay_base_url: str = SANDBOX_BASE_URL
+    open_base_url: str = SANDBOX_BASE_URL
+    timeout_seconds: int = Field(default=10, ge=1, le=60)
+
+    @field_validator("api_base_url", "pay_base_url", "open_base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return _require_http_url(value).rstrip("/")
+
+    def sandbox_urls(self) -> list[str]:
+        """Names of the base URLs that point at a local host (the sandbox, never real WeChat)."""
+        local = {"127.0.0.1", "localhost", "::1", "0.0.0.0"}  # noqa: S104
+        return [
+            name
+            for name in ("api_base_url", "pay_base_url", "open_base_url")
+            if urlsplit(getattr(self, name)).hostname in local
+        ]
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "text"] = "json"
+
+
+class Settings(BaseModel):
+    """Everything Hongli reads from configuration; immutable once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    env: Env = Env.DEVELOPMENT
+    web: WebSettings = WebSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    redis: RedisSettings = RedisSettings()
+    queue: QueueSettings = QueueSettings()
+    wechat: WeChatSettings = WeChatSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+    @model_validator(mode="after")
+    def _production_is_safe(self) -> Settings:
+        if self.env is not Env.PRODUCTION:
+            return self
+        if (
+            self.web.secret_key.get_secret_value() == DEV_SECRET_KEY
+            or len(self.web.secret_key.get_secret_value()) < 32
+        ):
+            raise ValueError("web.secret_key: production needs a random secret of at least 32 characters")
+        sandbox = self.wechat.sandbox_urls()
+        if sandbox:
+            raise ValueError(f"wechat.{sandbox[0]}: production must not point at the WeChat sandbox")
+        if self.database.is_sqlite:
+            raise ValueError("database.url: production runs on PostgreSQL, not SQLite")
+        return self
+
+
+def load_settings(
+    config_path: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Load defaults, then the TOML file, then ``HONGLI_*`` variables; validate once.
+
+    The file is ``config_path``, else ``$HONGLI_CONFIG``, else ``config.toml`` if it exists.
+    """
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    explicit = config_path or environ.get(CONFIG_ENV_VAR)
+    path = Path(explicit or DEFAULT_CONFIG_PATH)
+    if path.is_file():
+        data = _read_toml(path)
+    elif explicit:
+        raise SettingsError(f"{CONFIG_ENV_VAR}: config file {path} does not exist")
+    _overlay_environment(data, environ)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: malformed TOML: {exc}") from None
+
+
+def _overlay_environment(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV_VAR:
+            continue
+        path = name.removeprefix(ENV_PREFIX).lower().split("__")
+        if len(path) > 2 or not all(path):
+            raise SettingsError(f"{name}: expected HONGLI_<KEY> or HONGLI_<SECTION>__<KEY>")
+        target = data
+        if len(path) == 2:
+            section = target.setdefault(path[0], {})
+            if not isinstance(section, dict):
+                raise SettingsError(f"{name}: '{path[0]}' is not a section")
+            target = section
+        target[path[-1]] = value
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        message = error["msg"].removeprefix("Value error, ")
+        if loc:
+            key = ".".join(loc)
+            env_name = ENV_PREFIX + "__".join(part.upper() for part in loc)
+            lines.append(f"invalid setting {key} (env {env_name}): {message}")
+        else:
+            lines.append(f"invalid settings: {message}")
+    return "; ".join(lines)
+
+
+def _require_http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL")
+    return value

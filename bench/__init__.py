@@ -1,0 +1,1 @@
+"""Side-by-side throughput benchmarks: every case is measured against a trivial baseline in one run."""

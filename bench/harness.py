@@ -1,0 +1,194 @@
+"""Run Hongli under gunicorn and measure a case against its baseline, interleaved, as a median ratio.
+
+The machine is noisy, so absolute numbers mean little: the case and the baseline endpoint are hit
+against the same server, in alternating rounds, and only the ratio of their throughputs is reported.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+# A request source: given the index of a request in the round, the request to send.
+RequestSource = Callable[[int], Request]
+
+
+@dataclass(frozen=True)
+class Case:
+    """A benchmark: ``prepare(server)`` gives its request source; the baseline is ``GET /healthz``."""
+
+    name: str
+    description: str
+    prepare: Callable[[Server], RequestSource]
+    goal_ratio: float
+    baseline: Request = Request("GET", "/healthz")
+    expect_status: tuple[int, ...] = (200, 204)
+
+
+@dataclass
+class Server:
+    host: str
+    port: int
+    env: dict[str, str]
+
+
+def _throughput(
+    server: Server, source: RequestSource, requests: int, concurrency: int, ok: tuple[int, ...]
+) -> float:
+    """Requests per second for ``requests`` requests over ``concurrency`` keep-alive connections."""
+    counter = iter(range(requests))
+    lock = threading.Lock()
+    failures: list[str] = []
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection(server.host, server.port, timeout=30)
+        while True:
+            with lock:
+                index = next(counter, None)
+            if index is None:
+                break
+            req = source(index)
+            conn.request(req.method, req.path, body=req.body or None, headers=req.headers)
+            response = conn.getresponse()
+            response.read()
+            if response.status not in ok:
+                failures.append(f"{req.method} {req.path} -> {response.status}")
+        conn.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    if failures:
+        raise RuntimeError(f"{len(failures)} unexpected responses, first: {failures[0]}")
+    return requests / elapsed
+
+
+def measure(server: Server, case: Case, rounds: int, requests: int, concurrency: int) -> dict[str, float]:
+    """Alternate baseline and case rounds (after a warm-up of each); report medians and the median ratio."""
+    source = case.prepare(server)
+    baseline_source: RequestSource = lambda _i: case.baseline  # noqa: E731
+    _throughput(server, baseline_source, requests // 4 or 1, concurrency, (200,))
+    _throughput(server, source, requests // 4 or 1, concurrency, case.expect_status)
+    base_rates, case_rates, ratios = [], [], []
+    for _ in range(rounds):
+        base = _throughput(server, baseline_source, requests, concurrency, (200,))
+        rate = _throughput(server, source, requests, concurrency, case.expect_status)
+        base_rates.append(base)
+        case_rates.append(rate)
+        ratios.append(rate / base)
+    return {
+        "baseline_rps": statistics.median(base_rates),
+        "case_rps": statistics.median(case_rates),
+        "ratio": statistics.median(ratios),
+    }
+
+
+@contextmanager
+def bench_database() -> Iterator[str]:
+    """A fresh database on the throwaway server from ``scripts/with-services.sh``."""
+    server = make_url(os.environ["TEST_DATABASE_URL"])
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text("DROP DATABASE IF EXISTS hongli_bench WITH (FORCE)"))
+        conn.execute(text("CREATE DATABASE hongli_bench"))
+    try:
+        yield server.set(database="hongli_bench").render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text("DROP DATABASE IF EXISTS hongli_bench WITH (FORCE)"))
+        admin.dispose()
+
+
+@contextmanager
+def running_server(workers: int = 2, threads: int = 4) -> Iterator[Server]:
+    """Hongli under gunicorn (the `make run` configuration), migrated, on a free port."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with bench_database() as database_url, tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "config.toml"
+        config.write_text("")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HONGLI_")} | {
+            "HONGLI_CONFIG": str(config),
+            "HONGLI_ENV": "test",
+            "HONGLI_DATABASE__URL": database_url,
+            "HONGLI_REDIS__URL": os.environ["TEST_REDIS_URL"],
+            "HONGLI_QUEUE__PREFIX": "hongli-bench",
+            "HONGLI_LOGGING__LEVEL": "WARNING",
+        }
+        subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"],
+            cwd=ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        gunicorn = str(Path(sys.executable).parent / "gunicorn")
+        process = subprocess.Popen(
+            [
+                gunicorn,
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(workers),
+                "--threads",
+                str(threads),
+                "--preload",
+                "--log-level",
+                "warning",
+                "wsgi:create_app()",
+            ],
+            cwd=ROOT,
+            env=env,
+        )
+        try:
+            server = Server("127.0.0.1", port, env)
+            _wait_until_ready(server)
+            yield server
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def _wait_until_ready(server: Server, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection(server.host, server.port, timeout=2)
+            conn.request("GET", "/readyz")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("server did not become ready")

@@ -1,0 +1,43 @@
+# Shared shell helpers for scripts/*.sh (sourced, not executed).
+
+die() { echo "hongli: $*" >&2; exit 1; }
+
+# A TCP port nobody listens on right now.
+free_port() {
+  "$PYTHON" - <<'PY'
+import socket
+with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    print(s.getsockname()[1])
+PY
+}
+
+# Make sure redis-server exists: install Debian's package when we are root, else say what to do.
+ensure_redis_server() {
+  command -v redis-server >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && [ "${HONGLI_NO_APT:-}" != 1 ]; then
+    echo "hongli: redis-server is missing; installing Debian's redis-server package" >&2
+    # Never let the package start a system-wide Redis: we start our own on our own port.
+    policy=/usr/sbin/policy-rc.d
+    [ -e "$policy" ] || { printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod +x "$policy"; trap_policy=1; }
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+    [ "${trap_policy:-}" = 1 ] && rm -f "$policy"
+    command -v redis-server >/dev/null 2>&1 || die "installing redis-server failed"
+  else
+    die "redis-server is not installed. Install it (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis) and re-run."
+  fi
+}
+
+# Directory holding the PostgreSQL server binaries (initdb, pg_ctl, postgres).
+pg_bindir() {
+  if command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/initdb" ]; then pg_config --bindir; return; fi
+  for d in /usr/lib/postgresql/*/bin; do [ -x "$d/initdb" ] && { echo "$d"; return; }; done
+  command -v initdb >/dev/null 2>&1 && { dirname "$(readlink -f "$(command -v initdb)")"; return; }
+  die "PostgreSQL server binaries (initdb) not found; install postgresql (Debian: apt-get install postgresql)"
+}
+
+# PostgreSQL refuses to run as root: run its commands as 'nobody' then.
+as_pg_user() {
+  if [ "$(id -u)" = 0 ]; then runuser -u nobody -- "$@"; else "$@"; fi
+}

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# `make test`: lint, type checks, then the whole suite against throwaway PostgreSQL and Redis.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== ruff"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+echo "== mypy"
+.venv/bin/mypy
+echo "== pytest"
+exec scripts/with-services.sh .venv/bin/python -m pytest "$@"
