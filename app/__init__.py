@@ -20,13 +20,29 @@ MIGRATIONS_DIR = str(Path(__file__).resolve().parent.parent / "migrations")
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the Flask app from ``settings`` (loaded from file and environment when omitted)."""
     from app.apidocs.views import bp as apidocs_bp
+    from app.audit.views import blp as audit_blp
+    from app.behaviour.views import blp as behaviour_blp
+    from app.console.views import blp as console_blp
+    from app.consumers.views import h5 as h5_oauth_blp
+    from app.consumers.views import mp as mp_identity_blp
     from app.core.http import init_http
     from app.core.logging import configure_logging
     from app.extensions import api, db, migrate
     from app.health.views import blp as health_blp
+    from app.merchants.cli import merchants_cli
+    from app.merchants.credentials import init_sealer
+    from app.orders.views import console as console_orders_blp
+    from app.orders.views import mp as mp_orders_blp
+    from app.orders.views import shop as shop_orders_blp
+    from app.payments.cli import reconcile_cli
+    from app.payments.views import bp as pay_notify_bp
     from app.queue.after_commit import install_session_hooks
     from app.queue.cli import worker_command
     from app.queue.queues import init_queue
+    from app.shop_keys.views import blp as shop_keys_blp
+    from app.shop_keys.views import shop_blp as shop_identity_blp
+    from app.staff.cli import staff_cli
+    from app.staff.views import blp as staff_blp
 
     settings = settings or load_settings()
     configure_logging(settings.logging.level, settings.logging.format)
@@ -46,13 +62,29 @@ def create_app(settings: Settings | None = None) -> Flask:
             event.listen(db.engine, "connect", _sqlite_pragmas)
     install_session_hooks()
     init_queue(app, settings)
+    init_sealer(app, settings)
 
     api.init_app(app)
     api.register_blueprint(health_blp)
+    api.register_blueprint(mp_identity_blp)
+    api.register_blueprint(h5_oauth_blp)
+    api.register_blueprint(staff_blp)
+    api.register_blueprint(shop_keys_blp)
+    api.register_blueprint(shop_identity_blp)
+    api.register_blueprint(audit_blp)
+    api.register_blueprint(console_blp)
+    api.register_blueprint(shop_orders_blp)
+    api.register_blueprint(mp_orders_blp)
+    api.register_blueprint(console_orders_blp)
+    api.register_blueprint(behaviour_blp)
+    app.register_blueprint(pay_notify_bp)
     app.register_blueprint(apidocs_bp)
     init_http(app)  # after flask-smorest, so our error envelope replaces its handlers
 
     app.cli.add_command(worker_command)
+    app.cli.add_command(merchants_cli)
+    app.cli.add_command(staff_cli)
+    app.cli.add_command(reconcile_cli)
     return app
 
 
@@ -78,6 +110,7 @@ def _flask_config(settings: Settings) -> dict[str, Any]:
             "info": {"description": "Two-way rebate red-packet campaigns on WeChat. Money is integer fen."},
         },
         "SESSION_COOKIE_HTTPONLY": True,
+        "PERMANENT_SESSION_LIFETIME": settings.security.staff_session_ttl_seconds,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": settings.web.public_base_url.startswith("https://"),
     }

@@ -6,6 +6,8 @@ Loaded and validated once, at start-up, by :func:`load_settings`; any problem ra
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -31,6 +33,8 @@ DEFAULT_CONFIG_PATH = "config.toml"
 # The development secret is public (it is in this file): production refuses it.
 DEV_SECRET_KEY = "dev-insecure-secret-key-change-me"  # noqa: S105
 SANDBOX_BASE_URL = "http://127.0.0.1:8900"
+# The development master key is public too (base64 of 32 bytes); production refuses it.
+DEV_MASTER_KEY = "ZGV2LW9ubHktbWFzdGVyLWtleS0zMi1ieXRlcyEhISE="
 
 
 class SettingsError(Exception):
@@ -121,6 +125,57 @@ class WeChatSettings(_Section):
         ]
 
 
+class SecuritySettings(_Section):
+    # Master key for envelope encryption of merchant credentials and session keys: base64 of 32
+    # random bytes, given inline (env HONGLI_SECURITY__MASTER_KEY) or read from master_key_file.
+    master_key: SecretStr = SecretStr(DEV_MASTER_KEY)
+    master_key_file: str = ""
+    # Keys that still open older data during a rotation (`flask --app wsgi merchants reseal`).
+    previous_master_keys: list[SecretStr] = []
+    consumer_token_ttl_seconds: int = Field(default=7 * 86400, ge=300, le=90 * 86400)
+    staff_session_ttl_seconds: int = Field(default=12 * 3600, ge=300, le=30 * 86400)
+    # Login abuse limits: attempts per client IP per minute, and failed staff passwords before backoff.
+    login_attempts_per_ip_per_minute: int = Field(default=30, ge=1)
+    login_attempts_per_account_per_minute: int = Field(default=10, ge=1)
+    staff_failures_before_lockout: int = Field(default=5, ge=1, le=50)
+
+    @field_validator("master_key", "previous_master_keys")
+    @classmethod
+    def _is_key(cls, value: SecretStr | list[SecretStr]) -> SecretStr | list[SecretStr]:
+        for key in value if isinstance(value, list) else [value]:
+            decode_master_key(key.get_secret_value())
+        return value
+
+    def master_keys(self) -> tuple[bytes, list[bytes]]:
+        """The current master key (from the file when set) and the previous ones, decoded."""
+        if self.master_key_file:
+            try:
+                current = decode_master_key(Path(self.master_key_file).read_text().strip())
+            except (OSError, ValueError) as exc:
+                raise SettingsError(f"invalid setting security.master_key_file: {exc}") from None
+        else:
+            current = decode_master_key(self.master_key.get_secret_value())
+        return current, [decode_master_key(k.get_secret_value()) for k in self.previous_master_keys]
+
+
+def decode_master_key(text: str) -> bytes:
+    """Base64 of exactly 32 bytes, else ValueError."""
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except ValueError:
+        raise ValueError("must be base64 (32 random bytes: `openssl rand -base64 32`)") from None
+    if len(raw) != 32:
+        raise ValueError("must decode to exactly 32 bytes (`openssl rand -base64 32`)")
+    return raw
+
+
+class PaymentSettings(_Section):
+    # An order not paid this long after its first payment attempt is closed at WeChat and here.
+    unpaid_order_timeout_minutes: int = Field(default=30, ge=5, le=24 * 60)
+    # Orders still unpaid this close to their timeout are confirmed by the order query API first.
+    query_before_close_minutes: int = Field(default=5, ge=1, le=60)
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "text"] = "json"
@@ -137,6 +192,8 @@ class Settings(BaseModel):
     redis: RedisSettings = RedisSettings()
     queue: QueueSettings = QueueSettings()
     wechat: WeChatSettings = WeChatSettings()
+    security: SecuritySettings = SecuritySettings()
+    payments: PaymentSettings = PaymentSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @model_validator(mode="after")
@@ -153,6 +210,11 @@ class Settings(BaseModel):
             raise ValueError(f"wechat.{sandbox[0]}: production must not point at the WeChat sandbox")
         if self.database.is_sqlite:
             raise ValueError("database.url: production runs on PostgreSQL, not SQLite")
+        if (
+            not self.security.master_key_file
+            and self.security.master_key.get_secret_value() == DEV_MASTER_KEY
+        ):
+            raise ValueError("security.master_key: production needs its own master key (or master_key_file)")
         return self
 
 
@@ -199,7 +261,17 @@ def _overlay_environment(data: dict[str, Any], environ: Mapping[str, str]) -> No
             if not isinstance(section, dict):
                 raise SettingsError(f"{name}: '{path[0]}' is not a section")
             target = section
-        target[path[-1]] = value
+        target[path[-1]] = _env_value(name, value)
+
+
+def _env_value(name: str, value: str) -> Any:
+    # Lists come from the environment as JSON arrays, e.g. HONGLI_SECURITY__PREVIOUS_MASTER_KEYS='["…"]'.
+    if value.lstrip().startswith("["):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            raise SettingsError(f"{name}: not a JSON array") from None
+    return value
 
 
 def _describe(exc: ValidationError) -> str:

@@ -7,6 +7,7 @@ import logging
 
 from alembic import context
 from flask import current_app
+from sqlalchemy.types import TypeDecorator
 
 import app.models  # noqa: F401  (every model is registered on the metadata)
 from app.extensions import db
@@ -19,6 +20,15 @@ def _skip_empty_autogenerate(context_, revision, directives):
     if getattr(config.cmd_opts, "autogenerate", False) and directives[0].upgrade_ops.is_empty():
         directives[:] = []
         logger.info("No changes in schema detected.")
+
+
+def _render_item(type_, obj, autogen_context):
+    # Migrations must not import app code: app column types are rendered as what they store.
+    if type_ == "type" and isinstance(obj, TypeDecorator):
+        impl = obj.impl_instance
+        autogen_context.imports.add("import sqlalchemy as sa")
+        return f"sa.{impl!r}"
+    return False
 
 
 def run_migrations_offline() -> None:
@@ -36,6 +46,7 @@ def run_migrations_online() -> None:
     conf_args = dict(current_app.extensions["migrate"].configure_args)
     conf_args.setdefault("process_revision_directives", _skip_empty_autogenerate)
     conf_args.setdefault("compare_type", True)
+    conf_args.setdefault("render_item", _render_item)
     with db.engine.connect() as connection:
         context.configure(connection=connection, target_metadata=db.metadata, **conf_args)
         with context.begin_transaction():

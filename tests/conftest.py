@@ -18,15 +18,17 @@ import pytest
 import redis as redis_lib
 from flask import Flask
 from flask.testing import FlaskClient
+from flask_sqlalchemy.query import Query as FlaskQuery
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 from app import create_app
 from app.extensions import db
 from app.settings import Settings, load_settings
 
-TEST_DB_NAME = "hongli_test"
+# Unique per run, so concurrent runs against one server never drop each other's database.
+TEST_DB_NAME = f"hongli_test_{os.getpid()}"
 AppFactory = Callable[[Settings], Flask]
 
 # ---------------------------------------------------------------- no network but this machine
@@ -158,18 +160,32 @@ def app_factory() -> Iterator[AppFactory]:
             db.engine.dispose()
 
 
+class _TestScopedSession(scoped_session[Session]):
+    """The test's session outlives app-context teardowns (a nested request — e.g. a sandbox notification
+    delivered to the app while the test waits — must not close the test's transaction)."""
+
+    def remove(self) -> None:
+        pass
+
+    def really_remove(self) -> None:
+        super().remove()
+
+
 @pytest.fixture
 def db_session(app: Flask) -> Iterator[Session]:
     """One transaction per test, rolled back at the end; ``commit()`` inside only releases a savepoint."""
     connection = db.engine.connect()
     outer = connection.begin()
     original = db.session
-    scoped = db._make_scoped_session({"bind": connection, "join_transaction_mode": "create_savepoint"})
+    # A plain Session: Flask-SQLAlchemy's own ignores a session-level bind and would use the engine,
+    # committing for real.
+    factory = sessionmaker(bind=connection, join_transaction_mode="create_savepoint", query_cls=FlaskQuery)
+    scoped = _TestScopedSession(factory)
     db.session = scoped
     try:
         yield scoped()
     finally:
-        scoped.remove()
+        scoped.really_remove()
         db.session = original
         outer.rollback()
         connection.close()
@@ -183,6 +199,22 @@ def redis(app: Flask) -> Iterator[redis_lib.Redis]:
     connection = get_redis(app)
     connection.flushdb()
     yield connection
+
+
+@pytest.fixture(scope="session")
+def sandbox_keys() -> list[Any]:
+    """RSA keys for sandbox merchants: slow to make, so made once per run."""
+    from tests.sandbox import make_key_pool
+
+    return make_key_pool()
+
+
+@pytest.fixture
+def sandbox(settings: Settings, app: Flask, sandbox_keys: list[Any]) -> Iterator[Any]:
+    """The WeChat sandbox in process; Hongli's WeChat base URLs are routed to it."""
+    from tests.sandbox import open_sandbox
+
+    yield from open_sandbox(settings, app, sandbox_keys)
 
 
 @pytest.fixture

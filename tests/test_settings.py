@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import DEV_SECRET_KEY, Env, SettingsError, load_settings
+from app.settings import DEV_MASTER_KEY, DEV_SECRET_KEY, Env, SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCTION_OK = {
@@ -19,6 +20,7 @@ PRODUCTION_OK = {
     "HONGLI_WECHAT__API_BASE_URL": "https://api.weixin.qq.com",
     "HONGLI_WECHAT__PAY_BASE_URL": "https://api.mch.weixin.qq.com",
     "HONGLI_WECHAT__OPEN_BASE_URL": "https://open.weixin.qq.com",
+    "HONGLI_SECURITY__MASTER_KEY": base64.b64encode(b"p" * 32).decode(),
 }
 
 
@@ -73,6 +75,9 @@ def test_malformed_toml_names_the_file(tmp_path: Path) -> None:
         ({"HONGLI_WECHAT__TIMEOUT_SECONDS": "0"}, "wechat.timeout_seconds"),
         ({"HONGLI_DATABSE__URL": "sqlite:///x.db"}, "databse"),
         ({"HONGLI_ENV": "staging"}, "invalid setting env"),
+        ({"HONGLI_SECURITY__MASTER_KEY": "c2hvcnQ="}, "security.master_key"),
+        ({"HONGLI_SECURITY__PREVIOUS_MASTER_KEYS": '["not base64!"]'}, "security.previous_master_keys"),
+        ({"HONGLI_SECURITY__PREVIOUS_MASTER_KEYS": "[oops"}, "HONGLI_SECURITY__PREVIOUS_MASTER_KEYS"),
     ],
 )
 def test_invalid_values_name_the_key(tmp_path: Path, environ: dict[str, str], key: str) -> None:
@@ -96,6 +101,7 @@ def test_unknown_key_in_file_is_refused(tmp_path: Path) -> None:
         ({"HONGLI_WEB__SECRET_KEY": DEV_SECRET_KEY}, "web.secret_key"),
         ({"HONGLI_WECHAT__PAY_BASE_URL": "http://127.0.0.1:8900"}, "wechat.pay_base_url"),
         ({"HONGLI_DATABASE__URL": "sqlite:///instance/hongli.db"}, "database.url"),
+        ({"HONGLI_SECURITY__MASTER_KEY": DEV_MASTER_KEY}, "security.master_key"),
     ],
 )
 def test_production_refuses_insecure_defaults(tmp_path: Path, override: dict[str, str], key: str) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from enum import StrEnum
+from typing import Annotated, Any
 
-from sqlalchemy import BigInteger, DateTime, Dialect, MetaData
-from sqlalchemy.orm import DeclarativeBase, registry
+from sqlalchemy import BigInteger, DateTime, Dialect, Enum, Integer, MetaData
+from sqlalchemy.orm import DeclarativeBase, mapped_column, registry
 from sqlalchemy.types import TypeDecorator
 
 from app.core.money import Money
@@ -19,6 +20,11 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+# Primary keys: BIGINT identity on PostgreSQL; SQLite only auto-increments an INTEGER PRIMARY KEY.
+BigIntId = BigInteger().with_variant(Integer(), "sqlite")
+IdPK = Annotated[int, mapped_column(BigIntId, primary_key=True)]
 
 
 def utcnow() -> datetime:
@@ -58,6 +64,17 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def str_enum(enum_class: type[StrEnum], length: int = 24) -> Enum:
+    """A StrEnum stored as its values in a VARCHAR (no database enum type to migrate)."""
+    return Enum(
+        enum_class,
+        native_enum=False,
+        length=length,
+        values_callable=lambda members: [member.value for member in members],
+        validate_strings=True,
+    )
 
 
 class Base(DeclarativeBase):

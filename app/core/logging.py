@@ -6,7 +6,7 @@ import logging
 import re
 import sys
 import time
-from typing import Any
+from typing import IO, Any
 
 from flask import g, has_request_context
 from pythonjsonlogger.json import JsonFormatter
@@ -57,7 +57,13 @@ def configure_logging(level: str, fmt: str) -> None:
     for handler in list(root.handlers):
         if handler.get_name() == _HANDLER_NAME:
             root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    root.addHandler(make_handler(sys.stderr, fmt))
+    root.setLevel(level)
+
+
+def make_handler(stream: IO[str], fmt: str) -> logging.Handler:
+    """A handler writing scrubbed lines (JSON or text) with request ids to ``stream``."""
+    handler = logging.StreamHandler(stream)
     handler.set_name(_HANDLER_NAME)
     handler.addFilter(ContextFilter())
     formatter: logging.Formatter
@@ -72,8 +78,7 @@ def configure_logging(level: str, fmt: str) -> None:
     formatter.default_time_format = "%Y-%m-%dT%H:%M:%S"
     formatter.default_msec_format = "%s.%03dZ"
     handler.setFormatter(formatter)
-    root.addHandler(handler)
-    root.setLevel(level)
+    return handler
 
 
 def log_extra(**fields: Any) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from typing import Any
 from flask import current_app
 from flask_smorest import Blueprint
 
+from app.auth.guards import public
 from app.health.schemas import LivenessSchema, ReadinessSchema
 from app.health.service import check_readiness
 
@@ -12,6 +13,7 @@ blp = Blueprint("health", __name__, description="Liveness and readiness probes (
 
 
 @blp.route("/healthz")
+@public
 @blp.response(200, LivenessSchema)
 def healthz() -> dict[str, str]:
     """The process is alive."""
@@ -19,6 +21,7 @@ def healthz() -> dict[str, str]:
 
 
 @blp.route("/readyz")
+@public
 @blp.response(200, ReadinessSchema)
 @blp.alt_response(503, schema=ReadinessSchema, description="A dependency is not ready.")
 def readyz() -> tuple[dict[str, Any], int]:

@@ -47,6 +47,9 @@ class PeriodicJob:
 # The registry. Later capabilities append their sweeps here (by dotted path: app never imports jobs).
 PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("heartbeat", "jobs.maintenance.record_heartbeat", "* * * * *", QueueName.DEFAULT),
+    PeriodicJob("close-expired-orders", "jobs.payments.close_expired_orders", "* * * * *"),
+    PeriodicJob("retry-requested-refunds", "jobs.payments.retry_requested_refunds", "*/5 * * * *"),
+    PeriodicJob("reconcile-trades", "jobs.payments.reconcile_yesterday", "30 10 * * *"),
 )
 
 

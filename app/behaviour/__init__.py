@@ -1,0 +1,1 @@
+"""Consumers' browsing trail (views, carts, shares), kept for fake-order risk signals."""

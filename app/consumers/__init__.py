@@ -1,0 +1,1 @@
+"""Consumers (WeChat users of one merchant): identities per app, logins, sessions."""

@@ -1,0 +1,1 @@
+"""Merchants (tenants): identity, WeChat credentials (sealed at rest), payout and settlement policy."""

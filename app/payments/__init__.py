@@ -1,0 +1,1 @@
+"""Money in: JSAPI payment attempts, WeChat Pay notifications, refunds, query fallback, reconciliation."""

@@ -1,0 +1,210 @@
+"""Refunds: never more than was paid (even concurrently), submitted with our own number, settled by
+WeChat's REFUND.* notifications (or a query), each success emitted once."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from app.core.db import utcnow
+from app.core.errors import Conflict, InvalidInput
+from app.core.money import Money
+from app.events.bus import REFUND_SUCCEEDED, Event, emit
+from app.extensions import db
+from app.gateway.clients import pay_client
+from app.merchants.models import Merchant
+from app.orders.models import Order, OrderStatus
+from app.orders.service import get_order_by_out_no
+from app.payments.models import REFUND_TRANSITIONS, PaymentAttempt, Refund, RefundStatus
+from app.queue import QueueName, enqueue_after_commit
+from wechat.errors import WeChatError
+
+logger = logging.getLogger("hongli.refunds")
+
+
+def _digest(amount: Money, reason: str | None) -> str:
+    return hashlib.sha256(f"{amount.fen}|{reason or ''}".encode()).hexdigest()
+
+
+def request_refund(
+    *, merchant_id: int, out_order_no: str, out_refund_no: str, amount: Money, reason: str | None
+) -> tuple[Refund, bool]:
+    """Record a refund (idempotent on ``out_refund_no``) under the order's row lock and queue its submission.
+
+    The order's ``refund_committed`` — every refund not finally failed — never exceeds what was paid.
+    """
+    order = get_order_by_out_no(merchant_id=merchant_id, out_order_no=out_order_no, lock=True)
+    digest = _digest(amount, reason)
+    existing = db.session.scalar(
+        select(Refund).where(Refund.merchant_id == merchant_id, Refund.out_refund_no == out_refund_no)
+    )
+    if existing is not None:
+        if existing.order_id != order.id or existing.request_digest != digest:
+            raise Conflict(
+                "this out_refund_no was used for another refund", details={"out_refund_no": out_refund_no}
+            )
+        return existing, False
+    if order.status is not OrderStatus.PAID:
+        raise Conflict(
+            f"order is {order.status.value}; only paid orders can be refunded",
+            details={"status": order.status.value},
+        )
+    if amount.fen < 1:
+        raise InvalidInput(
+            "amount_fen must be at least 1", details={"fields": {"amount_fen": ["must be >= 1"]}}
+        )
+    remaining = order.paid_amount - order.refund_committed
+    if amount > remaining:
+        raise Conflict(
+            f"refund of {amount.fen} fen exceeds the {remaining.fen} fen still refundable",
+            details={"refundable_fen": remaining.fen},
+        )
+    refund = Refund(
+        merchant_id=merchant_id,
+        order_id=order.id,
+        out_refund_no=out_refund_no,
+        wechat_refund_no="pending",
+        request_digest=digest,
+        amount=amount,
+        reason=reason,
+    )
+    db.session.add(refund)
+    db.session.flush()
+    # Our number for WeChat: derived from the row, fixed before the first call, reused on every retry.
+    refund.wechat_refund_no = f"HLR{refund.id:010d}"
+    order.refund_committed = order.refund_committed + amount
+    enqueue_after_commit("jobs.payments.submit_refund", refund.id, queue=QueueName.DEFAULT)
+    return refund, True
+
+
+def submit_refund(refund_id: int) -> RefundStatus:
+    """Send a REQUESTED refund to WeChat (same number every time); idempotent, safe to repeat."""
+    refund = db.session.scalar(select(Refund).where(Refund.id == refund_id).with_for_update())
+    if refund is None or refund.status is not RefundStatus.REQUESTED:
+        return refund.status if refund else RefundStatus.FAILED
+    order = db.session.get(Order, refund.order_id)
+    merchant = db.session.get(Merchant, refund.merchant_id)
+    assert order is not None and merchant is not None
+    attempt = db.session.scalar(
+        select(PaymentAttempt).where(PaymentAttempt.order_id == order.id, PaymentAttempt.status == "paid")
+    )
+    assert attempt is not None, "a paid order has a paid attempt"
+    refund.submit_attempts += 1
+    from app.payments.service import notify_url
+
+    try:
+        answer = pay_client(merchant, order_id=order.id).create_refund(
+            out_refund_no=refund.wechat_refund_no,
+            out_trade_no=attempt.out_trade_no,
+            refund=refund.amount.fen,
+            total=attempt.amount.fen,
+            reason=refund.reason,
+            notify_url=notify_url(merchant),
+        )
+    except WeChatError as exc:
+        if exc.final:
+            _finish(refund, order, RefundStatus.FAILED, failure_code=exc.code)
+            return refund.status
+        raise  # retryable / ambiguous: the job retries with the same number
+    refund.refund_id = answer.get("refund_id") or refund.refund_id
+    _apply_status(refund, order, str(answer.get("status", "PROCESSING")), answer)
+    return refund.status
+
+
+_WECHAT_STATES = {
+    "PROCESSING": RefundStatus.PROCESSING,
+    "SUCCESS": RefundStatus.SUCCEEDED,
+    "ABNORMAL": RefundStatus.ABNORMAL,
+    "CLOSED": RefundStatus.CLOSED,
+}
+
+
+def _apply_status(refund: Refund, order: Order, wechat_status: str, resource: dict[str, Any]) -> None:
+    target = _WECHAT_STATES.get(wechat_status)
+    if target is None or target is refund.status:
+        return
+    if target not in REFUND_TRANSITIONS[refund.status]:
+        logger.warning("ignored refund %s transition %s -> %s", refund.id, refund.status, target)
+        return
+    if target is RefundStatus.PROCESSING:
+        refund.status = target
+        return
+    _finish(refund, order, target, success_time=resource.get("success_time"))
+
+
+def _finish(
+    refund: Refund,
+    order: Order,
+    status: RefundStatus,
+    *,
+    failure_code: str | None = None,
+    success_time: object = None,
+) -> None:
+    refund.status = status
+    refund.failure_code = failure_code
+    if status in (RefundStatus.CLOSED, RefundStatus.FAILED):
+        # The money was not returned: it is refundable again.
+        order.refund_committed = order.refund_committed - refund.amount
+        return
+    if status is RefundStatus.SUCCEEDED:
+        refund.succeeded_at = _parse_time(success_time) or utcnow()
+        order.refunded = order.refunded + refund.amount
+        emit(
+            Event(
+                type=REFUND_SUCCEEDED,
+                merchant_id=refund.merchant_id,
+                subject_type="refund",
+                subject_id=refund.id,
+                dedupe_key=f"refund.succeeded:{refund.id}",
+                payload={
+                    "refund_id": refund.id,
+                    "order_id": order.id,
+                    "amount_fen": refund.amount.fen,
+                    "refunded_total_fen": order.refunded.fen,
+                    "paid_fen": order.paid_amount.fen,
+                    "full": order.refunded == order.paid_amount,
+                },
+            )
+        )
+
+
+def _parse_time(value: object) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value)).astimezone(UTC)
+    except ValueError:
+        return None
+
+
+def apply_refund_notification(*, merchant: Merchant, event_type: str, resource: dict[str, Any]) -> bool:
+    """Apply a verified REFUND.SUCCESS / ABNORMAL / CLOSED; False if the refund is not ours."""
+    if resource.get("mchid") not in (None, merchant.mchid):
+        return False
+    refund = db.session.scalar(
+        select(Refund)
+        .where(
+            Refund.merchant_id == merchant.id,
+            Refund.wechat_refund_no == str(resource.get("out_refund_no", "")),
+        )
+        .with_for_update()
+    )
+    if refund is None:
+        return False
+    order = db.session.scalar(select(Order).where(Order.id == refund.order_id).with_for_update())
+    assert order is not None
+    amount = (resource.get("amount") or {}).get("refund")
+    if amount is not None and amount != refund.amount.fen:
+        logger.warning("refund %s: notified amount %s differs from %s", refund.id, amount, refund.amount.fen)
+        return False
+    if resource.get("refund_id"):
+        refund.refund_id = str(resource["refund_id"])
+    status = str(resource.get("refund_status") or event_type.removeprefix("REFUND."))
+    _apply_status(refund, order, status, resource)
+    return True
+
+
+def refunds_for_order(order_id: int) -> list[Refund]:
+    return list(db.session.scalars(select(Refund).where(Refund.order_id == order_id).order_by(Refund.id)))

@@ -1,0 +1,379 @@
+"""Taking payment: JSAPI prepay for an order, and applying what WeChat confirms, exactly once.
+
+A payment is applied by :func:`apply_transaction`, whichever way WeChat's word arrives — a verified
+notification or a verified order-query response — so neither path is trusted more than the other.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import func, select
+
+from app.consumers.models import WeChatIdentity
+from app.core.db import utcnow
+from app.core.errors import Conflict, InvalidInput
+from app.events.bus import ORDER_CLOSED, ORDER_PAID, Event, emit
+from app.extensions import db
+from app.gateway.clients import pay_client
+from app.gateway.errors import UpstreamBusy, UpstreamError
+from app.merchants.models import Merchant
+from app.orders.models import ORDER_TRANSITIONS, Order, OrderStatus
+from app.orders.service import get_consumer_order
+from app.payments.discounts import resolve_discount
+from app.payments.models import AttemptStatus, PaymentAttempt
+from app.reviews.service import flag_for_review
+from app.settings import Settings
+from wechat.errors import WeChatError
+
+logger = logging.getLogger("hongli.payments")
+CHINA = timezone(timedelta(hours=8))
+# A prepay is re-used only while comfortably inside its validity.
+_REUSE_MARGIN = timedelta(minutes=2)
+
+
+def _settings() -> Settings:
+    settings: Settings = current_app.extensions["hongli.settings"]
+    return settings
+
+
+def notify_url(merchant: Merchant) -> str:
+    return f"{_settings().web.public_base_url.rstrip('/')}/wechat/{merchant.slug}/pay/notify"
+
+
+@dataclass(frozen=True)
+class PaymentRequest:
+    order: Order
+    attempt: PaymentAttempt
+
+
+def _payer_openid(*, consumer_id: int, appid: str) -> str:
+    openid = db.session.scalar(
+        select(WeChatIdentity.openid).where(
+            WeChatIdentity.consumer_id == consumer_id, WeChatIdentity.appid == appid
+        )
+    )
+    if openid is None:
+        raise InvalidInput("pay from the app you signed in with", details={"reason": "no_openid_for_app"})
+    return openid
+
+
+def prepare_payment(
+    *, merchant: Merchant, consumer_id: int, order_id: int, appid: str, red_packet_id: int | None
+) -> PaymentRequest:
+    """The ``wx.requestPayment`` parameters for an order; the amount is computed here, never taken from
+    the client. Asking again while the prepay is valid returns the same parameters."""
+    order = get_consumer_order(merchant_id=merchant.id, consumer_id=consumer_id, order_id=order_id, lock=True)
+    if order.status is OrderStatus.PAID:
+        raise Conflict("this order is already paid", details={"status": "paid"})
+    if order.status is OrderStatus.CLOSED:
+        raise Conflict("this order is closed", details={"status": "closed"})
+    discount = resolve_discount(order, red_packet_id)
+    payable = order.total - discount.amount
+    if payable.fen < 1:
+        raise InvalidInput("the red packet covers the whole order; at least 1 fen must be paid")
+    now = utcnow()
+    active = db.session.scalars(
+        select(PaymentAttempt).where(
+            PaymentAttempt.order_id == order.id, PaymentAttempt.status == AttemptStatus.ACTIVE
+        )
+    ).all()
+    for attempt in active:
+        same_terms = (
+            attempt.amount == payable
+            and attempt.red_packet_id == discount.red_packet_id
+            and attempt.appid == appid
+        )
+        if same_terms and attempt.expires_at - _REUSE_MARGIN > now:
+            if attempt.payment_params is None:
+                _submit_prepay(merchant, order, attempt)  # an earlier try ended ambiguously: same number
+            return PaymentRequest(order, attempt)
+    for attempt in active:
+        if _supersede(merchant, order, attempt):
+            raise Conflict("this order is already paid", details={"status": "paid"})
+    number = 1 + (db.session.scalar(select(func.count()).where(PaymentAttempt.order_id == order.id)) or 0)
+    first_attempt_at = db.session.scalar(
+        select(func.min(PaymentAttempt.created_at)).where(PaymentAttempt.order_id == order.id)
+    )
+    deadline = (first_attempt_at or now) + timedelta(
+        minutes=_settings().payments.unpaid_order_timeout_minutes
+    )
+    if deadline <= now + _REUSE_MARGIN:
+        raise Conflict("the time to pay this order has run out", details={"status": "expired"})
+    attempt = PaymentAttempt(
+        merchant_id=merchant.id,
+        order_id=order.id,
+        # Derived from our rows, saved before the call, reused on every retry (out_trade_no ≤ 32 chars).
+        out_trade_no=f"HL{order.id:08d}P{number}",
+        appid=appid,
+        payer_openid=_payer_openid(consumer_id=consumer_id, appid=appid),
+        amount=payable,
+        discount=discount.amount,
+        red_packet_id=discount.red_packet_id,
+        expires_at=deadline,
+        created_at=now,
+    )
+    db.session.add(attempt)
+    # The unit of work boundary: the key must be durable before WeChat ever sees it.
+    db.session.commit()
+    order = get_consumer_order(merchant_id=merchant.id, consumer_id=consumer_id, order_id=order_id, lock=True)
+    _submit_prepay(merchant, order, attempt)
+    return PaymentRequest(order, attempt)
+
+
+def _submit_prepay(merchant: Merchant, order: Order, attempt: PaymentAttempt) -> None:
+    client = pay_client(merchant, order_id=order.id)
+    try:
+        prepay_id = client.jsapi_prepay(
+            appid=attempt.appid,
+            description=order.description,
+            out_trade_no=attempt.out_trade_no,
+            notify_url=notify_url(merchant),
+            amount_total=attempt.amount.fen,
+            payer_openid=attempt.payer_openid,
+            time_expire=attempt.expires_at.astimezone(CHINA).isoformat(timespec="seconds"),
+        )
+    except WeChatError as exc:
+        if exc.final:
+            attempt.status = AttemptStatus.CLOSED
+            db.session.commit()
+            raise UpstreamError("WeChat refused the payment", details={"wechat_code": exc.code}) from None
+        # Unknown outcome: keep the attempt; the next request re-submits the same out_trade_no.
+        db.session.commit()
+        raise UpstreamBusy("WeChat did not answer; try again", details={"wechat_code": exc.code}) from None
+    attempt.prepay_id = prepay_id
+    attempt.payment_params = client.request_payment_params(attempt.appid, prepay_id)
+
+
+def _supersede(merchant: Merchant, order: Order, attempt: PaymentAttempt) -> bool:
+    """Close an attempt whose terms changed. True if WeChat says it was paid meanwhile (then applied)."""
+    client = pay_client(merchant, order_id=order.id)
+    if attempt.prepay_id is not None or attempt.payment_params is None:
+        state = _query(client, attempt)
+        if state is not None and state.get("trade_state") == "SUCCESS":
+            apply_transaction(merchant=merchant, resource=state, source="query")
+            return True
+        try:
+            client.close_order(attempt.out_trade_no)
+        except WeChatError as exc:
+            if exc.code not in ("ORDER_NOT_EXIST", "ORDERNOTEXIST"):
+                raise UpstreamBusy(
+                    "could not close the previous payment; try again", details={"wechat_code": exc.code}
+                ) from None
+    attempt.status = AttemptStatus.SUPERSEDED
+    return False
+
+
+def _query(client: Any, attempt: PaymentAttempt) -> dict[str, Any] | None:
+    try:
+        result: dict[str, Any] = client.query_order_by_out_trade_no(attempt.out_trade_no)
+        return result
+    except WeChatError as exc:
+        if exc.code in ("ORDER_NOT_EXIST", "ORDERNOTEXIST"):
+            return None
+        raise UpstreamBusy(
+            "WeChat did not answer the order query", details={"wechat_code": exc.code}
+        ) from None
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What applying a transaction did; ``ok`` is False when it was refused (and flagged)."""
+
+    ok: bool
+    changed: bool
+    reason: str = ""
+
+
+def apply_transaction(*, merchant: Merchant, resource: dict[str, Any], source: str) -> Applied:
+    """Apply a verified ``TRANSACTION.SUCCESS`` resource (or query result) under the order's row lock.
+
+    Refuses — changing nothing but a review flag — a payment for another merchant or app, an unknown
+    ``out_trade_no``, a state other than SUCCESS, or an amount other than the one we asked for.
+    """
+    out_trade_no = str(resource.get("out_trade_no", ""))
+    reference = f"{source}:{out_trade_no}"
+    if resource.get("mchid") != merchant.mchid or resource.get("appid") not in (
+        merchant.mp_appid,
+        merchant.oa_appid,
+    ):
+        return _refuse(merchant, "payment for another merchant or app", reference, resource)
+    attempt = db.session.scalar(
+        select(PaymentAttempt).where(
+            PaymentAttempt.merchant_id == merchant.id, PaymentAttempt.out_trade_no == out_trade_no
+        )
+    )
+    if attempt is None:
+        return _refuse(merchant, "payment for an unknown out_trade_no", reference, resource)
+    order = db.session.scalar(select(Order).where(Order.id == attempt.order_id).with_for_update())
+    assert order is not None
+    db.session.refresh(attempt)
+    if resource.get("trade_state") != "SUCCESS":
+        return _refuse(
+            merchant, f"trade_state is {resource.get('trade_state')!r}, not SUCCESS", reference, resource
+        )
+    amount = resource.get("amount") or {}
+    total = amount.get("total")
+    if type(total) is not int or total != attempt.amount.fen or amount.get("currency", "CNY") != "CNY":
+        return _refuse(
+            merchant,
+            f"paid amount {total!r} differs from the {attempt.amount.fen} fen asked",
+            reference,
+            resource,
+        )
+    transaction_id = str(resource.get("transaction_id", ""))
+    if attempt.status is AttemptStatus.PAID:
+        return Applied(ok=True, changed=False)  # a duplicate: already applied
+    if order.status is OrderStatus.PAID:
+        # A second, distinct payment of the same order (two attempts both paid): real money to return.
+        attempt.status = AttemptStatus.PAID
+        flag_for_review(
+            merchant_id=merchant.id,
+            kind="double_payment",
+            reason="order paid twice; refund the extra payment",
+            reference=reference,
+            details={"order_id": order.id, "transaction_id": transaction_id},
+        )
+        return Applied(ok=True, changed=True, reason="double payment flagged")
+    if OrderStatus.PAID not in ORDER_TRANSITIONS[order.status]:
+        return _refuse(
+            merchant, f"order in state {order.status.value} cannot become paid", reference, resource
+        )
+    now = utcnow()
+    attempt.status = AttemptStatus.PAID
+    order.status = OrderStatus.PAID
+    order.paid_amount = attempt.amount
+    order.discount = attempt.discount
+    order.transaction_id = transaction_id
+    order.paid_at = _success_time(resource) or now
+    emit(
+        Event(
+            type=ORDER_PAID,
+            merchant_id=merchant.id,
+            subject_type="order",
+            subject_id=order.id,
+            dedupe_key=f"order.paid:{order.id}",
+            payload={
+                "order_id": order.id,
+                "consumer_id": order.consumer_id,
+                "total_fen": order.total.fen,
+                "paid_fen": attempt.amount.fen,
+                "discount_fen": attempt.discount.fen,
+                "red_packet_id": attempt.red_packet_id,
+                "transaction_id": transaction_id,
+                "source": source,
+            },
+        )
+    )
+    return Applied(ok=True, changed=True)
+
+
+def _success_time(resource: dict[str, Any]) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(resource["success_time"])).astimezone(UTC)
+    except (KeyError, ValueError):
+        return None
+
+
+def _refuse(merchant: Merchant, reason: str, reference: str, resource: dict[str, Any]) -> Applied:
+    logger.warning("payment refused: %s (%s)", reason, reference)
+    flag_for_review(
+        merchant_id=merchant.id,
+        kind="payment_mismatch",
+        reason=reason,
+        reference=reference,
+        details={
+            k: resource.get(k)
+            for k in ("mchid", "appid", "out_trade_no", "transaction_id", "trade_state", "amount")
+        },
+    )
+    return Applied(ok=False, changed=False, reason=reason)
+
+
+def confirm_payment(*, merchant: Merchant, consumer_id: int, order_id: int) -> Order:
+    """The user says they paid: ask WeChat (order query, verified) and apply what it answers."""
+    order = get_consumer_order(merchant_id=merchant.id, consumer_id=consumer_id, order_id=order_id)
+    if order.status is not OrderStatus.PENDING_PAYMENT:
+        return order
+    _query_and_apply(merchant, order)
+    db.session.refresh(order)
+    return order
+
+
+def _query_and_apply(merchant: Merchant, order: Order) -> bool:
+    """Query every attempt of ``order`` that might be paid; apply a SUCCESS. True if one was found."""
+    client = pay_client(merchant, order_id=order.id)
+    attempts = db.session.scalars(
+        select(PaymentAttempt).where(
+            PaymentAttempt.order_id == order.id,
+            PaymentAttempt.status.in_([AttemptStatus.ACTIVE, AttemptStatus.SUPERSEDED]),
+        )
+    ).all()
+    for attempt in attempts:
+        state = _query(client, attempt)
+        if state is not None and state.get("trade_state") == "SUCCESS":
+            return apply_transaction(merchant=merchant, resource=state, source="query").ok
+    return False
+
+
+def close_expired_orders(now: datetime | None = None, limit: int = 200) -> int:
+    """Close orders whose time to pay ran out — after asking WeChat whether they were paid after all."""
+    now = now or utcnow()
+    expired_ids = db.session.scalars(
+        select(PaymentAttempt.order_id)
+        .join(Order, Order.id == PaymentAttempt.order_id)
+        .where(Order.status == OrderStatus.PENDING_PAYMENT)
+        .group_by(PaymentAttempt.order_id)
+        .having(func.max(PaymentAttempt.expires_at) <= now)
+        .limit(limit)
+    ).all()
+    closed = 0
+    for order_id in expired_ids:
+        try:
+            if close_order(order_id=order_id):
+                closed += 1
+            db.session.commit()
+        except Exception:
+            db.session.rollback()
+            logger.exception("could not close expired order %s; will retry", order_id)
+    return closed
+
+
+def close_order(*, order_id: int) -> bool:
+    """Close one unpaid order at WeChat and here; True if closed (False if it turned out paid)."""
+    order = db.session.scalar(select(Order).where(Order.id == order_id).with_for_update())
+    if order is None or order.status is not OrderStatus.PENDING_PAYMENT:
+        return False
+    merchant = db.session.get(Merchant, order.merchant_id)
+    assert merchant is not None
+    if _query_and_apply(merchant, order):
+        return False
+    client = pay_client(merchant, order_id=order.id)
+    for attempt in db.session.scalars(
+        select(PaymentAttempt).where(
+            PaymentAttempt.order_id == order.id, PaymentAttempt.status == AttemptStatus.ACTIVE
+        )
+    ):
+        try:
+            client.close_order(attempt.out_trade_no)
+        except WeChatError as exc:
+            if exc.code not in ("ORDER_NOT_EXIST", "ORDERNOTEXIST", "ORDER_CLOSED", "ORDERCLOSED"):
+                raise
+        attempt.status = AttemptStatus.CLOSED
+    order.status = OrderStatus.CLOSED
+    order.closed_at = utcnow()
+    emit(
+        Event(
+            type=ORDER_CLOSED,
+            merchant_id=merchant.id,
+            subject_type="order",
+            subject_id=order.id,
+            dedupe_key=f"order.closed:{order.id}",
+            payload={"order_id": order.id},
+        )
+    )
+    return True

@@ -1,0 +1,1 @@
+"""Merchant staff and platform admins: accounts, roles per merchant, console sessions."""
