@@ -39,6 +39,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from app.queue.after_commit import install_session_hooks
     from app.queue.cli import worker_command
     from app.queue.queues import init_queue
+    from app.shop_keys.cli import shop_keys_cli
     from app.shop_keys.views import blp as shop_keys_blp
     from app.shop_keys.views import shop_blp as shop_identity_blp
     from app.staff.cli import staff_cli
@@ -85,6 +86,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.cli.add_command(merchants_cli)
     app.cli.add_command(staff_cli)
     app.cli.add_command(reconcile_cli)
+    app.cli.add_command(shop_keys_cli)
     return app
 
 

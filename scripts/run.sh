@@ -53,8 +53,25 @@ fi
 $FLASK db upgrade >instance/log/migrate.log 2>&1 || { cat instance/log/migrate.log; exit 1; }
 
 # 4. The processes. Output is interleaved here and also written to instance/log/.
-if [ -f wechat/sandbox/__main__.py ]; then
-  start sandbox "$PYTHON" -m wechat.sandbox --host 127.0.0.1 --port "$SANDBOX_PORT"
+# The sandbox keeps its state across restarts, so the demo merchant's keys stay valid.
+start sandbox "$PYTHON" -m wechat.sandbox --host 127.0.0.1 --port "$SANDBOX_PORT" \
+  --state-file instance/sandbox-state.json
+for _ in $(seq 100); do
+  $PYTHON -c "import requests,sys; requests.get(sys.argv[1], timeout=1).raise_for_status()" \
+    "http://127.0.0.1:$SANDBOX_PORT/_sandbox/clock" 2>/dev/null && break
+  sleep 0.2
+done
+
+# 5. A demo merchant registered in the sandbox, its owner's console login and a shop key (once).
+$FLASK merchants seed-demo
+CREDENTIALS=instance/demo-credentials.txt
+if [ ! -f "$CREDENTIALS" ]; then
+  PASSWORD=$($PYTHON -c "import secrets; print(secrets.token_urlsafe(12))")
+  echo "$PASSWORD" | $FLASK staff create --email owner@demo-tea.test --name "Demo owner" \
+    --merchant demo-tea --role owner --password-stdin >/dev/null
+  SHOP_KEY=$($FLASK shop-keys create --merchant demo-tea --name "demo shop" 2>/dev/null | tail -1 || true)
+  umask 077
+  printf 'console login: owner@demo-tea.test / %s\nshop API key: %s\n' "$PASSWORD" "$SHOP_KEY" > "$CREDENTIALS"
 fi
 start web .venv/bin/gunicorn --bind "$WEB_BIND" --workers 2 --threads 4 --preload 'wsgi:create_app()'
 start worker $FLASK worker
@@ -66,6 +83,7 @@ cat <<MSG
     API reference  http://$WEB_BIND/docs      (OpenAPI: /openapi.json)
     WeChat sandbox http://127.0.0.1:$SANDBOX_PORT/   (admin API: /_sandbox/, see docs/sandbox.md)
     worker         RQ with scheduler and periodic jobs
+    demo logins    $CREDENTIALS (console owner, shop API key)
     logs           instance/log/
   Ctrl-C stops everything.
 
