@@ -20,6 +20,8 @@ def test_create_list_revoke(app: Flask, db_session: Session) -> None:
     assert key not in record.token_digest
     listed = runner.invoke(args=["shop-keys", "list", "--merchant", "cli-shop"])
     assert "active" in listed.output and key not in listed.output
-    assert runner.invoke(args=["shop-keys", "revoke", "--merchant", "cli-shop", str(record.id)]).exit_code == 0
+    assert (
+        runner.invoke(args=["shop-keys", "revoke", "--merchant", "cli-shop", str(record.id)]).exit_code == 0
+    )
     db_session.refresh(record)
     assert record.revoked_at is not None
