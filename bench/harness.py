@@ -33,17 +33,19 @@ class Request:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-# A request source: given the index of a request in the round, the request to send.
+# A request source: given the index of a request in the case's whole run (warm-up first, then every
+# round; each index exactly once, from several threads), the request to send.
 RequestSource = Callable[[int], Request]
 
 
 @dataclass(frozen=True)
 class Case:
-    """A benchmark: ``prepare(server)`` gives its request source; the baseline is ``GET /healthz``."""
+    """A benchmark: ``prepare(server, total)`` gives its source of ``total`` requests (indexes
+    ``0 … total-1``, so a case can pre-build distinct ones); the baseline is ``GET /healthz``."""
 
     name: str
     description: str
-    prepare: Callable[[Server], RequestSource]
+    prepare: Callable[[Server, int], RequestSource]
     goal_ratio: float
     baseline: Request = Request("GET", "/healthz")
     expect_status: tuple[int, ...] = (200, 204)
@@ -57,10 +59,16 @@ class Server:
 
 
 def _throughput(
-    server: Server, source: RequestSource, requests: int, concurrency: int, ok: tuple[int, ...]
+    server: Server,
+    source: RequestSource,
+    requests: int,
+    concurrency: int,
+    ok: tuple[int, ...],
+    first: int = 0,
 ) -> float:
-    """Requests per second for ``requests`` requests over ``concurrency`` keep-alive connections."""
-    counter = iter(range(requests))
+    """Requests per second for requests ``first … first+requests-1`` over ``concurrency`` keep-alive
+    connections."""
+    counter = iter(range(first, first + requests))
     lock = threading.Lock()
     failures: list[str] = []
 
@@ -93,14 +101,16 @@ def _throughput(
 
 def measure(server: Server, case: Case, rounds: int, requests: int, concurrency: int) -> dict[str, float]:
     """Alternate baseline and case rounds (after a warm-up of each); report medians and the median ratio."""
-    source = case.prepare(server)
+    warm_up = requests // 4 or 1
+    source = case.prepare(server, warm_up + rounds * requests)
     baseline_source: RequestSource = lambda _i: case.baseline  # noqa: E731
-    _throughput(server, baseline_source, requests // 4 or 1, concurrency, (200,))
-    _throughput(server, source, requests // 4 or 1, concurrency, case.expect_status)
+    _throughput(server, baseline_source, warm_up, concurrency, (200,))
+    _throughput(server, source, warm_up, concurrency, case.expect_status)
     base_rates, case_rates, ratios = [], [], []
-    for _ in range(rounds):
+    for round_ in range(rounds):
         base = _throughput(server, baseline_source, requests, concurrency, (200,))
-        rate = _throughput(server, source, requests, concurrency, case.expect_status)
+        first = warm_up + round_ * requests
+        rate = _throughput(server, source, requests, concurrency, case.expect_status, first)
         base_rates.append(base)
         case_rates.append(rate)
         ratios.append(rate / base)

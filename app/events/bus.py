@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Flask, current_app
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from app.core.db import utcnow
 from app.events.models import DomainEvent
 from app.extensions import db
 
@@ -52,24 +53,20 @@ def subscribers(event_type: str) -> list[Subscriber]:
 
 def emit(event: Event) -> bool:
     """Record ``event`` and run its subscribers now; False (and nothing runs) if it was emitted before."""
-    if (
-        db.session.scalar(select(DomainEvent.id).where(DomainEvent.dedupe_key == event.dedupe_key))
-        is not None
-    ):
-        return False
-    try:
-        with db.session.begin_nested():
-            db.session.add(
-                DomainEvent(
-                    merchant_id=event.merchant_id,
-                    type=event.type,
-                    dedupe_key=event.dedupe_key,
-                    subject_type=event.subject_type,
-                    subject_id=event.subject_id,
-                    payload=event.payload,
-                )
-            )
-    except IntegrityError:
+    values = {
+        "merchant_id": event.merchant_id,
+        "type": event.type,
+        "dedupe_key": event.dedupe_key,
+        "subject_type": event.subject_type,
+        "subject_id": event.subject_id,
+        "payload": event.payload,
+        "created_at": utcnow(),
+    }
+    # One round trip: the unique key decides, without a read first or a savepoint.
+    dialect = db.session.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert(DomainEvent).values(**values).on_conflict_do_nothing(index_elements=["dedupe_key"])
+    if db.session.execute(statement.returning(DomainEvent.id)).scalar() is None:
         return False
     for subscriber in subscribers(event.type):
         subscriber(event)

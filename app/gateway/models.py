@@ -16,7 +16,9 @@ class GatewayEvent(Base):
 
     id: Mapped[IdPK]
     merchant_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("merchants.id"))
-    order_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("orders.id"), index=True)
+    # No foreign key on purpose: a log row must never take a lock on the order it mentions (an FK check
+    # takes a KEY SHARE lock, which deadlocks against the FOR UPDATE that applies a payment).
+    order_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
     direction: Mapped[str] = mapped_column(String(10))
     api: Mapped[str] = mapped_column(String(60))
     idempotency_key: Mapped[str | None] = mapped_column(String(64))

@@ -21,6 +21,7 @@ from app.gateway.clients import platform_keys
 from app.gateway.log import RecordingHook
 from app.merchants.models import Merchant, MerchantStatus
 from app.merchants.service import merchant_secrets
+from app.orders.models import Order
 from app.payments.models import PaymentAttempt
 from app.payments.refunds import apply_refund_notification
 from app.payments.service import apply_transaction
@@ -48,13 +49,15 @@ def _merchant(slug: str) -> Merchant | None:
     return merchant
 
 
-def _order_id(merchant: Merchant, out_trade_no: str | None) -> int | None:
+def _lock_order(merchant: Merchant, out_trade_no: str | None) -> int | None:
+    """Lock the order this notification is about, first: duplicates then queue here, one at a time."""
     if not out_trade_no:
         return None
     return db.session.scalar(
-        select(PaymentAttempt.order_id).where(
-            PaymentAttempt.merchant_id == merchant.id, PaymentAttempt.out_trade_no == out_trade_no
-        )
+        select(Order.id)
+        .join(PaymentAttempt, PaymentAttempt.order_id == Order.id)
+        .where(PaymentAttempt.merchant_id == merchant.id, PaymentAttempt.out_trade_no == out_trade_no)
+        .with_for_update(of=Order)
     )
 
 
@@ -73,7 +76,7 @@ def handle_v3_notification(*, slug: str, headers: Mapping[str, str], body: bytes
         logger.warning("refused a notification for %s: %s", slug, exc.code)
         return Answer(401, "signature verification failed")
     resource = notification.resource
-    hook.attach_order(_order_id(merchant, resource.get("out_trade_no")))
+    hook.attach_order(_lock_order(merchant, resource.get("out_trade_no")))
     if notification.event_type == "TRANSACTION.SUCCESS":
         applied = apply_transaction(merchant=merchant, resource=resource, source="notification")
         return Answer(204) if applied.ok else Answer(400, applied.reason)

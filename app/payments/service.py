@@ -202,16 +202,17 @@ def apply_transaction(*, merchant: Merchant, resource: dict[str, Any], source: s
         merchant.oa_appid,
     ):
         return _refuse(merchant, "payment for another merchant or app", reference, resource)
-    attempt = db.session.scalar(
-        select(PaymentAttempt).where(
-            PaymentAttempt.merchant_id == merchant.id, PaymentAttempt.out_trade_no == out_trade_no
-        )
-    )
-    if attempt is None:
+    # One statement: the attempt and its order, both locked, fresh from the database.
+    row = db.session.execute(
+        select(PaymentAttempt, Order)
+        .join(Order, Order.id == PaymentAttempt.order_id)
+        .where(PaymentAttempt.merchant_id == merchant.id, PaymentAttempt.out_trade_no == out_trade_no)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+    if row is None:
         return _refuse(merchant, "payment for an unknown out_trade_no", reference, resource)
-    order = db.session.scalar(select(Order).where(Order.id == attempt.order_id).with_for_update())
-    assert order is not None
-    db.session.refresh(attempt)
+    attempt, order = row
     if resource.get("trade_state") != "SUCCESS":
         return _refuse(
             merchant, f"trade_state is {resource.get('trade_state')!r}, not SUCCESS", reference, resource

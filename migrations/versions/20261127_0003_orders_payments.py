@@ -110,7 +110,6 @@ def upgrade():
     sa.Column('request_id', sa.String(length=64), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['merchant_id'], ['merchants.id'], name=op.f('fk_gateway_events_merchant_id_merchants')),
-    sa.ForeignKeyConstraint(['order_id'], ['orders.id'], name=op.f('fk_gateway_events_order_id_orders')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_gateway_events'))
     )
     op.create_index('ix_gateway_events_key', 'gateway_events', ['merchant_id', 'idempotency_key'], unique=False)

@@ -1,0 +1,228 @@
+"""Seed the bench database in-process, and sign WeChat Pay notifications the way WeChat Pay would.
+
+A seeded merchant is in WeChat Pay public-key mode: the bench holds the "platform" private key, so it
+can sign v3 notifications (§3.3) that Hongli verifies with the public key it was onboarded with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import secrets
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from sqlalchemy import select
+
+from bench.harness import Request, Server
+
+PUBLIC_KEY_ID = "PUB_KEY_ID_0000000000000000000000000000000001"
+ORDER_TOTAL_FEN = 12_80
+
+
+@dataclass(frozen=True)
+class Attempt:
+    out_trade_no: str
+    amount_fen: int
+
+
+@dataclass(frozen=True)
+class PayMerchant:
+    """What the bench needs to play WeChat Pay for one seeded merchant and its pending orders."""
+
+    slug: str
+    mchid: str
+    appid: str
+    apiv3_key: str
+    openid: str
+    platform_key: rsa.RSAPrivateKey
+    attempts: tuple[Attempt, ...]
+
+
+def _private_pem(key: rsa.RSAPrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode("ascii")
+
+
+def _public_pem(key: rsa.RSAPrivateKey) -> str:
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode("ascii")
+    )
+
+
+def seed_pay_merchant(server: Server, *, slug: str, orders: int) -> PayMerchant:
+    """Onboard a merchant with a consumer and ``orders`` pending orders, each with an active attempt."""
+    from app import create_app
+    from app.audit.service import CLI
+    from app.consumers.models import AppKind, Consumer, WeChatIdentity
+    from app.core.db import utcnow
+    from app.core.money import Money
+    from app.extensions import db
+    from app.merchants.service import create_merchant
+    from app.orders.models import Order, OrderStatus
+    from app.payments.models import PaymentAttempt
+    from app.settings import load_settings
+    from wechat.crypto import generate_nonce
+
+    merchant_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    platform_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    mchid = str(1_600_000_000 + secrets.randbelow(99_999_999))
+    appid = f"wx{secrets.token_hex(8)}"
+    apiv3_key = generate_nonce(32)
+    openid = f"o{generate_nonce(27)}"
+    document: dict[str, Any] = {
+        "slug": slug,
+        "name": f"Bench {slug}",
+        "miniprogram": {"appid": appid, "secret": secrets.token_hex(16)},
+        "pay": {
+            "mchid": mchid,
+            "serial_no": secrets.token_hex(20).upper(),
+            "private_key": _private_pem(merchant_key),
+            "apiv3_key": apiv3_key,
+            "wechatpay_public_key_id": PUBLIC_KEY_ID,
+            "wechatpay_public_key": _public_pem(platform_key),
+        },
+    }
+    app = create_app(load_settings(environ=server.env))
+    with app.app_context():
+        merchant = create_merchant(document=document, actor=CLI)
+        consumer = Consumer(merchant_id=merchant.id, nickname="bench")
+        db.session.add(consumer)
+        db.session.flush()
+        db.session.add(
+            WeChatIdentity(
+                merchant_id=merchant.id,
+                consumer_id=consumer.id,
+                app_kind=AppKind.MINIPROGRAM,
+                appid=appid,
+                openid=openid,
+            )
+        )
+        item = {"sku": "TEA-1", "name": "Oolong tea", "category": "tea", "quantity": 1}
+        db.session.add_all(
+            Order(
+                merchant_id=merchant.id,
+                consumer_id=consumer.id,
+                out_order_no=f"BENCH-{n}",
+                request_digest=hashlib.sha256(f"{slug}:{n}".encode()).hexdigest(),
+                status=OrderStatus.PENDING_PAYMENT,
+                total=Money(ORDER_TOTAL_FEN),
+                items=[item | {"unit_price_fen": ORDER_TOTAL_FEN}],
+                description="Oolong tea",
+            )
+            for n in range(orders)
+        )
+        db.session.flush()
+        order_ids = db.session.scalars(
+            select(Order.id).where(Order.merchant_id == merchant.id).order_by(Order.id)
+        ).all()
+        expires_at = utcnow() + timedelta(hours=2)
+        attempts = tuple(Attempt(f"HL{order_id:08d}P1", ORDER_TOTAL_FEN) for order_id in order_ids)
+        db.session.add_all(
+            PaymentAttempt(
+                merchant_id=merchant.id,
+                order_id=order_id,
+                out_trade_no=attempt.out_trade_no,
+                appid=appid,
+                payer_openid=openid,
+                amount=Money(attempt.amount_fen),
+                expires_at=expires_at,
+            )
+            for order_id, attempt in zip(order_ids, attempts, strict=True)
+        )
+        db.session.commit()
+        db.engine.dispose()
+    return PayMerchant(slug, mchid, appid, apiv3_key, openid, platform_key, attempts)
+
+
+def transaction_success(merchant: PayMerchant, attempt: Attempt, *, timestamp: int | None = None) -> Request:
+    """A signed, encrypted ``TRANSACTION.SUCCESS`` for ``attempt``, as WeChat Pay would POST it.
+
+    The timestamp is signed, and Hongli accepts it for ±5 minutes only: build close to sending.
+    """
+    from wechat.crypto import AUTH_SCHEMA, aead_encrypt, generate_nonce, rsa_sha256_sign, v3_response_message
+
+    transaction_id = f"42000{secrets.randbelow(10**23):023d}"
+    resource = {
+        "mchid": merchant.mchid,
+        "appid": merchant.appid,
+        "out_trade_no": attempt.out_trade_no,
+        "transaction_id": transaction_id,
+        "trade_type": "JSAPI",
+        "trade_state": "SUCCESS",
+        "trade_state_desc": "支付成功",
+        "bank_type": "OTHERS",
+        "attach": "",
+        "success_time": "2026-01-01T12:00:00+08:00",
+        "payer": {"openid": merchant.openid},
+        "amount": {
+            "total": attempt.amount_fen,
+            "payer_total": attempt.amount_fen,
+            "currency": "CNY",
+            "payer_currency": "CNY",
+        },
+    }
+    aead_nonce = generate_nonce(12)
+    envelope = {
+        "id": f"EV-{transaction_id}",
+        "create_time": "2026-01-01T12:00:01+08:00",
+        "resource_type": "encrypt-resource",
+        "event_type": "TRANSACTION.SUCCESS",
+        "summary": "支付成功",
+        "resource": {
+            "original_type": "transaction",
+            "algorithm": "AEAD_AES_256_GCM",
+            "ciphertext": aead_encrypt(
+                merchant.apiv3_key, aead_nonce, json.dumps(resource).encode(), "transaction"
+            ),
+            "associated_data": "transaction",
+            "nonce": aead_nonce,
+        },
+    }
+    body = json.dumps(envelope, ensure_ascii=False).encode()
+    ts = str(timestamp if timestamp is not None else int(time.time()))
+    nonce = generate_nonce(32)
+    headers = {
+        "Content-Type": "application/json",
+        "Wechatpay-Timestamp": ts,
+        "Wechatpay-Nonce": nonce,
+        "Wechatpay-Serial": PUBLIC_KEY_ID,
+        "Wechatpay-Signature": rsa_sha256_sign(merchant.platform_key, v3_response_message(ts, nonce, body)),
+        "Wechatpay-Signature-Type": AUTH_SCHEMA,
+    }
+    return Request("POST", f"/wechat/{merchant.slug}/pay/notify", body, headers)
+
+
+def post_each(
+    server: Server, requests: Sequence[Request], *, expect: int = 204, connections: int = 4
+) -> None:
+    """Send every request once (over a few keep-alive connections); raise unless each answers ``expect``."""
+    failures: list[str] = []
+
+    def send(share: Sequence[Request]) -> None:
+        conn = http.client.HTTPConnection(server.host, server.port, timeout=30)
+        for req in share:
+            conn.request(req.method, req.path, body=req.body or None, headers=req.headers)
+            response = conn.getresponse()
+            response.read()
+            if response.status != expect:
+                failures.append(f"{req.method} {req.path} -> {response.status}")
+        conn.close()
+
+    threads = [threading.Thread(target=send, args=(requests[i::connections],)) for i in range(connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise RuntimeError(f"{len(failures)} of {len(requests)} answered otherwise, first: {failures[0]}")
