@@ -30,6 +30,9 @@ class BillRow:
     kind: str  # payment | refund
     key: str  # out_trade_no or our refund number
     amount: Money
+    # Payments only: what WeChat settles to the merchant (应结订单金额) and the vouchers used (代金券金额).
+    settled: Money | None = None
+    vouchers: Money = field(default_factory=Money.zero)
 
 
 @dataclass(frozen=True)
@@ -74,9 +77,10 @@ def parse_trade_bill(content: bytes) -> list[BillRow]:
             cells[name_at : name_at + extra + 1] = [",".join(cells[name_at : name_at + extra + 1])]
         state = cells[index["交易状态"]]
         if state == "SUCCESS":
-            rows.append(
-                BillRow("payment", cells[index["商户订单号"]], Money.from_yuan(cells[index["订单金额"]]))
-            )
+            settled = Money.from_yuan(cells[index["应结订单金额"]]) if "应结订单金额" in index else None
+            vouchers = Money.from_yuan(cells[index["代金券金额"]]) if "代金券金额" in index else Money(0)
+            amount = Money.from_yuan(cells[index["订单金额"]])
+            rows.append(BillRow("payment", cells[index["商户订单号"]], amount, settled, vouchers))
         elif state == "REFUND":
             rows.append(
                 BillRow("refund", cells[index["商户退款单号"]], Money.from_yuan(cells[index["退款金额"]]))
@@ -188,6 +192,14 @@ def _compare_payment(
     if attempt.amount != row.amount:
         report.differences.append(
             Difference("amount_mismatch", "payment", row.key, row.amount.fen, attempt.amount.fen)
+        )
+    elif row.settled is not None and not row.amount - row.vouchers <= row.settled <= row.amount:
+        # The settlement is the order amount less merchant-funded vouchers, never anything else: another
+        # figure means WeChat pays out a different sum than the order it confirmed.
+        report.differences.append(
+            Difference(
+                "amount_mismatch", "payment", row.key, row.settled.fen, attempt.amount.fen, "settled amount"
+            )
         )
 
 

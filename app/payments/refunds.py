@@ -8,7 +8,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 
 from app.core.db import utcnow
 from app.core.errors import Conflict, InvalidInput
@@ -21,6 +21,7 @@ from app.orders.models import Order, OrderStatus
 from app.orders.service import get_order_by_out_no
 from app.payments.models import REFUND_TRANSITIONS, PaymentAttempt, Refund, RefundStatus
 from app.queue import QueueName, enqueue_after_commit
+from app.reviews.service import flag_for_review
 from wechat.errors import WeChatError
 
 logger = logging.getLogger("hongli.refunds")
@@ -81,14 +82,36 @@ def request_refund(
     return refund, True
 
 
+def _lock_refund_and_order(*where: ColumnElement[bool]) -> tuple[Refund, Order] | None:
+    """The refund matching ``where`` and its order, both locked and read fresh — the order first.
+
+    Every path that changes an order's refund totals locks the order before its refunds (requests,
+    notifications, submissions), so they serialise without deadlocks and none works from a stale
+    ``refund_committed`` (a lost update would free money still held by another refund).
+    """
+    order_id = db.session.scalar(select(Refund.order_id).where(*where))
+    if order_id is None:
+        return None
+    order = db.session.scalar(
+        select(Order).where(Order.id == order_id).with_for_update().execution_options(populate_existing=True)
+    )
+    refund = db.session.scalar(
+        select(Refund).where(*where).with_for_update().execution_options(populate_existing=True)
+    )
+    assert order is not None and refund is not None
+    return refund, order
+
+
 def submit_refund(refund_id: int) -> RefundStatus:
     """Send a REQUESTED refund to WeChat (same number every time); idempotent, safe to repeat."""
-    refund = db.session.scalar(select(Refund).where(Refund.id == refund_id).with_for_update())
-    if refund is None or refund.status is not RefundStatus.REQUESTED:
-        return refund.status if refund else RefundStatus.FAILED
-    order = db.session.get(Order, refund.order_id)
+    locked = _lock_refund_and_order(Refund.id == refund_id)
+    if locked is None:
+        return RefundStatus.FAILED
+    refund, order = locked
+    if refund.status is not RefundStatus.REQUESTED:
+        return refund.status
     merchant = db.session.get(Merchant, refund.merchant_id)
-    assert order is not None and merchant is not None
+    assert merchant is not None
     attempt = db.session.scalar(
         select(PaymentAttempt).where(PaymentAttempt.order_id == order.id, PaymentAttempt.status == "paid")
     )
@@ -129,6 +152,16 @@ def _apply_status(refund: Refund, order: Order, wechat_status: str, resource: di
         return
     if target not in REFUND_TRANSITIONS[refund.status]:
         logger.warning("ignored refund %s transition %s -> %s", refund.id, refund.status, target)
+        if target is RefundStatus.SUCCEEDED:
+            # WeChat says the money went out, but Hongli counts this refund as not paid (and its amount
+            # as refundable again): a person must reconcile it, or the order can be refunded twice.
+            flag_for_review(
+                merchant_id=refund.merchant_id,
+                kind="refund_mismatch",
+                reason=f"WeChat reports a refund Hongli has as {refund.status.value} as succeeded",
+                reference=f"refund:{refund.wechat_refund_no}",
+                details={"refund_id": refund.id, "order_id": order.id, "amount_fen": refund.amount.fen},
+            )
         return
     if target is RefundStatus.PROCESSING:
         refund.status = target
@@ -183,18 +216,12 @@ def apply_refund_notification(*, merchant: Merchant, event_type: str, resource: 
     """Apply a verified REFUND.SUCCESS / ABNORMAL / CLOSED; False if the refund is not ours."""
     if resource.get("mchid") not in (None, merchant.mchid):
         return False
-    refund = db.session.scalar(
-        select(Refund)
-        .where(
-            Refund.merchant_id == merchant.id,
-            Refund.wechat_refund_no == str(resource.get("out_refund_no", "")),
-        )
-        .with_for_update()
+    locked = _lock_refund_and_order(
+        Refund.merchant_id == merchant.id, Refund.wechat_refund_no == str(resource.get("out_refund_no", ""))
     )
-    if refund is None:
+    if locked is None:
         return False
-    order = db.session.scalar(select(Order).where(Order.id == refund.order_id).with_for_update())
-    assert order is not None
+    refund, order = locked
     amount = (resource.get("amount") or {}).get("refund")
     if amount is not None and amount != refund.amount.fen:
         logger.warning("refund %s: notified amount %s differs from %s", refund.id, amount, refund.amount.fen)
