@@ -1,4 +1,3 @@
-# ruff: noqa: E501
 """Public known-answer material copied from /work/shared/wechat-test-vectors.md (public test keys only)."""
 
 OFFICIAL_MERCHANT_KEY = """\

@@ -79,7 +79,10 @@ def fail_xml(merchant: Merchant | None, err: V2Error, world: World, echo: dict[s
     fields.update(
         {k: v for k, v in echo.items() if k in ("mch_billno", "partner_trade_no", "mch_id", "mchid")}
     )
-    return signed_xml(merchant, fields, world)
+    # WeChat signs only return_code=SUCCESS replies (§4.1): a communication-level FAIL (SIGN_ERROR,
+    # CA_ERROR, XML_ERROR) carries no sign, and signing it would make a caller holding a wrong key read
+    # WeChat's refusal as a forged answer.
+    return signed_xml(None if err.return_fail else merchant, fields, world)
 
 
 def v2_endpoint(
