@@ -22,6 +22,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     from app.apidocs.views import bp as apidocs_bp
     from app.audit.views import blp as audit_blp
     from app.behaviour.views import blp as behaviour_blp
+    from app.campaigns.cli import budgets_cli
+    from app.campaigns.views import blp as campaigns_blp
     from app.console.views import blp as console_blp
     from app.consumers.views import h5 as h5_oauth_blp
     from app.consumers.views import mp as mp_identity_blp
@@ -29,6 +31,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from app.core.logging import configure_logging
     from app.extensions import api, db, migrate
     from app.health.views import blp as health_blp
+    from app.ledger.cli import ledger_cli
     from app.merchants.cli import merchants_cli
     from app.merchants.credentials import init_sealer
     from app.orders.views import console as console_orders_blp
@@ -44,6 +47,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from app.shop_keys.views import shop_blp as shop_identity_blp
     from app.staff.cli import staff_cli
     from app.staff.views import blp as staff_blp
+    from app.wallet.views import blp as wallet_blp
 
     settings = settings or load_settings()
     configure_logging(settings.logging.level, settings.logging.format)
@@ -78,16 +82,34 @@ def create_app(settings: Settings | None = None) -> Flask:
     api.register_blueprint(mp_orders_blp)
     api.register_blueprint(console_orders_blp)
     api.register_blueprint(behaviour_blp)
+    api.register_blueprint(campaigns_blp)
+    api.register_blueprint(wallet_blp)
     app.register_blueprint(pay_notify_bp)
     app.register_blueprint(apidocs_bp)
     init_http(app)  # after flask-smorest, so our error envelope replaces its handlers
+    _connect_domains(app)
 
     app.cli.add_command(worker_command)
     app.cli.add_command(merchants_cli)
     app.cli.add_command(staff_cli)
     app.cli.add_command(reconcile_cli)
     app.cli.add_command(shop_keys_cli)
+    app.cli.add_command(ledger_cli)
+    app.cli.add_command(budgets_cli)
     return app
+
+
+def _connect_domains(app: Flask) -> None:
+    """Wire the domains through their seams: payment events to the rebate engine, red packets into pay."""
+    from app.events.bus import ORDER_CLOSED, ORDER_PAID, REFUND_SUCCEEDED, subscribe
+    from app.payments.discounts import set_discount_resolver
+    from app.rebates import service as rebates
+    from app.red_packets.service import apply_to_order, release_from_order
+
+    subscribe(app, ORDER_PAID, rebates.on_order_paid)
+    subscribe(app, REFUND_SUCCEEDED, rebates.on_refund_succeeded)
+    subscribe(app, ORDER_CLOSED, rebates.on_order_closed)
+    set_discount_resolver(app, apply_to_order, release_from_order)
 
 
 def _flask_config(settings: Settings) -> dict[str, Any]:

@@ -5,12 +5,16 @@ Each domain package adds its ``models`` module here.
 
 from app.audit import models as audit_models
 from app.behaviour import models as behaviour_models
+from app.campaigns import models as campaign_models
 from app.consumers import models as consumer_models
 from app.events import models as event_models
 from app.gateway import models as gateway_models
+from app.ledger import models as ledger_models
 from app.merchants import models as merchant_models
 from app.orders import models as order_models
 from app.payments import models as payment_models
+from app.rebates import models as rebate_models
+from app.red_packets import models as red_packet_models
 from app.reviews import models as review_models
 from app.shop_keys import models as shop_key_models
 from app.staff import models as staff_models
@@ -18,12 +22,16 @@ from app.staff import models as staff_models
 __all__ = [
     "audit_models",
     "behaviour_models",
+    "campaign_models",
     "consumer_models",
     "event_models",
     "gateway_models",
+    "ledger_models",
     "merchant_models",
     "order_models",
     "payment_models",
+    "rebate_models",
+    "red_packet_models",
     "review_models",
     "shop_key_models",
     "staff_models",

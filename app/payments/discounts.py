@@ -26,10 +26,21 @@ class Discount:
 
 NO_DISCOUNT = Discount(Money(0), None)
 Resolver = Callable[[Order, int], Discount]
+Releaser = Callable[[int, int | None], int]
+_RELEASER = "hongli.discount_releaser"
 
 
-def set_discount_resolver(app: Flask, resolver: Resolver) -> None:
+def set_discount_resolver(app: Flask, resolver: Resolver, releaser: Releaser) -> None:
+    """``resolver`` reserves a packet for an order; ``releaser(order_id, packet_id)`` gives it back."""
     app.extensions[_RESOLVER] = resolver
+    app.extensions[_RELEASER] = releaser
+
+
+def release_discount(order_id: int, red_packet_id: int | None) -> None:
+    """Give back a packet reserved for an order whose payment terms changed."""
+    releaser: Releaser | None = current_app.extensions.get(_RELEASER)
+    if red_packet_id is not None and releaser is not None:
+        releaser(order_id, red_packet_id)
 
 
 def resolve_discount(order: Order, red_packet_id: int | None) -> Discount:

@@ -24,7 +24,7 @@ from app.gateway.errors import UpstreamBusy, UpstreamError
 from app.merchants.models import Merchant
 from app.orders.models import ORDER_TRANSITIONS, Order, OrderStatus
 from app.orders.service import get_consumer_order
-from app.payments.discounts import resolve_discount
+from app.payments.discounts import release_discount, resolve_discount
 from app.payments.models import AttemptStatus, PaymentAttempt
 from app.reviews.service import flag_for_review
 from app.settings import Settings
@@ -95,6 +95,8 @@ def prepare_payment(
     for attempt in active:
         if _supersede(merchant, order, attempt):
             raise Conflict("this order is already paid", details={"status": "paid"})
+        if attempt.red_packet_id != discount.red_packet_id:
+            release_discount(order.id, attempt.red_packet_id)
     number = 1 + (db.session.scalar(select(func.count()).where(PaymentAttempt.order_id == order.id)) or 0)
     first_attempt_at = db.session.scalar(
         select(func.min(PaymentAttempt.created_at)).where(PaymentAttempt.order_id == order.id)

@@ -50,6 +50,9 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("close-expired-orders", "jobs.payments.close_expired_orders", "* * * * *"),
     PeriodicJob("retry-requested-refunds", "jobs.payments.retry_requested_refunds", "*/5 * * * *"),
     PeriodicJob("reconcile-trades", "jobs.payments.reconcile_yesterday", "30 10 * * *"),
+    PeriodicJob("settle-rebates", "jobs.rebates.settle_rebates", "*/10 * * * *"),
+    PeriodicJob("expire-red-packets", "jobs.rebates.expire_packets", "*/5 * * * *"),
+    PeriodicJob("advance-campaigns", "jobs.rebates.advance_campaigns", "* * * * *"),
 )
 
 

@@ -1,0 +1,160 @@
+"""Ledger accounts: found or created by their natural key, race-safe; the kind decides the rules."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from app.core.db import utcnow
+from app.core.money import Money
+from app.extensions import db
+from app.ledger.models import AccountKind, LedgerAccount, OwnerType
+
+# Only these may go negative: a consumer's debt (clawback beyond the balance, shown to the user),
+# the platform's funding source (money entering the system) and WeChat clearing (money at WeChat).
+NEGATIVE_ALLOWED: frozenset[AccountKind] = frozenset(
+    {AccountKind.CONSUMER_DEBT, AccountKind.PLATFORM_FUNDING_SOURCE, AccountKind.WECHAT_CLEARING}
+)
+
+OWNER_OF_KIND: dict[AccountKind, OwnerType] = {
+    AccountKind.CONSUMER_PENDING: OwnerType.CONSUMER,
+    AccountKind.CONSUMER_AVAILABLE: OwnerType.CONSUMER,
+    AccountKind.CONSUMER_WITHDRAWING: OwnerType.CONSUMER,
+    AccountKind.CONSUMER_DEBT: OwnerType.CONSUMER,
+    AccountKind.MERCHANT_REBATE: OwnerType.MERCHANT,
+    AccountKind.MERCHANT_BUDGET: OwnerType.MERCHANT,
+    AccountKind.CAMPAIGN_BUDGET: OwnerType.CAMPAIGN,
+    AccountKind.CAMPAIGN_RESERVED: OwnerType.CAMPAIGN,
+    AccountKind.PLATFORM_MARKETING_BUDGET: OwnerType.PLATFORM,
+    AccountKind.PLATFORM_FUNDING_SOURCE: OwnerType.PLATFORM,
+    AccountKind.WECHAT_CLEARING: OwnerType.PLATFORM,
+    AccountKind.PAYOUTS_IN_FLIGHT: OwnerType.PLATFORM,
+    AccountKind.PAYOUTS_SETTLED: OwnerType.PLATFORM,
+}
+
+
+def allows_negative(kind: AccountKind) -> bool:
+    """Whether an account of ``kind`` may hold a negative balance."""
+    return kind in NEGATIVE_ALLOWED
+
+
+def natural_key(
+    *, kind: AccountKind, owner_type: OwnerType, owner_id: int | None, merchant_id: int | None
+) -> str:
+    """The unique text identity of an account; ``-`` stands for a missing owner or merchant."""
+    owner = "-" if owner_id is None else str(owner_id)
+    merchant = "-" if merchant_id is None else str(merchant_id)
+    return f"{owner_type.value}:{owner}:{kind.value}:{merchant}"
+
+
+def _validate(
+    kind: AccountKind, owner_type: OwnerType, owner_id: int | None, merchant_id: int | None
+) -> None:
+    if OWNER_OF_KIND[kind] is not owner_type:
+        raise ValueError(
+            f"a {kind.value} account belongs to a {OWNER_OF_KIND[kind].value}, not a {owner_type.value}"
+        )
+    if owner_type is OwnerType.PLATFORM:
+        if owner_id is not None:
+            raise ValueError("platform accounts have no owner_id")
+    elif owner_id is None or merchant_id is None:
+        raise ValueError(f"a {owner_type.value} account needs both owner_id and merchant_id")
+
+
+def account_for(
+    *, kind: AccountKind, owner_type: OwnerType, owner_id: int | None, merchant_id: int | None
+) -> LedgerAccount:
+    """The account of ``kind`` for this owner, created on first use (concurrent first uses create one)."""
+    _validate(kind, owner_type, owner_id, merchant_id)
+    key = natural_key(kind=kind, owner_type=owner_type, owner_id=owner_id, merchant_id=merchant_id)
+    by_key = select(LedgerAccount).where(LedgerAccount.natural_key == key)
+    # Read first: accounts are looked up far more often than created, and a conflicting insert
+    # would still burn a sequence value on PostgreSQL.
+    account = db.session.scalar(by_key)
+    if account is not None:
+        return account
+    dialect = db.session.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    statement = (
+        insert(LedgerAccount)
+        .values(
+            natural_key=key,
+            merchant_id=merchant_id,
+            owner_type=owner_type,
+            owner_id=owner_id,
+            kind=kind,
+            balance=Money(0),
+            allow_negative=allows_negative(kind),
+            created_at=utcnow(),
+        )
+        .on_conflict_do_nothing(index_elements=["natural_key"])
+    )
+    db.session.execute(statement)
+    return db.session.scalars(by_key).one()
+
+
+def platform_account(kind: AccountKind, merchant_id: int | None = None) -> LedgerAccount:
+    """A platform account of ``kind``; pass ``merchant_id`` for one kept per merchant (e.g. its clearing)."""
+    return account_for(kind=kind, owner_type=OwnerType.PLATFORM, owner_id=None, merchant_id=merchant_id)
+
+
+class ConsumerAccounts(NamedTuple):
+    pending: LedgerAccount
+    available: LedgerAccount
+    withdrawing: LedgerAccount
+    debt: LedgerAccount
+
+
+def consumer_accounts(merchant_id: int, consumer_id: int) -> ConsumerAccounts:
+    """The four wallet buckets of a consumer at a merchant."""
+
+    def bucket(kind: AccountKind) -> LedgerAccount:
+        return account_for(
+            kind=kind, owner_type=OwnerType.CONSUMER, owner_id=consumer_id, merchant_id=merchant_id
+        )
+
+    return ConsumerAccounts(
+        pending=bucket(AccountKind.CONSUMER_PENDING),
+        available=bucket(AccountKind.CONSUMER_AVAILABLE),
+        withdrawing=bucket(AccountKind.CONSUMER_WITHDRAWING),
+        debt=bucket(AccountKind.CONSUMER_DEBT),
+    )
+
+
+class MerchantAccounts(NamedTuple):
+    rebate: LedgerAccount
+    budget: LedgerAccount
+
+
+def merchant_accounts(merchant_id: int) -> MerchantAccounts:
+    """A merchant's rebate (earned) and marketing budget accounts."""
+
+    def bucket(kind: AccountKind) -> LedgerAccount:
+        return account_for(
+            kind=kind, owner_type=OwnerType.MERCHANT, owner_id=merchant_id, merchant_id=merchant_id
+        )
+
+    return MerchantAccounts(
+        rebate=bucket(AccountKind.MERCHANT_REBATE), budget=bucket(AccountKind.MERCHANT_BUDGET)
+    )
+
+
+class CampaignAccounts(NamedTuple):
+    budget: LedgerAccount
+    reserved: LedgerAccount
+
+
+def campaign_accounts(merchant_id: int, campaign_id: int) -> CampaignAccounts:
+    """A campaign's free budget and the part reserved for live red packets' worst-case cost."""
+
+    def bucket(kind: AccountKind) -> LedgerAccount:
+        return account_for(
+            kind=kind, owner_type=OwnerType.CAMPAIGN, owner_id=campaign_id, merchant_id=merchant_id
+        )
+
+    return CampaignAccounts(
+        budget=bucket(AccountKind.CAMPAIGN_BUDGET), reserved=bucket(AccountKind.CAMPAIGN_RESERVED)
+    )

@@ -1,0 +1,207 @@
+"""Posting balanced journal entries: idempotent on a caller-owned key, no overdraft, deadlock-free.
+
+Every movement of money is one call to :func:`post_entry` inside the caller's transaction; the
+caller commits. Entries and postings are only ever inserted.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import insert, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from app.core.db import utcnow
+from app.core.errors import DomainError
+from app.core.money import Money
+from app.extensions import db
+from app.ledger.models import EntryReason, JournalEntry, LedgerAccount, Posting
+
+MAX_KEY_LENGTH = 120
+MAX_TIMELINE_PAGE = 500
+
+
+class Overdraft(DomainError):
+    """An entry would take an account that may not go negative below zero; nothing was written."""
+
+    status = 409
+    code = "insufficient_funds"
+
+
+def _check_text(name: str, value: str, limit: int, *, required: bool = True) -> None:
+    # PostgreSQL would refuse an over-long value, SQLite would silently keep it: refuse it the same way.
+    if (required and not value) or len(value) > limit:
+        raise ValueError(f"{name} must be 1..{limit} characters" if required else f"{name} exceeds {limit}")
+
+
+def post_entry(
+    *,
+    key: str,
+    reason: EntryReason,
+    cause_type: str,
+    cause_id: str,
+    lines: Sequence[tuple[LedgerAccount, Money]],
+    merchant_id: int | None,
+    rule_version_id: int | None = None,
+    memo: str = "",
+) -> JournalEntry | None:
+    """Write one balanced entry and update the cached balances; None, changing nothing, if ``key`` was used.
+
+    Raises ValueError for empty or unbalanced lines, :class:`Overdraft` when an account that may not go
+    negative would; in both cases nothing is written.
+    """
+    _check_text("key", key, MAX_KEY_LENGTH)
+    _check_text("cause_type", cause_type, 40)
+    _check_text("cause_id", cause_id, 64)
+    _check_text("memo", memo, 255, required=False)
+    legs: list[tuple[LedgerAccount, Money]] = []
+    for account, amount in lines:
+        if not isinstance(amount, Money):
+            raise TypeError(f"ledger amounts are Money, not {type(amount).__name__}")
+        if amount:
+            legs.append((account, amount))
+    if not legs:
+        raise ValueError("an entry needs at least one non-zero line")
+    if sum(amount.fen for _, amount in legs) != 0:
+        raise ValueError(f"unbalanced entry {key!r}: lines sum to {sum(a.fen for _, a in legs)} fen")
+    deltas: dict[int, int] = defaultdict(int)
+    for account, amount in legs:
+        if account.id is None:
+            raise ValueError("ledger accounts must be persisted (use account_for)")
+        # One entry never moves money between two tenants; platform accounts (no merchant) are shared.
+        if account.merchant_id is not None and account.merchant_id != merchant_id:
+            raise ValueError(
+                f"account {account.id} belongs to merchant {account.merchant_id}, not {merchant_id}"
+            )
+        deltas[account.id] += amount.fen
+
+    # Ascending id order: two entries touching the same accounts always lock them in the same order,
+    # so they queue instead of deadlocking. populate_existing refreshes balances read before the lock.
+    locked = db.session.scalars(
+        select(LedgerAccount)
+        .where(LedgerAccount.id.in_(sorted(deltas)))
+        .order_by(LedgerAccount.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).all()
+    for account in locked:
+        after = account.balance.fen + deltas[account.id]
+        if after < 0 and not account.allow_negative:
+            # A replay of an entry that already drained the account is a replay, not an overdraft.
+            if find_entry(key) is not None:
+                return None
+            raise Overdraft(
+                f"{account.kind.value} account {account.id} holds {account.balance.fen} fen; "
+                f"{-deltas[account.id]} fen requested",
+                details={
+                    "account_id": account.id,
+                    "kind": account.kind.value,
+                    "balance_fen": account.balance.fen,
+                    "shortfall_fen": -after,
+                },
+            )
+
+    now = utcnow()
+    dialect = db.session.get_bind().dialect.name
+    upsert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    # The unique key decides between concurrent first posts of one key, without a read first.
+    statement = (
+        upsert(JournalEntry)
+        .values(
+            merchant_id=merchant_id,
+            idempotency_key=key,
+            reason=reason,
+            cause_type=cause_type,
+            cause_id=cause_id,
+            rule_version_id=rule_version_id,
+            memo=memo,
+            created_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+        .returning(JournalEntry)
+    )
+    entry = db.session.scalars(statement).first()
+    if entry is None:
+        return None
+    db.session.execute(
+        insert(Posting),
+        [
+            {"entry_id": entry.id, "account_id": account.id, "amount": amount, "created_at": now}
+            for account, amount in legs
+        ],
+    )
+    for account in locked:
+        if deltas[account.id]:
+            account.balance = Money(account.balance.fen + deltas[account.id])
+    db.session.flush()
+    return entry
+
+
+def find_entry(key: str) -> JournalEntry | None:
+    """The entry posted under ``key``, if any."""
+    return db.session.scalar(select(JournalEntry).where(JournalEntry.idempotency_key == key))
+
+
+def balance(account: LedgerAccount) -> Money:
+    """The account's balance as stored now (the cached sum of its postings)."""
+    return db.session.scalars(select(LedgerAccount.balance).where(LedgerAccount.id == account.id)).one()
+
+
+def postings_of(entry: JournalEntry) -> list[Posting]:
+    """The legs of ``entry`` in the order they were posted."""
+    return list(db.session.scalars(select(Posting).where(Posting.entry_id == entry.id).order_by(Posting.id)))
+
+
+@dataclass(frozen=True)
+class TimelineItem:
+    entry: JournalEntry
+    postings: list[Posting]  # only the legs on the accounts asked for
+
+    @property
+    def net(self) -> Money:
+        """What the entry did to the accounts asked for, taken together."""
+        return Money(sum(posting.amount.fen for posting in self.postings))
+
+
+@dataclass(frozen=True)
+class TimelinePage:
+    items: list[TimelineItem]
+    next_cursor: int | None  # pass back as ``cursor`` for the next (older) page
+
+
+def entries_for(account_ids: Sequence[int], limit: int = 50, cursor: int | None = None) -> TimelinePage:
+    """Entries touching any of ``account_ids``, newest first, ``limit`` per page.
+
+    Pass the previous page's ``next_cursor`` as ``cursor`` for the next (older) page.
+    """
+    if not 1 <= limit <= MAX_TIMELINE_PAGE:
+        raise ValueError(f"limit must be 1..{MAX_TIMELINE_PAGE}")
+    ids = sorted(set(account_ids))
+    if not ids:
+        return TimelinePage(items=[], next_cursor=None)
+    # Keyset pagination on the entry id: stable while new entries arrive, cheap at any depth.
+    page_query = select(Posting.entry_id).where(Posting.account_id.in_(ids)).distinct()
+    if cursor is not None:
+        page_query = page_query.where(Posting.entry_id < cursor)
+    entry_ids = list(db.session.scalars(page_query.order_by(Posting.entry_id.desc()).limit(limit + 1)))
+    more = len(entry_ids) > limit
+    entry_ids = entry_ids[:limit]
+    if not entry_ids:
+        return TimelinePage(items=[], next_cursor=None)
+    entries = db.session.scalars(
+        select(JournalEntry).where(JournalEntry.id.in_(entry_ids)).order_by(JournalEntry.id.desc())
+    ).all()
+    legs: dict[int, list[Posting]] = defaultdict(list)
+    for posting in db.session.scalars(
+        select(Posting)
+        .where(Posting.entry_id.in_(entry_ids), Posting.account_id.in_(ids))
+        .order_by(Posting.id)
+    ):
+        legs[posting.entry_id].append(posting)
+    return TimelinePage(
+        items=[TimelineItem(entry=entry, postings=legs[entry.id]) for entry in entries],
+        next_cursor=entry_ids[-1] if more else None,
+    )

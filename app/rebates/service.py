@@ -1,0 +1,424 @@
+"""Booking what paid orders earn, settling it after the after-sales window, clawing it back on refunds.
+
+Subscribed to the payment domain's events (in the same transaction as the fact they follow):
+``order.paid`` → red packet redeemed, two-way legs and new grants booked *pending*, new red packets
+issued; ``refund.succeeded`` → every grant of the order reversed pro rata; ``order.closed`` → a
+reserved red packet released. Every movement is a ledger entry with a key derived from its cause.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import func, select
+
+from app.campaigns.models import Campaign, CampaignStatus, RuleVersion
+from app.campaigns.service import count_skip
+from app.core.db import utcnow
+from app.core.money import Money
+from app.events.bus import Event
+from app.extensions import db
+from app.ledger.accounts import campaign_accounts, consumer_accounts, merchant_accounts
+from app.ledger.models import EntryReason, LedgerAccount
+from app.ledger.service import Overdraft, post_entry
+from app.merchants.models import Merchant
+from app.orders.models import Order, OrderStatus
+from app.rebates.models import GrantStatus, RebateGrant
+from app.rebates.ruledoc import load_rules
+from app.rebates.rules import (
+    Beneficiary,
+    IssueRedPacket,
+    OrderFacts,
+    Rebate,
+    RedPacketFacts,
+    SkipReason,
+    UserFacts,
+    evaluate,
+)
+from app.red_packets.models import RedPacket, RedPacketStatus
+from app.red_packets.service import issue_red_packet, release_from_order, release_reservation
+from app.reviews.service import flag_for_review
+
+logger = logging.getLogger("hongli.rebates")
+CHINA = timezone(timedelta(hours=8))
+DISCOUNT = "red_packet_discount"  # the campaign paying the merchant the face value a buyer spent
+_MERCHANT_SIDE = {Beneficiary.ISSUER_MERCHANT.value, DISCOUNT}
+
+
+# ---------------------------------------------------------------- booking (order.paid)
+
+
+def on_order_paid(event: Event) -> None:
+    order = db.session.get(Order, event.subject_id)
+    assert order is not None and order.status is OrderStatus.PAID
+    packet_id = event.payload.get("red_packet_id")
+    packet = _redeem(order, int(packet_id)) if packet_id else None
+    facts = _order_facts(order, packet)
+    if packet is not None:
+        _book_packet_legs(order, packet, facts)
+    for campaign in db.session.scalars(
+        select(Campaign)
+        .where(Campaign.merchant_id == order.merchant_id, Campaign.status == CampaignStatus.ACTIVE)
+        .order_by(Campaign.id)
+    ):
+        _book_campaign(order, campaign, facts)
+
+
+def _redeem(order: Order, packet_id: int) -> RedPacket | None:
+    packet = db.session.scalar(select(RedPacket).where(RedPacket.id == packet_id).with_for_update())
+    if packet is None or packet.status is not RedPacketStatus.RESERVED or packet.order_id != order.id:
+        # The payment happened with this discount; a packet that is no longer ours to redeem needs a person.
+        flag_for_review(
+            merchant_id=order.merchant_id,
+            kind="red_packet_state",
+            reason="order paid with a red packet that was not reserved for it",
+            reference=f"order:{order.id}:packet:{packet_id}",
+            details={"order_id": order.id},
+        )
+        return None
+    packet.status = RedPacketStatus.REDEEMED
+    packet.redeemed_at = order.paid_at or utcnow()
+    accounts = campaign_accounts(packet.merchant_id, packet.campaign_id)
+    _grant(
+        order=order,
+        campaign_id=packet.campaign_id,
+        rule_version_id=packet.rule_version_id,
+        rule_id=packet.rule_id,
+        beneficiary=DISCOUNT,
+        consumer_id=None,
+        amount=order.discount,
+        source=accounts.reserved,
+        basis=f"red packet {packet.id} spent on this order",
+        reason=EntryReason.RED_PACKET_REDEEM,
+        red_packet_id=packet.id,
+    )
+    packet.reserved = packet.reserved - order.discount
+    return packet
+
+
+def _order_facts(order: Order, packet: RedPacket | None) -> OrderFacts:
+    paid_orders = db.session.scalar(
+        select(func.count()).where(
+            Order.merchant_id == order.merchant_id,
+            Order.consumer_id == order.consumer_id,
+            Order.status == OrderStatus.PAID,
+        )
+    )
+    packet_facts = None
+    if packet is not None:
+        packet_facts = RedPacketFacts(
+            id=packet.id,
+            face_value=packet.face_value,
+            issuer="merchant" if packet.issuer_consumer_id is None else packet.issuer_consumer_id,
+            issuer_rate_bp=packet.issuer_rate_bp,
+            buyer_rate_bp=packet.buyer_rate_bp,
+            min_spend=packet.min_spend,
+            max_order_fen=packet.max_order,
+            issuer_cap_fen=packet.issuer_cap,
+            buyer_cap_fen=packet.buyer_cap,
+            rule_id=packet.rule_id,
+            rule_version_id=packet.rule_version_id,
+        )
+    return OrderFacts(
+        order_id=order.id,
+        consumer_id=order.consumer_id,
+        total_fen=order.total,
+        paid_fen=order.paid_amount,
+        discount_fen=order.discount,
+        red_packet=packet_facts,
+        is_first_paid_order=paid_orders == 1,
+        paid_at=order.paid_at or utcnow(),
+    )
+
+
+def _user_facts(campaign_id: int, consumer_id: int, now: datetime) -> UserFacts:
+    local = now.astimezone(CHINA)
+    day = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    week = day - timedelta(days=day.weekday())
+    month = day.replace(day=1)
+
+    def since(start: datetime) -> Money:
+        total = db.session.scalar(
+            select(func.coalesce(func.sum(RebateGrant.amount), 0)).where(
+                RebateGrant.campaign_id == campaign_id,
+                RebateGrant.consumer_id == consumer_id,
+                RebateGrant.beneficiary == Beneficiary.BUYER.value,
+                RebateGrant.created_at >= start,
+            )
+        )
+        return total if isinstance(total, Money) else Money(int(total or 0))
+
+    return UserFacts(granted_today=since(day), granted_this_week=since(week), granted_this_month=since(month))
+
+
+def _book_packet_legs(order: Order, packet: RedPacket, facts: OrderFacts) -> None:
+    """The two-way legs, at the packet's frozen rates, paid from its reservation; the rest released."""
+    version = db.session.get(RuleVersion, packet.rule_version_id)
+    assert version is not None
+    accounts = campaign_accounts(packet.merchant_id, packet.campaign_id)
+    evaluation = evaluate(
+        facts, UserFacts(), load_rules(version.document), now=facts.paid_at, budget_remaining=packet.reserved
+    )
+    for grant in evaluation.rebates:
+        if grant.rule_id != packet.rule_id or grant.beneficiary not in (
+            Beneficiary.BUYER,
+            Beneficiary.ISSUER_MERCHANT,
+            Beneficiary.ISSUER_CONSUMER,
+        ):
+            continue
+        _grant(
+            order=order,
+            campaign_id=packet.campaign_id,
+            rule_version_id=packet.rule_version_id,
+            rule_id=grant.rule_id,
+            beneficiary=grant.beneficiary.value,
+            consumer_id=grant.beneficiary_id,
+            amount=grant.amount,
+            source=accounts.reserved,
+            basis=grant.basis,
+            reason=EntryReason.REBATE_PENDING,
+            red_packet_id=packet.id,
+        )
+        packet.reserved = packet.reserved - grant.amount
+    release_reservation(packet, packet.reserved, reason=EntryReason.RELEASE, key=f"rp-release:{packet.id}")
+
+
+def _book_campaign(order: Order, campaign: Campaign, facts: OrderFacts) -> None:
+    """New grants of an active campaign's current rules, paid from (or reserved in) its budget."""
+    version = db.session.get(RuleVersion, campaign.current_version_id)
+    assert version is not None
+    accounts = campaign_accounts(order.merchant_id, campaign.id)
+    plain = replace(facts, red_packet=None)  # the spent packet's legs are booked from its reservation
+    evaluation = evaluate(
+        plain,
+        _user_facts(campaign.id, order.consumer_id, facts.paid_at),
+        load_rules(version.document),
+        now=facts.paid_at,
+        budget_remaining=accounts.budget.balance,
+    )
+    for skipped in evaluation.skipped:
+        if skipped.reason is SkipReason.BUDGET_EXHAUSTED:
+            count_skip(campaign, skipped.reason.value)
+    for grant in evaluation.grants:
+        try:
+            if isinstance(grant, IssueRedPacket):
+                issue_red_packet(
+                    merchant_id=order.merchant_id,
+                    campaign_id=campaign.id,
+                    rule_version_id=version.id,
+                    rule_id=grant.rule_id,
+                    consumer_id=grant.recipient_id,
+                    face_value=grant.face_value,
+                    min_spend=grant.min_spend,
+                    valid_from=facts.paid_at,
+                    valid_until=grant.valid_until,
+                    issuer_rate_bp=grant.issuer_rate_bp,
+                    buyer_rate_bp=grant.buyer_rate_bp,
+                    max_order=grant.max_order_fen,
+                    worst_case_cost=grant.worst_case_cost,
+                    issuer_cap=grant.issuer_cap_fen,
+                    buyer_cap=grant.buyer_cap_fen,
+                    source_order_id=order.id,
+                    idempotency_key=f"issue:{order.id}:{version.id}:{grant.rule_id}",
+                )
+            elif isinstance(grant, Rebate):
+                _grant(
+                    order=order,
+                    campaign_id=campaign.id,
+                    rule_version_id=version.id,
+                    rule_id=grant.rule_id,
+                    beneficiary=grant.beneficiary.value,
+                    consumer_id=grant.beneficiary_id,
+                    amount=grant.amount,
+                    source=accounts.budget,
+                    basis=grant.basis,
+                    reason=EntryReason.REBATE_PENDING,
+                )
+        except Overdraft:
+            # A parallel order took the budget first: the campaign never overspends; it says so.
+            count_skip(campaign, SkipReason.BUDGET_EXHAUSTED.value)
+
+
+def _destination(order: Order, beneficiary: str, consumer_id: int | None) -> LedgerAccount:
+    if beneficiary in _MERCHANT_SIDE:
+        return merchant_accounts(order.merchant_id).rebate
+    assert consumer_id is not None
+    return consumer_accounts(order.merchant_id, consumer_id).pending
+
+
+def _grant(
+    *,
+    order: Order,
+    campaign_id: int,
+    rule_version_id: int,
+    rule_id: str,
+    beneficiary: str,
+    consumer_id: int | None,
+    amount: Money,
+    source: LedgerAccount,
+    basis: str,
+    reason: EntryReason,
+    red_packet_id: int | None = None,
+) -> RebateGrant | None:
+    """Credit one grant once (the entry key is the grant's natural key); None if booked before or zero."""
+    if amount.fen <= 0:
+        return None
+    key = f"grant:{order.id}:{rule_version_id}:{rule_id}:{beneficiary}"
+    entry = post_entry(
+        key=key,
+        reason=reason,
+        cause_type="order",
+        cause_id=str(order.id),
+        lines=[(source, -amount), (_destination(order, beneficiary, consumer_id), amount)],
+        merchant_id=order.merchant_id,
+        rule_version_id=rule_version_id,
+        memo=basis[:255],
+    )
+    if entry is None:
+        return None
+    grant = RebateGrant(
+        merchant_id=order.merchant_id,
+        campaign_id=campaign_id,
+        rule_version_id=rule_version_id,
+        rule_id=rule_id,
+        order_id=order.id,
+        red_packet_id=red_packet_id,
+        beneficiary=beneficiary,
+        consumer_id=consumer_id,
+        amount=amount,
+        basis=basis[:255],
+        status=GrantStatus.AVAILABLE if beneficiary in _MERCHANT_SIDE else GrantStatus.PENDING,
+    )
+    db.session.add(grant)
+    return grant
+
+
+# ---------------------------------------------------------------- order.closed
+
+
+def on_order_closed(event: Event) -> None:
+    release_from_order(event.subject_id)
+
+
+# ---------------------------------------------------------------- settlement
+
+
+def settle_due(now: datetime | None = None, limit: int = 500) -> int:
+    """Move pending grants to available once the order is received, its merchant's after-sales window
+    has passed, no after-sale is open and no refund is in flight. Debt is repaid first."""
+    now = now or utcnow()
+    rows = db.session.execute(
+        select(RebateGrant, Order, Merchant)
+        .join(Order, Order.id == RebateGrant.order_id)
+        .join(Merchant, Merchant.id == Order.merchant_id)
+        .where(RebateGrant.status == GrantStatus.PENDING, Order.received_at.is_not(None))
+        .order_by(RebateGrant.id)
+        .limit(limit)
+        .with_for_update(of=RebateGrant, skip_locked=True)
+    ).all()
+    settled = 0
+    for grant, order, merchant in rows:
+        if not settlement_due(order, merchant.after_sales_window_days, now):
+            continue
+        _settle(grant)
+        settled += 1
+    return settled
+
+
+def settlement_due(order: Order, window_days: int, now: datetime) -> bool:
+    if order.received_at is None or order.open_after_sale_ids or order.refund_committed != order.refunded:
+        return False
+    last = max(order.received_at, order.last_after_sale_closed_at or order.received_at)
+    return last + timedelta(days=window_days) <= now
+
+
+def available_from(order: Order, window_days: int) -> datetime | None:
+    """When a pending grant of ``order`` becomes available, if known (received, nothing open)."""
+    if order.received_at is None or order.open_after_sale_ids:
+        return None
+    last = max(order.received_at, order.last_after_sale_closed_at or order.received_at)
+    return last + timedelta(days=window_days)
+
+
+def _settle(grant: RebateGrant) -> None:
+    assert grant.consumer_id is not None
+    wallet = consumer_accounts(grant.merchant_id, grant.consumer_id)
+    net = grant.amount - grant.reversed
+    owed = -wallet.debt.balance if wallet.debt.balance.is_negative else Money(0)
+    repay = min(net, owed)
+    lines = [(wallet.pending, -net), (wallet.debt, repay), (wallet.available, net - repay)]
+    if net.fen > 0:
+        post_entry(
+            key=f"settle:{grant.id}",
+            reason=EntryReason.SETTLE,
+            cause_type="order",
+            cause_id=str(grant.order_id),
+            lines=lines,
+            merchant_id=grant.merchant_id,
+            rule_version_id=grant.rule_version_id,
+            memo="after-sales window passed" + (f"; {repay.fen} fen repaid debt" if repay.fen else ""),
+        )
+    grant.status = GrantStatus.AVAILABLE
+    grant.settled_at = utcnow()
+
+
+# ---------------------------------------------------------------- clawback (refund.succeeded)
+
+
+def on_refund_succeeded(event: Event) -> None:
+    """Reverse each grant of the order pro rata to the refunded share (cumulative, floor)."""
+    order_id = int(event.payload["order_id"])
+    refunded = int(event.payload["refunded_total_fen"])
+    paid = int(event.payload["paid_fen"])
+    refund_id = event.subject_id
+    for grant in db.session.scalars(
+        select(RebateGrant).where(RebateGrant.order_id == order_id).order_by(RebateGrant.id).with_for_update()
+    ):
+        target = grant.amount.prorate(min(refunded, paid), paid) if paid else grant.amount
+        delta = target - grant.reversed
+        if delta.fen > 0:
+            _claw_back(grant, delta, refund_id)
+
+
+def _claw_back(grant: RebateGrant, delta: Money, refund_id: int) -> None:
+    budget = campaign_accounts(grant.merchant_id, grant.campaign_id).budget
+    key = f"clawback:{grant.id}:refund:{refund_id}"
+    memo = f"reversed: refund {refund_id}"
+    lines: list[tuple[LedgerAccount, Money]]
+    if grant.beneficiary in _MERCHANT_SIDE:
+        rebate = merchant_accounts(grant.merchant_id).rebate
+        taken = min(delta, rebate.balance) if not rebate.balance.is_negative else Money(0)
+        if taken != delta:
+            flag_for_review(
+                merchant_id=grant.merchant_id,
+                kind="clawback_shortfall",
+                reason="merchant rebate balance cannot cover a clawback",
+                reference=key,
+                details={"grant_id": grant.id, "short_fen": (delta - taken).fen},
+            )
+        lines = [(rebate, -taken), (budget, taken)]
+        delta = taken
+    else:
+        assert grant.consumer_id is not None
+        wallet = consumer_accounts(grant.merchant_id, grant.consumer_id)
+        if grant.status is GrantStatus.PENDING:
+            lines = [(wallet.pending, -delta), (budget, delta)]
+        else:
+            # Already withdrawable (or withdrawn): take what is available, the shortfall becomes debt.
+            available = wallet.available.balance
+            taken = min(delta, available) if not available.is_negative else Money(0)
+            lines = [(wallet.available, -taken), (wallet.debt, -(delta - taken)), (budget, delta)]
+    if delta.fen > 0:
+        post_entry(
+            key=key,
+            reason=EntryReason.CLAWBACK,
+            cause_type="refund",
+            cause_id=str(refund_id),
+            lines=lines,
+            merchant_id=grant.merchant_id,
+            rule_version_id=grant.rule_version_id,
+            memo=memo,
+        )
+        grant.reversed = grant.reversed + delta

@@ -1,0 +1,1 @@
+"""In-app red packets: spendable credits with frozen rates, reserved for an order, redeemed when paid."""
