@@ -76,7 +76,9 @@ def handle_v3_notification(*, slug: str, headers: Mapping[str, str], body: bytes
         logger.warning("refused a notification for %s: %s", slug, exc.code)
         return Answer(401, "signature verification failed")
     resource = notification.resource
-    hook.attach_order(_lock_order(merchant, resource.get("out_trade_no")))
+    # No autoflush: the log row is then inserted once, already tied to its order.
+    with db.session.no_autoflush:
+        hook.attach_order(_lock_order(merchant, resource.get("out_trade_no")))
     if notification.event_type == "TRANSACTION.SUCCESS":
         applied = apply_transaction(merchant=merchant, resource=resource, source="notification")
         return Answer(204) if applied.ok else Answer(400, applied.reason)
