@@ -15,6 +15,7 @@ from typing import Any, TypeVar, cast
 
 from flask import g, request, session
 
+from app.audit.service import Actor
 from app.auth.principals import ConsumerPrincipal, Role, ShopPrincipal, StaffPrincipal
 from app.core.errors import Forbidden, NotFound, Unauthenticated
 
@@ -142,6 +143,11 @@ def current_staff() -> StaffPrincipal:
     principal = g.principal
     assert isinstance(principal, StaffPrincipal)
     return principal
+
+
+def current_actor() -> Actor:
+    """The signed-in staff member, as the audit log names them."""
+    return Actor("staff", str(current_staff().staff_id))
 
 
 def current_shop() -> ShopPrincipal:

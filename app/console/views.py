@@ -6,8 +6,7 @@ from typing import Any
 
 from flask_smorest import Blueprint
 
-from app.audit.service import Actor
-from app.auth.guards import current_merchant_id, current_staff, staff_required
+from app.auth.guards import current_actor, current_merchant_id, staff_required
 from app.auth.principals import Role
 from app.console.schemas import (
     BanSchema,
@@ -27,10 +26,6 @@ blp = Blueprint(
 )
 
 
-def _actor() -> Actor:
-    return Actor("staff", str(current_staff().staff_id))
-
-
 @blp.route("/consumers/<int:consumer_id>/ban", methods=["POST"])
 @staff_required(Role.REVIEWER)
 @blp.arguments(BanSchema)
@@ -38,7 +33,10 @@ def _actor() -> Actor:
 def ban(data: dict[str, Any], consumer_id: int) -> Consumer:
     """Ban a consumer and end all their sessions. Reviewer or owner."""
     consumer = ban_consumer(
-        merchant_id=current_merchant_id(), consumer_id=consumer_id, reason=data["reason"], actor=_actor()
+        merchant_id=current_merchant_id(),
+        consumer_id=consumer_id,
+        reason=data["reason"],
+        actor=current_actor(),
     )
     commit()
     return consumer
@@ -49,7 +47,9 @@ def ban(data: dict[str, Any], consumer_id: int) -> Consumer:
 @blp.response(200, ConsumerStatusSchema)
 def unban(consumer_id: int) -> Consumer:
     """Lift a ban (the consumer logs in again). Reviewer or owner."""
-    consumer = unban_consumer(merchant_id=current_merchant_id(), consumer_id=consumer_id, actor=_actor())
+    consumer = unban_consumer(
+        merchant_id=current_merchant_id(), consumer_id=consumer_id, actor=current_actor()
+    )
     commit()
     return consumer
 
@@ -68,6 +68,6 @@ def get_merchant_profile() -> dict[str, Any]:
 @blp.response(200, MerchantProfileSchema)
 def patch_merchant_profile(data: dict[str, Any]) -> dict[str, Any]:
     """Change payout and settlement policy (money in fen). Owner only."""
-    profile = update_merchant_policy(merchant_id=current_merchant_id(), changes=data, actor=_actor())
+    profile = update_merchant_policy(merchant_id=current_merchant_id(), changes=data, actor=current_actor())
     commit()
     return profile

@@ -6,8 +6,7 @@ from typing import Any
 
 from flask_smorest import Blueprint
 
-from app.audit.service import Actor
-from app.auth.guards import current_merchant_id, current_staff, public, staff_required
+from app.auth.guards import current_actor, current_merchant_id, current_staff, public, staff_required
 from app.auth.principals import Role
 from app.core.tx import commit
 from app.staff.schemas import (
@@ -33,10 +32,6 @@ blp = Blueprint(
     url_prefix="/api/console/v1",
     description="Console login (cookie + X-CSRF-Token) and staff roles per merchant.",
 )
-
-
-def _actor() -> Actor:
-    return Actor("staff", str(current_staff().staff_id))
 
 
 @blp.route("/session", methods=["POST"])
@@ -92,7 +87,7 @@ def list_staff() -> dict[str, list[MemberView]]:
 def add_staff(data: dict[str, Any]) -> MemberView:
     """Give an existing staff account (created with ``flask staff create``) a role here. Owner only."""
     member = add_member(
-        merchant_id=current_merchant_id(), email=data["email"], role=data["role"], actor=_actor()
+        merchant_id=current_merchant_id(), email=data["email"], role=data["role"], actor=current_actor()
     )
     commit()
     return member
@@ -105,7 +100,7 @@ def add_staff(data: dict[str, Any]) -> MemberView:
 def change_role(data: dict[str, Any], staff_id: int) -> MemberView:
     """Change a member's role; the last owner cannot be demoted. Owner only."""
     member = change_member_role(
-        merchant_id=current_merchant_id(), staff_id=staff_id, role=data["role"], actor=_actor()
+        merchant_id=current_merchant_id(), staff_id=staff_id, role=data["role"], actor=current_actor()
     )
     commit()
     return member
@@ -116,5 +111,5 @@ def change_role(data: dict[str, Any], staff_id: int) -> MemberView:
 @blp.response(204)
 def remove_staff(staff_id: int) -> None:
     """Remove a member from the merchant; the last owner cannot be removed. Owner only."""
-    remove_member(merchant_id=current_merchant_id(), staff_id=staff_id, actor=_actor())
+    remove_member(merchant_id=current_merchant_id(), staff_id=staff_id, actor=current_actor())
     commit()
