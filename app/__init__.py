@@ -31,6 +31,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from app.core.logging import configure_logging
     from app.extensions import api, db, migrate
     from app.health.views import blp as health_blp
+    from app.invitations.views import blp as invitations_blp
     from app.ledger.cli import ledger_cli
     from app.merchants.cli import merchants_cli
     from app.merchants.credentials import init_sealer
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     api.register_blueprint(behaviour_blp)
     api.register_blueprint(campaigns_blp)
     api.register_blueprint(wallet_blp)
+    api.register_blueprint(invitations_blp)
     app.register_blueprint(pay_notify_bp)
     app.register_blueprint(apidocs_bp)
     init_http(app)  # after flask-smorest, so our error envelope replaces its handlers

@@ -9,6 +9,7 @@ from app.campaigns import models as campaign_models
 from app.consumers import models as consumer_models
 from app.events import models as event_models
 from app.gateway import models as gateway_models
+from app.invitations import models as invitation_models
 from app.ledger import models as ledger_models
 from app.merchants import models as merchant_models
 from app.orders import models as order_models
@@ -26,6 +27,7 @@ __all__ = [
     "consumer_models",
     "event_models",
     "gateway_models",
+    "invitation_models",
     "ledger_models",
     "merchant_models",
     "order_models",

@@ -20,6 +20,7 @@ from app.core.db import utcnow
 from app.core.money import Money
 from app.events.bus import Event
 from app.extensions import db
+from app.invitations.service import attribution_for
 from app.ledger.accounts import campaign_accounts, consumer_accounts, merchant_accounts
 from app.ledger.models import EntryReason, LedgerAccount
 from app.ledger.service import Overdraft, post_entry
@@ -121,6 +122,9 @@ def _order_facts(order: Order, packet: RedPacket | None) -> OrderFacts:
             rule_id=packet.rule_id,
             rule_version_id=packet.rule_version_id,
         )
+    paid_at = order.paid_at or utcnow()
+    # Inviter and promoters as of the payment (live bindings, the shop's promoter code): see invitations.
+    attribution = attribution_for(order, at=paid_at)
     return OrderFacts(
         order_id=order.id,
         consumer_id=order.consumer_id,
@@ -129,7 +133,10 @@ def _order_facts(order: Order, packet: RedPacket | None) -> OrderFacts:
         discount_fen=order.discount,
         red_packet=packet_facts,
         is_first_paid_order=paid_orders == 1,
-        paid_at=order.paid_at or utcnow(),
+        inviter_id=attribution.inviter_id,
+        promoter_l1=attribution.promoter_l1,
+        promoter_l2=attribution.promoter_l2,
+        paid_at=paid_at,
     )
 
 
