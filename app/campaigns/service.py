@@ -1,4 +1,5 @@
-"""Campaign lifecycle, versioned rules and funding (money moves only through the ledger)."""
+"""Campaign lifecycle, versioned rules, funding and staff-issued red packets (money moves only through
+the ledger)."""
 
 from __future__ import annotations
 
@@ -9,17 +10,26 @@ from sqlalchemy import func, select
 
 from app.audit.service import Actor, record_audit
 from app.campaigns.models import CAMPAIGN_TRANSITIONS, Campaign, CampaignStatus, RuleVersion
+from app.consumers.models import Consumer
 from app.core.db import utcnow
-from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.errors import Conflict, Forbidden, InvalidInput, NotFound
 from app.core.money import Money
+from app.core.tx import commit
 from app.extensions import db
-from app.ledger.accounts import campaign_accounts, merchant_accounts, platform_account
-from app.ledger.models import AccountKind, EntryReason
-from app.ledger.service import post_entry
-from app.rebates.ruledoc import RuleDocumentError, RuleSet, load_rules
+from app.ledger.accounts import campaign_accounts, merchant_accounts, natural_key, platform_account
+from app.ledger.models import AccountKind, EntryReason, LedgerAccount, OwnerType
+from app.ledger.service import Overdraft, find_entry, post_entry
+from app.rebates.ruledoc import RuleDocumentError, RuleSet, TwoWayRule, load_rules
+from app.rebates.rules import IssueRedPacket, OrderFacts, SkipReason, UserFacts, evaluate
+from app.red_packets.models import RedPacket
+from app.red_packets.service import issue_red_packet
+
+# Budget for building a packet in isolation; the ledger's reservation is the real budget check.
+_UNLIMITED = Money(2**62)
 
 
-def _validated(document: dict[str, Any]) -> RuleSet:
+def validated_rules(document: dict[str, Any]) -> RuleSet:
+    """The typed rule set of ``document``, or InvalidInput (422) naming every bad field."""
     try:
         return load_rules(document)
     except RuleDocumentError as exc:
@@ -45,7 +55,7 @@ def create_campaign(
 ) -> Campaign:
     """A draft campaign with rules version 1."""
     _check_window(starts_at, ends_at)
-    _validated(rules)
+    validated_rules(rules)
     campaign = Campaign(
         merchant_id=merchant_id, name=name, starts_at=starts_at, ends_at=ends_at, skip_stats={}
     )
@@ -87,7 +97,7 @@ def new_rules_version(
     campaign = get_campaign(merchant_id=merchant_id, campaign_id=campaign_id, lock=True)
     if campaign.status is CampaignStatus.ENDED:
         raise Conflict("an ended campaign's rules cannot change")
-    _validated(rules)
+    validated_rules(rules)
     number = 1 + (
         db.session.scalar(select(func.max(RuleVersion.version)).where(RuleVersion.campaign_id == campaign.id))
         or 0
@@ -164,9 +174,21 @@ def advance_schedules(now: datetime | None = None) -> int:
 
 
 def fund_campaign(
-    *, merchant_id: int, campaign_id: int, amount: Money, source: str, key: str, actor: Actor
+    *,
+    merchant_id: int,
+    campaign_id: int,
+    amount: Money,
+    source: str,
+    key: str,
+    actor: Actor,
+    is_platform_admin: bool = False,
 ) -> None:
-    """Move ``amount`` into the campaign budget from the merchant's or the platform's marketing budget."""
+    """Move ``amount`` into the campaign budget from the merchant's or the platform's marketing budget.
+
+    Only platform admins (``is_platform_admin``) spend the platform's marketing budget (403 otherwise).
+    """
+    if source == "platform" and not is_platform_admin:
+        raise Forbidden("only platform admins spend the platform's marketing budget")
     if amount.fen <= 0:
         raise InvalidInput("amount_fen must be positive", details={"fields": {"amount_fen": ["must be > 0"]}})
     campaign = get_campaign(merchant_id=merchant_id, campaign_id=campaign_id)
@@ -195,16 +217,139 @@ def fund_campaign(
     )
 
 
+def budget_balances(campaign: Campaign) -> tuple[Money, Money]:
+    """(remaining, reserved) from the ledger's cached balances; read-only (a missing account is 0)."""
+
+    def balance(kind: AccountKind) -> Money:
+        key = natural_key(
+            kind=kind, owner_type=OwnerType.CAMPAIGN, owner_id=campaign.id, merchant_id=campaign.merchant_id
+        )
+        value = db.session.scalar(select(LedgerAccount.balance).where(LedgerAccount.natural_key == key))
+        return value if value is not None else Money(0)
+
+    return balance(AccountKind.CAMPAIGN_BUDGET), balance(AccountKind.CAMPAIGN_RESERVED)
+
+
 def budget_view(campaign: Campaign) -> dict[str, int]:
     """Remaining (spendable) and reserved budget, in fen, straight from the ledger's cached balances."""
-    accounts = campaign_accounts(campaign.merchant_id, campaign.id)
-    return {
-        "budget_remaining_fen": accounts.budget.balance.fen,
-        "budget_reserved_fen": accounts.reserved.balance.fen,
-    }
+    remaining, reserved = budget_balances(campaign)
+    return {"budget_remaining_fen": remaining.fen, "budget_reserved_fen": reserved.fen}
 
 
 def count_skip(campaign: Campaign, reason: str) -> None:
     stats = dict(campaign.skip_stats or {})
     stats[reason] = int(stats.get(reason, 0)) + 1
     campaign.skip_stats = stats
+
+
+# ---------------------------------------------------------------- red packets issued by staff
+
+
+def _staff_packet_grant(rules: RuleSet, rule_id: str, consumer_id: int, now: datetime) -> IssueRedPacket:
+    """The packet an order reaching ``rule_id``'s trigger would earn now: same value, validity, rates
+    (boosted by the multipliers active now, as the engine freezes them) and worst case."""
+    rule = rules.get(rule_id)
+    if not isinstance(rule, TwoWayRule):
+        raise InvalidInput(
+            f"the current rules have no two-way rule {rule_id!r}",
+            details={"fields": {"rule_id": ["Not a two-way rule of the current rules version."]}},
+        )
+    boosts = tuple(boost for boost in rules.multipliers if rule_id in boost.applies_to)
+    trigger = OrderFacts(
+        order_id=0,
+        consumer_id=consumer_id,
+        total_fen=rule.trigger_min_order_fen,
+        paid_fen=rule.trigger_min_order_fen,
+        paid_at=now,
+    )
+    # The engine itself builds the packet: one place decides frozen rates and the reserved worst case.
+    evaluation = evaluate(
+        trigger, UserFacts(), RuleSet((rule, *boosts)), now=now, budget_remaining=_UNLIMITED
+    )
+    (grant,) = evaluation.issued
+    return grant
+
+
+def issue_staff_red_packet(
+    *,
+    merchant_id: int,
+    campaign_id: int,
+    consumer_id: int,
+    rule_id: str,
+    key: str,
+    actor: Actor,
+    now: datetime | None = None,
+) -> RedPacket:
+    """Issue one red packet of a two-way rule of the current version to a consumer, reserving its worst
+    case. Idempotent on ``key``. A budget that cannot cover it: 409 ``insufficient_funds``, counted in the
+    campaign's ``skip_stats`` (that count and the audit entry of the refusal are committed)."""
+    campaign = get_campaign(merchant_id=merchant_id, campaign_id=campaign_id, lock=True)
+    consumer = db.session.scalar(
+        select(Consumer).where(Consumer.id == consumer_id, Consumer.merchant_id == merchant_id)
+    )
+    if consumer is None:
+        raise NotFound("no such consumer")
+    ledger_key = f"staff-issue:{campaign.id}:{key}"
+    earlier = find_entry(ledger_key)
+    if earlier is not None:
+        packet = db.session.get(RedPacket, int(earlier.cause_id))
+        assert packet is not None
+        if (packet.consumer_id, packet.rule_id) != (consumer_id, rule_id):
+            raise Conflict(
+                "this idempotency_key issued a different red packet", details={"red_packet_id": packet.id}
+            )
+        return packet
+    if campaign.status is CampaignStatus.ENDED:
+        raise Conflict("an ended campaign issues no red packets")
+    now = now or utcnow()
+    version = current_version(campaign)
+    grant = _staff_packet_grant(validated_rules(version.document), rule_id, consumer_id, now)
+    audit = {
+        "campaign_id": campaign.id,
+        "consumer_id": consumer_id,
+        "rule_id": rule_id,
+        "rules_version": version.version,
+    }
+    try:
+        packet = issue_red_packet(
+            merchant_id=merchant_id,
+            campaign_id=campaign.id,
+            rule_version_id=version.id,
+            rule_id=rule_id,
+            consumer_id=consumer_id,
+            face_value=grant.face_value,
+            min_spend=grant.min_spend,
+            valid_from=now,
+            valid_until=grant.valid_until,
+            issuer_rate_bp=grant.issuer_rate_bp,
+            buyer_rate_bp=grant.buyer_rate_bp,
+            max_order=grant.max_order_fen,
+            worst_case_cost=grant.worst_case_cost,
+            issuer_cap=grant.issuer_cap_fen,
+            buyer_cap=grant.buyer_cap_fen,
+            idempotency_key=ledger_key,
+        )
+    except Overdraft:
+        # The refusal is an outcome worth keeping: the skip count and the audit entry are committed
+        # before the 409 (as a failed login's count is).
+        count_skip(campaign, SkipReason.BUDGET_EXHAUSTED.value)
+        record_audit(
+            actor=actor,
+            action="campaign.red_packet.refused",
+            target_type="campaign",
+            target_id=campaign.id,
+            merchant_id=merchant_id,
+            after=audit | {"worst_case_cost_fen": grant.worst_case_cost.fen, "reason": "budget exhausted"},
+        )
+        commit()
+        raise
+    assert packet is not None  # the key was unused just now, under the campaign's row lock
+    record_audit(
+        actor=actor,
+        action="campaign.red_packet.issue",
+        target_type="red_packet",
+        target_id=packet.id,
+        merchant_id=merchant_id,
+        after=audit | {"face_value_fen": packet.face_value.fen, "reserved_fen": packet.reserved.fen},
+    )
+    return packet

@@ -1,4 +1,5 @@
-"""``/api/console/v1/campaigns``: operators shape campaigns, finance funds them."""
+"""``/api/console/v1/campaigns``: operators shape, preview and replay campaigns and issue red packets;
+finance funds them; every role reads them and their stats."""
 
 from __future__ import annotations
 
@@ -9,18 +10,29 @@ from flask_smorest import Blueprint
 from app.audit.service import Actor
 from app.auth.guards import current_merchant_id, current_staff, staff_required
 from app.auth.principals import Role
+from app.campaigns import preview as previews
 from app.campaigns import service
 from app.campaigns.models import Campaign, CampaignStatus
 from app.campaigns.schemas import (
     CampaignCreateSchema,
     CampaignSchema,
+    CampaignStatsSchema,
     FundSchema,
+    IssuedRedPacketSchema,
+    IssueRedPacketSchema,
+    PreviewResultSchema,
+    PreviewSchema,
+    ReplayResultSchema,
+    ReplaySchema,
     RulesSchema,
     TransitionSchema,
     campaign_view,
+    preview_view,
+    replay_view,
 )
-from app.core.errors import Forbidden
+from app.campaigns.stats import campaign_stats
 from app.core.tx import commit
+from app.red_packets.models import RedPacket
 
 blp = Blueprint(
     "console_campaigns",
@@ -106,8 +118,6 @@ def change_status(body: dict[str, Any], campaign_id: int) -> dict[str, Any]:
 def fund(body: dict[str, Any], campaign_id: int) -> dict[str, Any]:
     """Move money into the campaign budget from the merchant's budget (or, for platform admins, the
     platform's marketing budget). Idempotent on ``idempotency_key``."""
-    if body["source"] == "platform" and not current_staff().is_platform_admin:
-        raise Forbidden("only platform admins spend the platform's marketing budget")
     service.fund_campaign(
         merchant_id=current_merchant_id(),
         campaign_id=campaign_id,
@@ -115,6 +125,56 @@ def fund(body: dict[str, Any], campaign_id: int) -> dict[str, Any]:
         source=body["source"],
         key=f"fund:{campaign_id}:{body['idempotency_key']}",
         actor=_actor(),
+        is_platform_admin=current_staff().is_platform_admin,
     )
     commit()
     return _view(service.get_campaign(merchant_id=current_merchant_id(), campaign_id=campaign_id))
+
+
+@blp.route("/<int:campaign_id>/preview", methods=["POST"])
+@staff_required(Role.OPERATOR)
+@blp.arguments(PreviewSchema)
+@blp.response(200, PreviewResultSchema)
+def preview(body: dict[str, Any], campaign_id: int) -> dict[str, Any]:
+    """Dry-run the rules (a draft, or the current version) against one described order. Writes nothing."""
+    result = previews.preview_order(merchant_id=current_merchant_id(), campaign_id=campaign_id, **body)
+    return preview_view(result)
+
+
+@blp.route("/<int:campaign_id>/replay", methods=["POST"])
+@staff_required(Role.OPERATOR)
+@blp.arguments(ReplaySchema)
+@blp.response(200, ReplayResultSchema)
+def replay(body: dict[str, Any], campaign_id: int) -> dict[str, Any]:
+    """Replay the merchant's paid orders of the last ``days`` days (at most 20 000, oldest first) under
+    the rules, with a simulated budget, caps and red packets, beside what the live rules granted.
+    Writes nothing."""
+    result = previews.replay_orders(merchant_id=current_merchant_id(), campaign_id=campaign_id, **body)
+    return replay_view(result)
+
+
+@blp.route("/<int:campaign_id>/red-packets", methods=["POST"])
+@staff_required(Role.OPERATOR)
+@blp.arguments(IssueRedPacketSchema)
+@blp.response(201, IssuedRedPacketSchema)
+def issue_red_packet(body: dict[str, Any], campaign_id: int) -> RedPacket:
+    """Issue a red packet of a two-way rule of the current version to a consumer, reserving its worst
+    case (409 ``insufficient_funds`` when the budget cannot). Idempotent on ``idempotency_key``."""
+    packet = service.issue_staff_red_packet(
+        merchant_id=current_merchant_id(),
+        campaign_id=campaign_id,
+        consumer_id=body["consumer_id"],
+        rule_id=body["rule_id"],
+        key=body["idempotency_key"],
+        actor=_actor(),
+    )
+    commit()
+    return packet
+
+
+@blp.route("/<int:campaign_id>/stats")
+@staff_required()
+@blp.response(200, CampaignStatsSchema)
+def stats(campaign_id: int) -> dict[str, Any]:
+    """Packets issued / live / redeemed / expired, budget, cost booked, GMV driven, redemption rate, ROI."""
+    return campaign_stats(merchant_id=current_merchant_id(), campaign_id=campaign_id)

@@ -31,7 +31,7 @@ class RebateGrant(Base):
     merchant_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("merchants.id"))
     campaign_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("campaigns.id"))
     rule_version_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("campaign_rule_versions.id"))
-    rule_id: Mapped[str] = mapped_column(String(40))
+    rule_id: Mapped[str] = mapped_column(String(64))
     order_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("orders.id"))
     red_packet_id: Mapped[int | None] = mapped_column(BigInteger)
     beneficiary: Mapped[str] = mapped_column(String(24))

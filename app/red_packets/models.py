@@ -31,7 +31,7 @@ class RedPacket(Base):
     merchant_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("merchants.id"))
     campaign_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("campaigns.id"), index=True)
     rule_version_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("campaign_rule_versions.id"))
-    rule_id: Mapped[str] = mapped_column(String(40))
+    rule_id: Mapped[str] = mapped_column(String(64))
     consumer_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("consumers.id"))
     issuer_consumer_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("consumers.id"))
     source_order_id: Mapped[int | None] = mapped_column(BigInteger)
