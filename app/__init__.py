@@ -40,6 +40,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     from app.orders.views import shop as shop_orders_blp
     from app.payments.cli import reconcile_cli
     from app.payments.views import bp as pay_notify_bp
+    from app.payouts.cli import payouts_cli
+    from app.payouts.views import blp as console_payouts_blp
     from app.queue.after_commit import install_session_hooks
     from app.queue.cli import worker_command
     from app.queue.queues import init_queue
@@ -49,6 +51,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     from app.staff.cli import staff_cli
     from app.staff.views import blp as staff_blp
     from app.wallet.views import blp as wallet_blp
+    from app.withdrawals.views import console as console_withdrawals_blp
+    from app.withdrawals.views import mp as mp_withdrawals_blp
 
     settings = settings or load_settings()
     configure_logging(settings.logging.level, settings.logging.format)
@@ -85,6 +89,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     api.register_blueprint(behaviour_blp)
     api.register_blueprint(campaigns_blp)
     api.register_blueprint(wallet_blp)
+    api.register_blueprint(mp_withdrawals_blp)
+    api.register_blueprint(console_withdrawals_blp)
+    api.register_blueprint(console_payouts_blp)
     api.register_blueprint(invitations_blp)
     app.register_blueprint(pay_notify_bp)
     app.register_blueprint(apidocs_bp)
@@ -97,6 +104,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.cli.add_command(reconcile_cli)
     app.cli.add_command(shop_keys_cli)
     app.cli.add_command(ledger_cli)
+    app.cli.add_command(payouts_cli)
     app.cli.add_command(budgets_cli)
     return app
 

@@ -14,11 +14,13 @@ from app.ledger import models as ledger_models
 from app.merchants import models as merchant_models
 from app.orders import models as order_models
 from app.payments import models as payment_models
+from app.payouts import models as payout_models
 from app.rebates import models as rebate_models
 from app.red_packets import models as red_packet_models
 from app.reviews import models as review_models
 from app.shop_keys import models as shop_key_models
 from app.staff import models as staff_models
+from app.withdrawals import models as withdrawal_models
 
 __all__ = [
     "audit_models",
@@ -32,9 +34,11 @@ __all__ = [
     "merchant_models",
     "order_models",
     "payment_models",
+    "payout_models",
     "rebate_models",
     "red_packet_models",
     "review_models",
     "shop_key_models",
     "staff_models",
+    "withdrawal_models",
 ]

@@ -15,6 +15,7 @@ from app.settings import Settings
 from wechat.endpoints import WeChatEndpoints
 from wechat.miniprogram import MiniProgramClient
 from wechat.official import OfficialAccountClient
+from wechat.pay_v2 import MerchantV2Credentials, PayV2Client
 from wechat.pay_v3 import PayV3Client
 from wechat.v3_http import MerchantV3Credentials
 from wechat.verify import PlatformKeys
@@ -81,3 +82,18 @@ def pay_client(merchant: Merchant, *, order_id: int | None = None) -> PayV3Clien
     return PayV3Client(
         credentials, platform_keys(merchant), endpoints(), hook=RecordingHook(merchant.id, order_id)
     )
+
+
+def pay_v2_client(merchant: Merchant) -> PayV2Client:
+    """A Pay v2 client (cash red packets, §5) for ``merchant``: its v2 key and API client certificate
+    (mutual TLS). Recorded in the gateway log; use as a context manager so the temp PEMs are removed."""
+    secrets = merchant_secrets(merchant)
+    if not (merchant.mchid and secrets.v2_api_key and secrets.client_cert_pem and secrets.client_key_pem):
+        raise Unavailable(f"merchant {merchant.slug} has no WeChat Pay v2 key and client certificate")
+    credentials = MerchantV2Credentials(
+        mch_id=merchant.mchid,
+        api_key=secrets.v2_api_key,
+        cert_pem=secrets.client_cert_pem,
+        key_pem=secrets.client_key_pem,
+    )
+    return PayV2Client(credentials, endpoints(), hook=RecordingHook(merchant.id))

@@ -87,6 +87,11 @@ def handle_v3_notification(*, slug: str, headers: Mapping[str, str], body: bytes
             merchant=merchant, event_type=notification.event_type, resource=resource
         )
         return Answer(204) if applied_refund else Answer(400, "unknown refund")
+    if notification.event_type == "MCHTRANSFER.BILL.FINISHED":
+        from app.payouts.service import on_transfer_bill_finished
+
+        on_transfer_bill_finished(merchant_id=merchant.id, resource=resource)
+        return Answer(204)
     # Other event types (e.g. vouchers) are acknowledged; their owners subscribe when they exist.
     logger.info("acknowledged %s for %s", notification.event_type, slug)
     return Answer(204)

@@ -53,6 +53,7 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("settle-rebates", "jobs.rebates.settle_rebates", "*/10 * * * *"),
     PeriodicJob("expire-red-packets", "jobs.rebates.expire_packets", "*/5 * * * *"),
     PeriodicJob("advance-campaigns", "jobs.rebates.advance_campaigns", "* * * * *"),
+    PeriodicJob("enqueue-due-payouts", "jobs.payouts.enqueue_due_payouts", "* * * * *"),
 )
 
 

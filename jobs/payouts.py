@@ -1,0 +1,53 @@
+"""Payout jobs: one pass over one payout (claim → save → call WeChat → record), and the outbox sweep."""
+
+from __future__ import annotations
+
+import logging
+
+from app.extensions import db
+from app.merchants.models import Merchant
+from app.payouts import service
+
+logger = logging.getLogger("hongli.jobs.payouts")
+
+
+def process_payout(payout_id: int) -> str:
+    """One pass; returns the payout's state ("skipped" if it is not due, finished or leased to another pass).
+
+    The row, not the job, is the guard: duplicates of this job are harmless. Failures are never swallowed:
+    an outcome WeChat left open is recorded on the row with its next attempt time (backoff with jitter),
+    and an exception leaves the row SUBMITTING for the sweep to resolve by query once the lease runs out.
+    """
+    try:
+        token = service.claim_payout(payout_id)
+        db.session.commit()
+        if token is None:
+            return "skipped"
+        step = service.begin_pass(payout_id, token)
+        if step is None:
+            service.release_claim(payout_id, token)
+            db.session.commit()
+            return "done"
+        payout = service.get_payout(payout_id)
+        merchant = db.session.get(Merchant, payout.merchant_id)
+        assert merchant is not None
+        # The row is SUBMITTING with its bill number (and the money in flight) before WeChat hears of it.
+        db.session.commit()
+        outcome = service.run_pass(merchant, step)
+        recorded = service.record_outcome(payout_id, token, outcome)
+        db.session.commit()
+        return recorded.status.value if recorded is not None else "missing"
+    except Exception:
+        db.session.rollback()
+        raise
+
+
+def enqueue_due_payouts() -> int:
+    """The outbox sweep: every open payout whose next pass is due is queued (after commit)."""
+    try:
+        count = service.enqueue_due_payouts()
+        db.session.commit()
+        return count
+    except Exception:
+        db.session.rollback()
+        raise
