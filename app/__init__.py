@@ -113,6 +113,7 @@ def _connect_domains(app: Flask) -> None:
     """Wire the domains through their seams: payment events to the rebate engine, red packets into pay."""
     from app.events.bus import ORDER_CLOSED, ORDER_PAID, REFUND_SUCCEEDED, subscribe
     from app.payments.discounts import set_discount_resolver
+    from app.rebates import checks as rebate_checks
     from app.rebates import service as rebates
     from app.red_packets.service import apply_to_order, release_from_order
 
@@ -120,6 +121,7 @@ def _connect_domains(app: Flask) -> None:
     subscribe(app, REFUND_SUCCEEDED, rebates.on_refund_succeeded)
     subscribe(app, ORDER_CLOSED, rebates.on_order_closed)
     set_discount_resolver(app, apply_to_order, release_from_order)
+    rebate_checks.register()
 
 
 def _flask_config(settings: Settings) -> dict[str, Any]:

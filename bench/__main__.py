@@ -25,9 +25,9 @@ def main() -> None:
             verdict = "ok" if result["ratio"] >= case.goal_ratio else "BELOW GOAL"
             print(
                 f"{case.name:<28}{result['baseline_rps']:>14.0f}{result['case_rps']:>12.0f}"
-                f"{result['ratio']:>8.2f}{case.goal_ratio:>7.2f}  {verdict}"
+                f"{result['ratio']:>8.2f}{case.goal_ratio:>7.2f}  {verdict} (vs {case.baseline_label})"
             )
-    print("ratios are medians of interleaved rounds against GET /healthz on the same server")
+    print("ratios are medians of interleaved rounds against each case's baseline on the same server")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,38 @@
 
 from __future__ import annotations
 
-from bench.harness import Case, Request, RequestSource, Server
-from bench.seed import post_each, seed_pay_merchant, transaction_success
+from bench.harness import Case, Paired, Request, RequestSource, Server
+from bench.seed import (
+    behaviour_event,
+    post_each,
+    seed_campaign,
+    seed_consumer,
+    seed_pay_merchant,
+    transaction_success,
+)
+
+# The seed's two-way rule (a ¥10 packet for orders from ¥200; its worst case, ¥160, is reserved) and a 2%
+# buyer rebate: every paid order evaluates both, reserves a packet and books a pending rebate.
+PAID_ORDER_TOTAL_FEN = 200_00
+PAID_ORDER_RULES = {
+    "rules": [
+        {
+            "id": "two-way",
+            "kind": "two_way",
+            "priority": 10,
+            "stacking": "combinable",
+            "trigger_min_order_fen": 200_00,
+            "packet_value_fen": 10_00,
+            "packet_min_spend_fen": 50_00,
+            "packet_valid_days": 30,
+            "issuer_rate_bp": 1000,
+            "buyer_rate_bp": 500,
+            "max_order_fen": 1000_00,
+        },
+        {"id": "ratio", "kind": "ratio", "priority": 5, "stacking": "combinable", "rate_bp": 200},
+    ]
+}
+PACKET_WORST_CASE_FEN = 10_00 + 100_00 + 50_00
 
 
 def _readiness(server: Server, _total: int) -> RequestSource:
@@ -31,6 +61,31 @@ def _notify_duplicate(server: Server, total: int) -> RequestSource:
     return requests.__getitem__
 
 
+def _paid_order(server: Server, total: int) -> Paired:
+    # Signed now, like the notify cases: the run must end within WeChat's ±5 minute window.
+    merchant = seed_pay_merchant(
+        server, slug="bench-paid-order", orders=total, total_fen=PAID_ORDER_TOTAL_FEN
+    )
+    per_order = PACKET_WORST_CASE_FEN + PAID_ORDER_TOTAL_FEN * 200 // 10_000
+    seed_campaign(
+        server, merchant_id=merchant.merchant_id, rules=PAID_ORDER_RULES, budget_fen=2 * per_order * total
+    )
+    baseline = behaviour_event(seed_consumer(server, merchant))
+    requests = [transaction_success(merchant, attempt) for attempt in merchant.attempts]
+    return Paired(case=requests.__getitem__, baseline=lambda _i: baseline)
+
+
+def _wallet_read(server: Server, _total: int) -> Paired:
+    merchant = seed_pay_merchant(server, slug="bench-wallet", orders=0)
+    light = Request(
+        "GET", "/api/mp/v1/wallet", headers=seed_consumer(server, merchant, wallet_entries=200).headers
+    )
+    heavy = Request(
+        "GET", "/api/mp/v1/wallet", headers=seed_consumer(server, merchant, wallet_entries=2000).headers
+    )
+    return Paired(case=lambda _i: heavy, baseline=lambda _i: light)
+
+
 CASES: tuple[Case, ...] = (
     Case(
         name="readyz",
@@ -52,5 +107,24 @@ CASES: tuple[Case, ...] = (
         prepare=_notify_duplicate,
         goal_ratio=0.8,
         expect_status=(204,),
+    ),
+    Case(
+        name="paid-order",
+        description="WeChat Pay TRANSACTION.SUCCESS for a pending order of a merchant with a funded, active "
+        "two-way campaign: verify, decrypt, mark paid, run the rules, reserve a red packet and book a rebate "
+        "(ledger postings), commit",
+        prepare=_paid_order,
+        goal_ratio=0.2,
+        expect_status=(204,),
+        baseline_label="POST /api/mp/v1/events (one row)",
+        baseline_status=(202,),
+    ),
+    Case(
+        name="wallet-read",
+        description="GET /api/mp/v1/wallet of a consumer with 2 000 ledger entries vs one with 200: "
+        "balances are cached on the accounts, so the ratio should be about 1",
+        prepare=_wallet_read,
+        goal_ratio=0.9,
+        baseline_label="the same read, 10x fewer entries",
     ),
 )

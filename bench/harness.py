@@ -39,16 +39,28 @@ RequestSource = Callable[[int], Request]
 
 
 @dataclass(frozen=True)
+class Paired:
+    """What ``prepare`` returns when the baseline needs the case's seeding too (a token, a consumer):
+    the case's request source and the baseline's."""
+
+    case: RequestSource
+    baseline: RequestSource
+
+
+@dataclass(frozen=True)
 class Case:
     """A benchmark: ``prepare(server, total)`` gives its source of ``total`` requests (indexes
-    ``0 … total-1``, so a case can pre-build distinct ones); the baseline is ``GET /healthz``."""
+    ``0 … total-1``, so a case can pre-build distinct ones); the baseline is ``baseline`` (``GET /healthz``
+    unless said otherwise), or the one ``prepare`` pairs with the case's requests."""
 
     name: str
     description: str
-    prepare: Callable[[Server, int], RequestSource]
+    prepare: Callable[[Server, int], RequestSource | Paired]
     goal_ratio: float
     baseline: Request = Request("GET", "/healthz")
     expect_status: tuple[int, ...] = (200, 204)
+    baseline_label: str = "GET /healthz"
+    baseline_status: tuple[int, ...] = (200,)
 
 
 @dataclass
@@ -102,13 +114,16 @@ def _throughput(
 def measure(server: Server, case: Case, rounds: int, requests: int, concurrency: int) -> dict[str, float]:
     """Alternate baseline and case rounds (after a warm-up of each); report medians and the median ratio."""
     warm_up = requests // 4 or 1
-    source = case.prepare(server, warm_up + rounds * requests)
-    baseline_source: RequestSource = lambda _i: case.baseline  # noqa: E731
-    _throughput(server, baseline_source, warm_up, concurrency, (200,))
+    prepared = case.prepare(server, warm_up + rounds * requests)
+    if isinstance(prepared, Paired):
+        source, baseline_source = prepared.case, prepared.baseline
+    else:
+        source, baseline_source = prepared, lambda _i: case.baseline
+    _throughput(server, baseline_source, warm_up, concurrency, case.baseline_status)
     _throughput(server, source, warm_up, concurrency, case.expect_status)
     base_rates, case_rates, ratios = [], [], []
     for round_ in range(rounds):
-        base = _throughput(server, baseline_source, requests, concurrency, (200,))
+        base = _throughput(server, baseline_source, requests, concurrency, case.baseline_status)
         first = warm_up + round_ * requests
         rate = _throughput(server, source, requests, concurrency, case.expect_status, first)
         base_rates.append(base)

@@ -44,6 +44,8 @@ class PayMerchant:
     openid: str
     platform_key: rsa.RSAPrivateKey
     attempts: tuple[Attempt, ...]
+    merchant_id: int = 0
+    consumer_id: int = 0
 
 
 def _private_pem(key: rsa.RSAPrivateKey) -> str:
@@ -60,8 +62,11 @@ def _public_pem(key: rsa.RSAPrivateKey) -> str:
     )
 
 
-def seed_pay_merchant(server: Server, *, slug: str, orders: int) -> PayMerchant:
-    """Onboard a merchant with a consumer and ``orders`` pending orders, each with an active attempt."""
+def seed_pay_merchant(
+    server: Server, *, slug: str, orders: int, total_fen: int = ORDER_TOTAL_FEN
+) -> PayMerchant:
+    """Onboard a merchant with a consumer and ``orders`` pending orders of ``total_fen``, each with an
+    active attempt."""
     from app import create_app
     from app.audit.service import CLI
     from app.consumers.models import AppKind, Consumer, WeChatIdentity
@@ -116,8 +121,8 @@ def seed_pay_merchant(server: Server, *, slug: str, orders: int) -> PayMerchant:
                 out_order_no=f"BENCH-{n}",
                 request_digest=hashlib.sha256(f"{slug}:{n}".encode()).hexdigest(),
                 status=OrderStatus.PENDING_PAYMENT,
-                total=Money(ORDER_TOTAL_FEN),
-                items=[item | {"unit_price_fen": ORDER_TOTAL_FEN}],
+                total=Money(total_fen),
+                items=[item | {"unit_price_fen": total_fen}],
                 description="Oolong tea",
             )
             for n in range(orders)
@@ -127,7 +132,7 @@ def seed_pay_merchant(server: Server, *, slug: str, orders: int) -> PayMerchant:
             select(Order.id).where(Order.merchant_id == merchant.id).order_by(Order.id)
         ).all()
         expires_at = utcnow() + timedelta(hours=2)
-        attempts = tuple(Attempt(f"HL{order_id:08d}P1", ORDER_TOTAL_FEN) for order_id in order_ids)
+        attempts = tuple(Attempt(f"HL{order_id:08d}P1", total_fen) for order_id in order_ids)
         db.session.add_all(
             PaymentAttempt(
                 merchant_id=merchant.id,
@@ -141,8 +146,122 @@ def seed_pay_merchant(server: Server, *, slug: str, orders: int) -> PayMerchant:
             for order_id, attempt in zip(order_ids, attempts, strict=True)
         )
         db.session.commit()
+        merchant_id, consumer_id = merchant.id, consumer.id
         db.engine.dispose()
-    return PayMerchant(slug, mchid, appid, apiv3_key, openid, platform_key, attempts)
+    return PayMerchant(
+        slug, mchid, appid, apiv3_key, openid, platform_key, attempts, merchant_id, consumer_id
+    )
+
+
+def _app(server: Server) -> Any:
+    from app import create_app
+    from app.settings import load_settings
+
+    return create_app(load_settings(environ=server.env))
+
+
+def seed_campaign(server: Server, *, merchant_id: int, rules: dict[str, Any], budget_fen: int) -> int:
+    """An active campaign of ``rules`` funded with ``budget_fen``: a deposit into the merchant's budget
+    (as ``budgets deposit`` records it), then the campaign funded from it. Returns its id."""
+    from app.audit.service import CLI
+    from app.campaigns.models import CampaignStatus
+    from app.campaigns.service import create_campaign, fund_campaign, transition
+    from app.core.db import utcnow
+    from app.core.money import Money
+    from app.extensions import db
+    from app.ledger.accounts import merchant_accounts, platform_account
+    from app.ledger.models import AccountKind, EntryReason
+    from app.ledger.service import post_entry
+
+    app = _app(server)
+    with app.app_context():
+        post_entry(
+            key=f"deposit:bench-{merchant_id}",
+            reason=EntryReason.FUNDING,
+            cause_type="merchant_deposit",
+            cause_id=str(merchant_id),
+            lines=[
+                (platform_account(AccountKind.PLATFORM_FUNDING_SOURCE), Money(-budget_fen)),
+                (merchant_accounts(merchant_id).budget, Money(budget_fen)),
+            ],
+            merchant_id=merchant_id,
+            memo="bench deposit",
+        )
+        now = utcnow()
+        campaign = create_campaign(
+            merchant_id=merchant_id,
+            name="Bench campaign",
+            starts_at=now - timedelta(minutes=1),
+            ends_at=now + timedelta(days=30),
+            rules=rules,
+            actor=CLI,
+        )
+        transition(merchant_id=merchant_id, campaign_id=campaign.id, to=CampaignStatus.ACTIVE, actor=CLI)
+        fund_campaign(
+            merchant_id=merchant_id,
+            campaign_id=campaign.id,
+            amount=Money(budget_fen),
+            source="merchant",
+            key=f"bench-fund-{campaign.id}",
+            actor=CLI,
+        )
+        db.session.commit()
+        campaign_id = campaign.id
+        db.engine.dispose()
+    return campaign_id
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    """A consumer of a seeded merchant with a session token: the headers of their mini-program calls."""
+
+    consumer_id: int
+    headers: dict[str, str]
+
+
+def seed_consumer(server: Server, merchant: PayMerchant, *, wallet_entries: int = 0) -> SignedIn:
+    """A new signed-in consumer of ``merchant`` whose wallet has ``wallet_entries`` ledger entries
+    (rebates booked pending, every second one settled), posted through ``post_entry``."""
+    from app.consumers.models import Consumer
+    from app.consumers.sessions import issue_session
+    from app.core.money import Money
+    from app.extensions import db
+    from app.ledger.accounts import consumer_accounts, platform_account
+    from app.ledger.models import AccountKind, EntryReason
+    from app.ledger.service import post_entry
+
+    app = _app(server)
+    with app.app_context():
+        consumer = Consumer(merchant_id=merchant.merchant_id, nickname="bench wallet")
+        db.session.add(consumer)
+        db.session.flush()
+        token, _ = issue_session(consumer)
+        wallet = consumer_accounts(merchant.merchant_id, consumer.id)
+        # Money from outside the ledger (the funding source may go negative), so no budget is needed.
+        budget = platform_account(AccountKind.PLATFORM_FUNDING_SOURCE)
+        for n in range(wallet_entries):
+            source, target = (budget, wallet.pending) if n % 2 == 0 else (wallet.pending, wallet.available)
+            post_entry(
+                key=f"bench-wallet:{consumer.id}:{n}",
+                reason=EntryReason.REBATE_PENDING if n % 2 == 0 else EntryReason.SETTLE,
+                cause_type="bench",
+                cause_id=str(n),
+                lines=[(source, Money(-1)), (target, Money(1))],
+                merchant_id=merchant.merchant_id,
+            )
+        db.session.commit()
+        signed_in = SignedIn(consumer.id, {"Authorization": f"Bearer {token}", "X-WX-AppId": merchant.appid})
+        db.engine.dispose()
+    return signed_in
+
+
+def behaviour_event(consumer: SignedIn) -> Request:
+    """``POST /api/mp/v1/events`` with one event: authenticate, insert one row, commit."""
+    from app.core.db import utcnow
+
+    body = json.dumps({"events": [{"type": "view", "sku": "TEA-1", "occurred_at": utcnow().isoformat()}]})
+    headers = consumer.headers | {"Content-Type": "application/json"}
+    return Request("POST", "/api/mp/v1/events", body.encode(), headers)
 
 
 def transaction_success(merchant: PayMerchant, attempt: Attempt, *, timestamp: int | None = None) -> Request:

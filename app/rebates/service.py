@@ -55,16 +55,30 @@ def on_order_paid(event: Event) -> None:
     order = db.session.get(Order, event.subject_id)
     assert order is not None and order.status is OrderStatus.PAID
     packet_id = event.payload.get("red_packet_id")
+    # Lock every campaign this order can touch, in id order, before any of their ledger accounts:
+    # campaign row then budget is the order every path keeps, and skip counts are then never lost.
+    packet_campaign = (
+        db.session.scalar(select(RedPacket.campaign_id).where(RedPacket.id == int(packet_id)))
+        if packet_id
+        else None
+    )
+    campaigns = db.session.scalars(
+        select(Campaign)
+        .where(
+            Campaign.merchant_id == order.merchant_id,
+            (Campaign.status == CampaignStatus.ACTIVE) | (Campaign.id == packet_campaign),
+        )
+        .order_by(Campaign.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).all()
     packet = _redeem(order, int(packet_id)) if packet_id else None
     facts = _order_facts(order, packet)
     if packet is not None:
         _book_packet_legs(order, packet, facts)
-    for campaign in db.session.scalars(
-        select(Campaign)
-        .where(Campaign.merchant_id == order.merchant_id, Campaign.status == CampaignStatus.ACTIVE)
-        .order_by(Campaign.id)
-    ):
-        _book_campaign(order, campaign, facts)
+    for campaign in campaigns:
+        if campaign.status is CampaignStatus.ACTIVE:
+            _book_campaign(order, campaign, facts)
 
 
 def _redeem(order: Order, packet_id: int) -> RedPacket | None:
@@ -352,6 +366,15 @@ def available_from(order: Order, window_days: int) -> datetime | None:
 def _settle(grant: RebateGrant) -> None:
     assert grant.consumer_id is not None
     wallet = consumer_accounts(grant.merchant_id, grant.consumer_id)
+    # Read the debt under the wallet's locks (taken in id order, as the ledger takes them), so a
+    # withdrawal netting the same debt cannot make this repayment stale.
+    db.session.scalars(
+        select(LedgerAccount)
+        .where(LedgerAccount.id.in_([account.id for account in wallet]))
+        .order_by(LedgerAccount.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).all()
     net = grant.amount - grant.reversed
     owed = -wallet.debt.balance if wallet.debt.balance.is_negative else Money(0)
     repay = min(net, owed)

@@ -1,5 +1,6 @@
-"""The shop, sandbox and consumer fixture of the payment tests, for the rebate scenarios."""
+"""The shop, sandbox and consumer fixture of the payment tests, and their real-commit app, for the
+rebate scenarios."""
 
-from tests.payments.conftest import shop
+from tests.payments.conftest import committed, shop
 
-__all__ = ["shop"]
+__all__ = ["committed", "shop"]

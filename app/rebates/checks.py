@@ -1,0 +1,319 @@
+"""The rebate engine's invariants, as ledger checks (``flask --app wsgi ledger check`` runs them).
+
+Each is set-wise SQL over grants, red packets and the ledger, returning violation strings (none =
+clean), capped like the ledger's own checks. :func:`register` adds them to the ledger's registry.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import BigInteger, String, and_, case, cast, func, literal, not_, or_, select, type_coerce
+from sqlalchemy.orm import aliased
+from sqlalchemy.sql import ColumnElement
+
+from app.extensions import db
+from app.ledger.checks import MAX_LISTED, register_check
+from app.ledger.models import AccountKind, EntryReason, JournalEntry, LedgerAccount, OwnerType, Posting
+from app.rebates.models import RebateGrant
+from app.rebates.rules import Beneficiary
+from app.rebates.service import DISCOUNT
+from app.red_packets.models import RedPacket, RedPacketStatus
+
+# Grants credited to the merchant (its rebate account) rather than to a consumer's pending bucket.
+MERCHANT_SIDE = (Beneficiary.ISSUER_MERCHANT.value, DISCOUNT)
+# Packets that may still cost the campaign something; every other status holds nothing in reserve.
+LIVE = (RedPacketStatus.ISSUED, RedPacketStatus.RESERVED)
+# Entries the rebate engine writes on campaign accounts; every other entry there is funding (or a
+# correction of it), so their net is what the campaign was given to spend.
+ENGINE_REASONS = (
+    EntryReason.RESERVE,
+    EntryReason.RELEASE,
+    EntryReason.RED_PACKET_REDEEM,
+    EntryReason.REBATE_PENDING,
+    EntryReason.CLAWBACK,
+)
+
+
+def _fen(column: Any) -> ColumnElement[int]:
+    # Sums and differences as plain integers of fen (the Money column type refuses bare ints).
+    return type_coerce(column, BigInteger)
+
+
+def _capped(rows: list[str]) -> list[str]:
+    if len(rows) > MAX_LISTED:
+        return [*rows[:MAX_LISTED], "… more not listed"]
+    return rows
+
+
+def _grant_key() -> ColumnElement[str]:
+    """The idempotency key of a grant's entry, as app.rebates.service._grant builds it."""
+    return (
+        literal("grant:")
+        + cast(RebateGrant.order_id, String)
+        + ":"
+        + cast(RebateGrant.rule_version_id, String)
+        + ":"
+        + RebateGrant.rule_id
+        + ":"
+        + RebateGrant.beneficiary
+    )
+
+
+# ---------------------------------------------------------------- one credit per source event per rule
+
+
+def one_credit_per_source_event() -> list[str]:
+    """Each (order, rule version, rule, beneficiary) is granted once, by exactly one entry that moves
+    exactly the grant's amount from its campaign to its beneficiary; clawbacks add up to ``reversed``."""
+    violations: list[str] = []
+    count = func.count(RebateGrant.id)
+    for order_id, version_id, rule_id, beneficiary, n in db.session.execute(
+        select(
+            RebateGrant.order_id,
+            RebateGrant.rule_version_id,
+            RebateGrant.rule_id,
+            RebateGrant.beneficiary,
+            count,
+        )
+        .group_by(
+            RebateGrant.order_id, RebateGrant.rule_version_id, RebateGrant.rule_id, RebateGrant.beneficiary
+        )
+        .having(count > 1)
+        .limit(MAX_LISTED + 1)
+    ):
+        violations.append(
+            f"order {order_id}: rule {rule_id} (version {version_id}) credited {beneficiary} {n} times"
+        )
+
+    key = _grant_key()
+    for grant_id, order_id in db.session.execute(
+        select(RebateGrant.id, RebateGrant.order_id)
+        .outerjoin(JournalEntry, JournalEntry.idempotency_key == key)
+        .where(JournalEntry.id.is_(None))
+        .order_by(RebateGrant.id)
+        .limit(MAX_LISTED + 1)
+    ):
+        violations.append(f"grant {grant_id} of order {order_id} has no ledger entry")
+
+    grant_entry = JournalEntry.idempotency_key.like("grant:%")
+    for entry_id, entry_key in db.session.execute(
+        select(JournalEntry.id, JournalEntry.idempotency_key)
+        .outerjoin(RebateGrant, JournalEntry.idempotency_key == key)
+        .where(grant_entry, RebateGrant.id.is_(None))
+        .order_by(JournalEntry.id)
+        .limit(MAX_LISTED + 1)
+    ):
+        violations.append(f"entry {entry_id} ({entry_key}) credits a grant that was never recorded")
+
+    # A grant entry is two legs: out of the campaign, into the beneficiary.
+    legs = func.count(Posting.id)
+    credits = func.sum(case((_fen(Posting.amount) > 0, 1), else_=0))
+    for entry_id, entry_key, n, n_credits in db.session.execute(
+        select(JournalEntry.id, JournalEntry.idempotency_key, legs, credits)
+        .join(Posting, Posting.entry_id == JournalEntry.id)
+        .where(grant_entry)
+        .group_by(JournalEntry.id, JournalEntry.idempotency_key)
+        .having(or_(legs != 2, credits != 1))
+        .order_by(JournalEntry.id)
+        .limit(MAX_LISTED + 1)
+    ):
+        violations.append(f"entry {entry_id} ({entry_key}) has {n} legs, {n_credits} of them credits")
+
+    credit, debit = aliased(Posting), aliased(Posting)
+    into, out_of = aliased(LedgerAccount), aliased(LedgerAccount)
+    merchant_side = RebateGrant.beneficiary.in_(MERCHANT_SIDE)
+    expected_into = case(
+        (merchant_side, AccountKind.MERCHANT_REBATE.value), else_=AccountKind.CONSUMER_PENDING.value
+    )
+    expected_owner = case((merchant_side, RebateGrant.merchant_id), else_=RebateGrant.consumer_id)
+    expected_source = case(
+        (RebateGrant.red_packet_id.is_not(None), AccountKind.CAMPAIGN_RESERVED.value),
+        else_=AccountKind.CAMPAIGN_BUDGET.value,
+    )
+    for grant_id, amount, credited, into_key, out_key in db.session.execute(
+        select(
+            RebateGrant.id,
+            _fen(RebateGrant.amount).label("amount"),
+            _fen(credit.amount).label("credited"),
+            into.natural_key,
+            out_of.natural_key,
+        )
+        .join(JournalEntry, JournalEntry.idempotency_key == key)
+        .join(credit, and_(credit.entry_id == JournalEntry.id, _fen(credit.amount) > 0))
+        .join(into, into.id == credit.account_id)
+        .join(debit, and_(debit.entry_id == JournalEntry.id, _fen(debit.amount) < 0))
+        .join(out_of, out_of.id == debit.account_id)
+        .where(
+            or_(
+                _fen(credit.amount) != _fen(RebateGrant.amount),
+                _fen(debit.amount) != -_fen(RebateGrant.amount),
+                type_coerce(into.kind, String) != expected_into,
+                into.owner_id.is_distinct_from(expected_owner),
+                type_coerce(out_of.kind, String) != expected_source,
+                out_of.owner_id != RebateGrant.campaign_id,
+            )
+        )
+        .order_by(RebateGrant.id)
+        .limit(MAX_LISTED + 1)
+    ):
+        violations.append(
+            f"grant {grant_id} of {amount} fen: its entry credits {credited} fen to {into_key} from {out_key}"
+        )
+
+    clawback = aliased(JournalEntry)
+    clawed = (
+        select(func.coalesce(func.sum(_fen(Posting.amount)), 0))
+        .join(clawback, clawback.id == Posting.entry_id)
+        .where(
+            clawback.idempotency_key.like(literal("clawback:") + cast(RebateGrant.id, String) + ":refund:%"),
+            _fen(Posting.amount) > 0,
+        )
+        .scalar_subquery()
+    )
+    for grant_id, amount, reversed_, clawed_fen in db.session.execute(
+        select(
+            RebateGrant.id,
+            _fen(RebateGrant.amount).label("amount"),
+            _fen(RebateGrant.reversed).label("reversed"),
+            clawed,
+        )
+        .where(
+            or_(
+                _fen(RebateGrant.reversed) < 0,
+                _fen(RebateGrant.reversed) > _fen(RebateGrant.amount),
+                _fen(RebateGrant.reversed) != clawed,
+            )
+        )
+        .order_by(RebateGrant.id)
+        .limit(MAX_LISTED + 1)
+    ):
+        violations.append(
+            f"grant {grant_id} of {amount} fen: reversed {reversed_} fen, clawback entries return {clawed_fen} fen"
+        )
+    return _capped(violations)
+
+
+# ---------------------------------------------------------------- campaign never overspent
+
+
+def campaign_never_overspent() -> list[str]:
+    """Per campaign: budget and reserve never negative; the reserve is exactly what live packets hold;
+    budget + reserve + what its grants kept (amount − reversed) equals what it was funded with."""
+    balances: dict[int, dict[AccountKind, int]] = defaultdict(dict)
+    funded: dict[int, int] = defaultdict(int)
+    for campaign_id, kind, fen in db.session.execute(
+        select(LedgerAccount.owner_id, LedgerAccount.kind, _fen(LedgerAccount.balance)).where(
+            LedgerAccount.owner_type == OwnerType.CAMPAIGN
+        )
+    ):
+        balances[campaign_id][kind] = fen
+    for campaign_id, fen in db.session.execute(
+        select(LedgerAccount.owner_id, func.sum(_fen(Posting.amount)))
+        .join(Posting, Posting.account_id == LedgerAccount.id)
+        .join(JournalEntry, JournalEntry.id == Posting.entry_id)
+        .where(LedgerAccount.owner_type == OwnerType.CAMPAIGN, not_(JournalEntry.reason.in_(ENGINE_REASONS)))
+        .group_by(LedgerAccount.owner_id)
+    ):
+        funded[campaign_id] = int(fen)
+    held: dict[int, int] = {
+        campaign_id: int(fen)
+        for campaign_id, fen in db.session.execute(
+            select(RedPacket.campaign_id, func.sum(_fen(RedPacket.reserved)))
+            .where(RedPacket.status.in_(LIVE))
+            .group_by(RedPacket.campaign_id)
+        )
+    }
+    kept: dict[int, int] = {
+        campaign_id: int(fen)
+        for campaign_id, fen in db.session.execute(
+            select(
+                RebateGrant.campaign_id, func.sum(_fen(RebateGrant.amount) - _fen(RebateGrant.reversed))
+            ).group_by(RebateGrant.campaign_id)
+        )
+    }
+    violations: list[str] = []
+    for campaign_id in sorted(set(balances) | set(held) | set(kept)):
+        budget = balances[campaign_id].get(AccountKind.CAMPAIGN_BUDGET, 0)
+        reserved = balances[campaign_id].get(AccountKind.CAMPAIGN_RESERVED, 0)
+        if budget < 0 or reserved < 0:
+            violations.append(f"campaign {campaign_id}: budget {budget} fen, reserved {reserved} fen")
+        if reserved != held.get(campaign_id, 0):
+            violations.append(
+                f"campaign {campaign_id}: reserve holds {reserved} fen, live red packets "
+                f"{held.get(campaign_id, 0)} fen"
+            )
+        granted = kept.get(campaign_id, 0)
+        if budget + reserved + granted != funded[campaign_id]:
+            violations.append(
+                f"campaign {campaign_id}: budget {budget} + reserved {reserved} + granted {granted} fen "
+                f"!= funded {funded[campaign_id]} fen"
+            )
+    return _capped(violations)
+
+
+# ---------------------------------------------------------------- red packet reservation consistent
+
+
+def red_packet_reservation_consistent() -> list[str]:
+    """Only live packets hold a reservation (never negative), state and order agree, and each packet's
+    ``reserved`` is what the ledger reserved for it less what it released and what its legs paid."""
+    violations: list[str] = []
+    live = RedPacket.status.in_(LIVE)
+    for packet_id, status, fen, order_id in db.session.execute(
+        select(RedPacket.id, RedPacket.status, _fen(RedPacket.reserved), RedPacket.order_id)
+        .where(
+            or_(
+                _fen(RedPacket.reserved) < 0,
+                and_(not_(live), _fen(RedPacket.reserved) != 0),
+                and_(RedPacket.status == RedPacketStatus.ISSUED, RedPacket.order_id.is_not(None)),
+                and_(
+                    RedPacket.status.in_([RedPacketStatus.RESERVED, RedPacketStatus.REDEEMED]),
+                    RedPacket.order_id.is_(None),
+                ),
+            )
+        )
+        .order_by(RedPacket.id)
+        .limit(MAX_LISTED + 1)
+    ):
+        violations.append(
+            f"red packet {packet_id} is {status.value} with {fen} fen reserved, order {order_id}"
+        )
+
+    movement = aliased(JournalEntry)
+    reserve = aliased(LedgerAccount)
+    through_reserve = (
+        select(func.coalesce(func.sum(_fen(Posting.amount)), 0))
+        .join(movement, movement.id == Posting.entry_id)
+        .join(reserve, reserve.id == Posting.account_id)
+        .where(
+            movement.cause_type == "red_packet",
+            movement.cause_id == cast(RedPacket.id, String),
+            reserve.kind == AccountKind.CAMPAIGN_RESERVED,
+        )
+        .scalar_subquery()
+    )
+    paid_out = (
+        select(func.coalesce(func.sum(_fen(RebateGrant.amount)), 0))
+        .where(RebateGrant.red_packet_id == RedPacket.id)
+        .scalar_subquery()
+    )
+    for packet_id, fen, moved, paid in db.session.execute(
+        select(RedPacket.id, _fen(RedPacket.reserved), through_reserve, paid_out)
+        .where(_fen(RedPacket.reserved) != through_reserve - paid_out)
+        .order_by(RedPacket.id)
+        .limit(MAX_LISTED + 1)
+    ):
+        violations.append(
+            f"red packet {packet_id}: {fen} fen reserved, but the ledger reserved net {moved} fen "
+            f"and its grants paid {paid} fen"
+        )
+    return _capped(violations)
+
+
+def register() -> None:
+    """Add the rebate engine's checks to ``ledger check`` (idempotent: re-registering replaces)."""
+    register_check("rebates.one_credit_per_source_event", one_credit_per_source_event)
+    register_check("rebates.campaign_never_overspent", campaign_never_overspent)
+    register_check("rebates.red_packet_reservation_consistent", red_packet_reservation_consistent)
