@@ -563,11 +563,19 @@ class _Purse:
 
 
 def evaluate(
-    order: OrderFacts, user: UserFacts, rules: RuleSet, *, now: datetime, budget_remaining: Money
+    order: OrderFacts,
+    user: UserFacts,
+    rules: RuleSet,
+    *,
+    now: datetime,
+    budget_remaining: Money,
+    redemption_legs: bool = True,
 ) -> Evaluation:
     """Everything ``order`` earns under ``rules``: deterministic, never negative, within caps and budget.
 
     ``now`` dates issued packets (``valid_until``); multiplier windows are tested against ``order.paid_at``.
+    ``redemption_legs=False`` leaves out the spent packet's two legs (booked from its own reservation)
+    while rules that depend on a packet having been spent still see it.
     """
     _require_aware(now, "now")
     _require_non_negative("budget_remaining", budget_remaining)
@@ -583,7 +591,7 @@ def evaluate(
             else:
                 grants.append(outcome)
 
-    if order.red_packet is not None:
+    if order.red_packet is not None and redemption_legs:
         # The packet's legs were reserved when it was issued: they come before any rule of today's set.
         legs = _redemption(order.red_packet, order)
         if isinstance(legs, SkipReason):

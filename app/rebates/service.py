@@ -9,7 +9,6 @@ reserved red packet released. Every movement is a ledger entry with a key derive
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import func, select
@@ -211,13 +210,14 @@ def _book_campaign(order: Order, campaign: Campaign, facts: OrderFacts) -> None:
     version = db.session.get(RuleVersion, campaign.current_version_id)
     assert version is not None
     accounts = campaign_accounts(order.merchant_id, campaign.id)
-    plain = replace(facts, red_packet=None)  # the spent packet's legs are booked from its reservation
+    # The spent packet's legs were booked from its reservation; cash-back on a packet order still applies.
     evaluation = evaluate(
-        plain,
+        facts,
         _user_facts(campaign.id, order.consumer_id, facts.paid_at),
         load_rules(version.document),
         now=facts.paid_at,
         budget_remaining=accounts.budget.balance,
+        redemption_legs=False,
     )
     for skipped in evaluation.skipped:
         if skipped.reason is SkipReason.BUDGET_EXHAUSTED:

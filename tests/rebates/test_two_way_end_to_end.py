@@ -148,3 +148,63 @@ def test_seed_scenario(shop: Shop, campaign: int, db_session: Session) -> None:
     assert lines[0]["amount_fen"] == -125 and "refund" in lines[0]["explanation"]
     assert consumer_accounts(merchant_id, shop.consumer_id).debt.balance.fen == 0
     _ledger_clean()
+
+
+CASH_BACK_ON_PACKET_ORDERS = {
+    "rules": [
+        {**TWO_WAY["rules"][0]},
+        {
+            "id": "cash-back",
+            "kind": "cashback",
+            "priority": 5,
+            "stacking": "combinable",
+            "rate_bp": 800,
+            "requires_red_packet": True,
+        },
+    ]
+}
+
+
+def test_cash_back_on_an_order_paid_partly_with_a_red_packet(
+    shop: Shop, app: Flask, client: FlaskClient, db_session: Session
+) -> None:
+    """Seed: ¥60 order, ¥10 red packet, ¥50 paid → 8% cash-back = ¥4 (on the amount paid)."""
+    owner = make_staff(merchant=shop.merchant, role=Role.OWNER)
+    app.test_cli_runner().invoke(
+        args=[
+            "budgets",
+            "deposit",
+            "--merchant",
+            shop.merchant.slug,
+            "--amount-fen",
+            "200000",
+            "--key",
+            "bank-2",
+        ]
+    )
+    console = Console(client, shop.merchant.slug).login(owner.email)
+    now = utcnow()
+    campaign_id = console.post(
+        "/api/console/v1/campaigns",
+        json={
+            "name": "Cash-back",
+            "starts_at": (now - timedelta(minutes=1)).isoformat(),
+            "ends_at": (now + timedelta(days=30)).isoformat(),
+            "rules": CASH_BACK_ON_PACKET_ORDERS,
+        },
+    ).json["id"]
+    console.post(
+        f"/api/console/v1/campaigns/{campaign_id}/fund",
+        json={"amount_fen": 100000, "source": "merchant", "idempotency_key": "fund-0002"},
+    )
+    console.post(f"/api/console/v1/campaigns/{campaign_id}/status", json={"to": "active"})
+    first = shop.register("CB-1", 20000)
+    shop.pay(first["id"])  # earns the packet; no cash-back without a packet spent
+    packet = shop.client.get("/api/mp/v1/red-packets", headers=shop.consumer_headers).json[0]
+    second = shop.register("CB-2", 6000)
+    assert shop.pay_params(second["id"], red_packet_id=packet["id"]).json["payable_fen"] == 5000
+    shop.sandbox.post(f"/transactions/{shop.out_trade_no(second['id'])}/pay", {"mchid": shop.merchant.mchid})
+    # Pending: the buyer leg (5% of ¥60 = 300) plus cash-back (8% of ¥50 paid = 400).
+    wallet = shop.client.get("/api/mp/v1/wallet", headers=shop.consumer_headers).json
+    assert wallet["pending_fen"] == 300 + 400
+    _ledger_clean()
