@@ -176,6 +176,16 @@ class PaymentSettings(_Section):
     query_before_close_minutes: int = Field(default=5, ge=1, le=60)
 
 
+class PayoutSettings(_Section):
+    # A payout submitting/unknown this long without a query on record is overdue: the periodic sweep queries
+    # it well before (at half the deadline) and `flask payouts check` fails on any that are past it.
+    unknown_query_deadline_minutes: int = Field(default=30, ge=2, le=24 * 60)
+    # A transfer bill still awaiting the user's confirmation this long after WeChat accepted it is cancelled.
+    transfer_confirm_timeout_hours: int = Field(default=12, ge=1, le=23)
+    # Cash red packets sent per second per merchant (WeChat's limit is 1800/min); beyond it a pass waits.
+    red_packets_per_second: int = Field(default=30, ge=1, le=30)
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "text"] = "json"
@@ -194,6 +204,7 @@ class Settings(BaseModel):
     wechat: WeChatSettings = WeChatSettings()
     security: SecuritySettings = SecuritySettings()
     payments: PaymentSettings = PaymentSettings()
+    payouts: PayoutSettings = PayoutSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @model_validator(mode="after")

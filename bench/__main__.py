@@ -1,4 +1,4 @@
-"""``make bench`` / ``python -m bench [case …] [--rounds N] [--requests N] [--concurrency N]``."""
+"""``make bench`` / ``python -m bench [case …] [--rounds N] [--requests N] [--concurrency N] [--jobs N]``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,10 @@ import argparse
 
 from bench.cases import CASES
 from bench.harness import measure, running_server
+from bench.jobs import GOAL_RATIO as JOB_GOAL
+from bench.jobs import measure_payout_job
+
+JOB_CASE = "payout-job"
 
 
 def main() -> None:
@@ -14,11 +18,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--jobs", type=int, default=200, help="jobs per round (payout-job)")
     args = parser.parse_args()
     chosen = [c for c in CASES if not args.cases or c.name in args.cases]
-    if not chosen:
-        parser.error(f"no such case; known: {', '.join(c.name for c in CASES)}")
+    job_case = not args.cases or JOB_CASE in args.cases
+    if not chosen and not job_case:
+        parser.error(f"no such case; known: {', '.join([*(c.name for c in CASES), JOB_CASE])}")
     print(f"{'case':<28}{'baseline rps':>14}{'case rps':>12}{'ratio':>8}{'goal':>7}  verdict")
+    if job_case:
+        result = measure_payout_job(args.rounds, args.jobs)
+        verdict = "ok" if result["ratio"] >= JOB_GOAL else "BELOW GOAL"
+        print(
+            f"{JOB_CASE:<28}{result['baseline_rps']:>14.0f}{result['case_rps']:>12.0f}"
+            f"{result['ratio']:>8.2f}{JOB_GOAL:>7.2f}  {verdict} (vs a no-op job, jobs/s)"
+        )
+    if not chosen:
+        return
     with running_server() as server:
         for case in chosen:
             result = measure(server, case, args.rounds, args.requests, args.concurrency)

@@ -7,12 +7,14 @@ import logging
 from app.extensions import db
 from app.merchants.models import Merchant
 from app.payouts import service
+from app.queue import QueueName, get_queue
 
 logger = logging.getLogger("hongli.jobs.payouts")
 
 
 def process_payout(payout_id: int) -> str:
-    """One pass; returns the payout's state ("skipped" if it is not due, finished or leased to another pass).
+    """One pass; returns the payout's state ("skipped" if it is not due, finished or leased to another pass;
+    "throttled" if the merchant's red-packet rate made it wait, rescheduled ~1 s later).
 
     The row, not the job, is the guard: duplicates of this job are harmless. Failures are never swallowed:
     an outcome WeChat left open is recorded on the row with its next attempt time (backoff with jitter),
@@ -36,6 +38,10 @@ def process_payout(payout_id: int) -> str:
         outcome = service.run_pass(merchant, step)
         recorded = service.record_outcome(payout_id, token, outcome)
         db.session.commit()
+        if outcome.code == service.RATE_LIMITED and recorded is not None:
+            # Reschedule shortly (RQ's scheduler) rather than wait a minute for the outbox sweep.
+            get_queue(QueueName.PAYOUTS).enqueue_at(recorded.next_attempt_at, service.PROCESS_JOB, payout_id)
+            return "throttled"
         return recorded.status.value if recorded is not None else "missing"
     except Exception:
         db.session.rollback()
@@ -51,3 +57,32 @@ def enqueue_due_payouts() -> int:
     except Exception:
         db.session.rollback()
         raise
+
+
+def query_uncertain_payouts() -> int:
+    """Every submitting/unknown payout not queried for half of ``payouts.unknown_query_deadline_minutes``
+    gets a pass now — a query of its same bill number, recorded in its history — whatever its backoff.
+
+    Returns how many passes ran; raises after trying them all if any pass failed.
+    """
+    from app.payouts.operations import payouts_to_query
+
+    try:
+        ids = payouts_to_query()
+        db.session.rollback()
+    except Exception:
+        db.session.rollback()
+        raise
+    failures: list[int] = []
+    for payout_id in ids:
+        try:
+            service.make_due(payout_id)
+            db.session.commit()
+            process_payout(payout_id)
+        except Exception:
+            db.session.rollback()
+            logger.exception("payout %s: overdue query pass failed", payout_id)
+            failures.append(payout_id)
+    if failures:
+        raise RuntimeError(f"overdue query passes failed for payouts {failures}")
+    return len(ids)

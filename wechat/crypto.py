@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import secrets
@@ -73,7 +74,14 @@ def _b(value: str | bytes) -> bytes:
 
 def load_private_key(pem: str | bytes) -> rsa.RSAPrivateKey:
     """Load an unencrypted PKCS#8 or PKCS#1 RSA private key; raise ValueError otherwise."""
-    key = serialization.load_pem_private_key(_b(pem), password=None)
+    return _load_private_key(_b(pem))
+
+
+# Loading validates the RSA key (~35 ms for 2048 bits) and a client is built per call (e.g. every payout
+# pass): keep the few merchants' parsed keys. Key objects are immutable and safe to share between threads.
+@functools.lru_cache(maxsize=128)
+def _load_private_key(pem: bytes) -> rsa.RSAPrivateKey:
+    key = serialization.load_pem_private_key(pem, password=None)
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ValueError("WeChat Pay merchant keys are RSA keys")
     return key

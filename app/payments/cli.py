@@ -9,6 +9,7 @@ from flask.cli import AppGroup
 
 from app.extensions import db
 from app.payments.reconciliation import reconcile_all
+from app.payouts.cli import reconcile_payouts_command
 
 reconcile_cli = AppGroup("reconcile", help="Compare Hongli's records with WeChat's bills.")
 
@@ -41,3 +42,6 @@ def trades_command(day: dt.datetime, slug: str | None) -> None:
         total += len(report.differences)
     if total:
         raise SystemExit(1)
+
+
+reconcile_cli.add_command(reconcile_payouts_command)

@@ -1,13 +1,18 @@
-"""``flask --app wsgi payouts …``: see payouts that have not finished, run a pass now, sweep the outbox."""
+"""``flask --app wsgi payouts …``: see payouts that have not finished, sweep the outbox, check the query
+deadline; and ``flask --app wsgi reconcile payouts --date D``."""
 
 from __future__ import annotations
 
-import click
-from flask.cli import AppGroup
+import datetime as dt
 
+import click
+from flask.cli import AppGroup, with_appcontext
+
+from app.core.db import utcnow
 from app.extensions import db
-from app.payouts import service
+from app.payouts import operations, service
 from app.payouts.models import OPEN_STATUSES, PayoutStatus
+from app.payouts.reconciliation import reconcile_all_payouts
 
 payouts_cli = AppGroup("payouts", help="Payouts to WeChat change (transfer bills, cash red packets).")
 
@@ -32,3 +37,50 @@ def sweep_command() -> None:
     count = service.enqueue_due_payouts()
     db.session.commit()
     click.echo(f"queued {count} payout(s)")
+
+
+@payouts_cli.command("check")
+def check_command() -> None:
+    """Exit 1 if any submitting/unknown payout has gone past ``payouts.unknown_query_deadline_minutes``
+    without a query of its bill number on record (the periodic query sweep keeps this from happening)."""
+    overdue = operations.overdue_payouts()
+    now = utcnow()
+    for p in overdue:
+        last = operations.last_query_at(p)
+        click.echo(
+            f"{p.id}\t{p.bill_no}\t{p.status.value}\tno query for {operations.query_age(p, now)}"
+            f"\tlast query: {last.isoformat() if last else 'never'}"
+        )
+    limit = operations.query_deadline()
+    if overdue:
+        click.echo(f"{len(overdue)} payout(s) past the query deadline ({limit})")
+        raise SystemExit(1)
+    click.echo(f"payouts: every submitting/unknown payout queried within {limit}")
+
+
+@click.command("payouts")
+@click.option(
+    "--date",
+    "day",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    required=True,
+    help="The China date the payouts finished on, YYYY-MM-DD.",
+)
+@click.option("--merchant", "slug", default=None, help="Only this merchant.")
+@with_appcontext
+def reconcile_payouts_command(day: dt.datetime, slug: str | None) -> None:
+    """Query WeChat for every payout finished on the date; report differences (exit 1 if any)."""
+    reports = reconcile_all_payouts(day.date(), slug)
+    db.session.commit()  # review items for the differences
+    total = 0
+    for report in reports:
+        state = "clean" if report.clean else f"{len(report.differences)} difference(s)"
+        click.echo(f"{report.merchant} {report.day}: {report.payouts_checked} payout(s) checked — {state}")
+        for d in report.differences:
+            click.echo(
+                f"  {d.kind:<18} {d.record:<8} {d.key:<24} "
+                f"wechat={d.wechat_fen} hongli={d.hongli_fen} {d.detail}"
+            )
+        total += len(report.differences)
+    if total:
+        raise SystemExit(1)

@@ -57,6 +57,7 @@ class Outcome:
     code: str | None = None
     message: str | None = None
     calls: tuple[str, ...] = ()  # what this pass asked WeChat, in order: "submit", "query", "cancel"
+    amount_fen: int | None = None  # the bill's amount as WeChat recorded it (queries), for reconciliation
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,11 @@ def query(merchant: Merchant, order: PayoutOrder) -> Outcome:
         state = _text(answer.get("status")) or ""
         kind = _REDPACK_STATES.get(state, "unknown")
         return Outcome(
-            kind, state=state, wechat_id=_text(answer.get("detail_id")), code=_text(answer.get("reason"))
+            kind,
+            state=state,
+            wechat_id=_text(answer.get("detail_id")),
+            code=_text(answer.get("reason")),
+            amount_fen=_fen(answer.get("total_amount")),
         )
     except WeChatError as exc:
         return _error(exc, on_create=False)
@@ -168,7 +173,13 @@ def _transfer_answer(answer: dict[str, Any]) -> Outcome:
         wechat_id=_text(answer.get("transfer_bill_no")),
         package_info=_text(answer.get("package_info")),
         code=_text(answer.get("fail_reason")),
+        amount_fen=_fen(answer.get("transfer_amount")),
     )
+
+
+def _fen(value: object) -> int | None:
+    text = _text(value)
+    return int(text) if text is not None and text.isdigit() else None
 
 
 def _text(value: object) -> str | None:

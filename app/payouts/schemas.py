@@ -1,13 +1,23 @@
 from __future__ import annotations
 
-from marshmallow import Schema, fields
+from marshmallow import Schema, fields, validate
 
 from app.core.fields import MoneyField
 from app.payouts.models import PayoutStatus
 
+STUCK = "stuck"  # not a state: submitting/unknown past payouts.unknown_query_deadline_minutes
+
 
 class PayoutQuerySchema(Schema):
-    status = fields.List(fields.Enum(PayoutStatus, by_value=True), load_default=list)
+    status = fields.List(
+        fields.String(validate=validate.OneOf([*(s.value for s in PayoutStatus), STUCK])),
+        load_default=list,
+    )
+
+
+class ResolveSchema(Schema):
+    outcome = fields.String(required=True, validate=validate.OneOf(["succeeded", "failed"]))
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=255))
 
 
 class PayoutSchema(Schema):

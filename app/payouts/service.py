@@ -22,6 +22,7 @@ from sqlalchemy import or_, select, update
 from app.core.db import utcnow
 from app.core.errors import Conflict, NotFound
 from app.core.money import Money
+from app.core.ratelimit import take
 from app.extensions import db
 from app.ledger.accounts import consumer_accounts, merchant_accounts, platform_account
 from app.ledger.models import AccountKind, EntryReason
@@ -31,13 +32,13 @@ from app.payouts.models import OPEN_STATUSES, PAYOUT_TRANSITIONS, Payout, Payout
 from app.payouts.rails import NO_CREDENTIALS, Outcome, PayoutOrder
 from app.queue import QueueName, enqueue_after_commit
 from app.reviews.service import flag_for_review
+from app.settings import PayoutSettings
 
 logger = logging.getLogger("hongli.payouts")
 
 PROCESS_JOB = "jobs.payouts.process_payout"
 POLL_EVERY = timedelta(minutes=10)  # accepted payouts: user confirmation / red-packet opening
 NOTENOUGH_WAIT = timedelta(minutes=10)
-CONFIRM_TIMEOUT = timedelta(hours=12)  # unconfirmed transfer bills are cancelled after this
 BACKOFF_BASE_SECONDS = 15
 BACKOFF_CAP_SECONDS = 3600
 
@@ -131,6 +132,15 @@ def create_payout(
     return payout
 
 
+def _settings() -> PayoutSettings:
+    return current_app.extensions["hongli.settings"].payouts
+
+
+def confirm_timeout() -> timedelta:
+    """Unconfirmed transfer bills are cancelled this long after WeChat accepted them (``payouts`` settings)."""
+    return timedelta(hours=_settings().transfer_confirm_timeout_hours)
+
+
 def lease_length() -> timedelta:
     """Longer than any pass can live: RQ's job timeout (the horse is killed after it) plus three WeChat
     calls' client timeouts and a margin, so a lease never runs out under a pass that is still working."""
@@ -174,7 +184,7 @@ def _locked(payout_id: int) -> Payout | None:
 class Pass:
     order: PayoutOrder
     action: Action
-    cancel: bool  # an accepted transfer bill unconfirmed past CONFIRM_TIMEOUT
+    cancel: bool  # an accepted transfer bill unconfirmed past confirm_timeout()
 
 
 def begin_pass(payout_id: int, token: str, *, now: datetime | None = None) -> Pass | None:
@@ -201,7 +211,7 @@ def begin_pass(payout_id: int, token: str, *, now: datetime | None = None) -> Pa
         and payout.rail is PayoutRail.TRANSFER_BILL
         and payout.wechat_state == "WAIT_USER_CONFIRM"
         and payout.accepted_at is not None
-        and now - payout.accepted_at >= CONFIRM_TIMEOUT
+        and now - payout.accepted_at >= confirm_timeout()
     )
     order = PayoutOrder(
         payout.id, payout.bill_no, payout.rail, payout.appid, payout.openid, payout.amount.fen
@@ -215,15 +225,34 @@ def run_pass(merchant: Merchant, step: Pass) -> Outcome:
     from app.payouts import rails
 
     if step.action == "submit":
-        return replace(rails.submit(merchant, step.order), calls=("submit",))
+        return _throttled(merchant, step.order, ()) or replace(
+            rails.submit(merchant, step.order), calls=("submit",)
+        )
     found = rails.query(merchant, step.order)
     if step.action == "resolve" and found.kind == "not_found":
-        return replace(rails.submit(merchant, step.order), calls=("query", "submit"))
+        return _throttled(merchant, step.order, ("query",)) or replace(
+            rails.submit(merchant, step.order), calls=("query", "submit")
+        )
     overdue = step.cancel and found.kind == "accepted" and found.state == "WAIT_USER_CONFIRM"
     if step.action == "poll" and overdue:
         cancelled = rails.cancel(merchant, step.order)
         return replace(cancelled if cancelled.kind != "not_found" else found, calls=("query", "cancel"))
     return replace(found, calls=("query",))
+
+
+RATE_LIMITED = "HONGLI_RATE_LIMITED"  # our own red-packet limiter said wait: nothing was sent
+
+
+def _throttled(merchant: Merchant, order: PayoutOrder, calls: tuple[str, ...]) -> Outcome | None:
+    """Before a ``sendredpack``: a ``retry`` outcome if this merchant's per-second budget is spent."""
+    if order.rail is not PayoutRail.CASH_RED_PACKET:
+        return None
+    wait = take(f"redpack:{merchant.id}", limit=_settings().red_packets_per_second, window_seconds=1)
+    if wait is None:
+        return None
+    return Outcome(
+        "retry", code=RATE_LIMITED, message=f"red-packet rate reached; wait {wait:.2f}s", calls=calls
+    )
 
 
 def record_outcome(
@@ -288,6 +317,10 @@ def record_outcome(
                 details={"payout_id": payout.id, "amount_fen": payout.amount.fen},
             )
             payout.next_attempt_at = now + NOTENOUGH_WAIT
+        elif outcome.code == RATE_LIMITED:
+            # The next second's budget: shortly, with jitter so a burst does not land in one window again.
+            payout.next_attempt_at = now + timedelta(seconds=1 + random.uniform(0, 1))  # noqa: S311
+            payout.tries -= 1  # not WeChat's failure: no backoff growth
         elif outcome.code == NO_CREDENTIALS:
             flag_for_review(
                 merchant_id=payout.merchant_id,
@@ -423,3 +456,13 @@ def on_transfer_bill_finished(*, merchant_id: int, resource: dict[str, Any]) -> 
     )
     enqueue_after_commit(PROCESS_JOB, payout_id, queue=QueueName.PAYOUTS)
     return True
+
+
+def make_due(payout_id: int, *, now: datetime | None = None) -> None:
+    """Bring an open payout's next pass forward to now (its lease, if any, still keeps others out)."""
+    db.session.execute(
+        update(Payout)
+        .where(Payout.id == payout_id, Payout.status.in_(sorted(OPEN_STATUSES)))
+        .values(next_attempt_at=now or utcnow())
+        .execution_options(synchronize_session=False)
+    )

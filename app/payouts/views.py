@@ -1,4 +1,5 @@
-"""``/api/console/v1/payouts``: finance sees every payout by state, including the ones still unresolved."""
+"""``/api/console/v1/payouts``: finance sees every payout by state (and the stuck ones), re-queues one, or
+marks one resolved after checking WeChat's records; both actions are audited."""
 
 from __future__ import annotations
 
@@ -6,15 +7,21 @@ from typing import Any
 
 from flask_smorest import Blueprint
 
-from app.auth.guards import current_merchant_id, staff_required
+from app.audit.service import Actor
+from app.auth.guards import current_merchant_id, current_staff, staff_required
 from app.auth.principals import Role
-from app.payouts import service
-from app.payouts.models import Payout
-from app.payouts.schemas import PayoutQuerySchema, PayoutSchema
+from app.core.tx import commit
+from app.payouts import operations, service
+from app.payouts.models import Payout, PayoutStatus
+from app.payouts.schemas import STUCK, PayoutQuerySchema, PayoutSchema, ResolveSchema
 
 blp = Blueprint(
     "console_payouts", __name__, url_prefix="/api/console/v1/payouts", description="Payouts (finance)."
 )
+
+
+def _actor() -> Actor:
+    return Actor("staff", str(current_staff().staff_id))
 
 
 @blp.route("")
@@ -22,5 +29,36 @@ blp = Blueprint(
 @blp.arguments(PayoutQuerySchema, location="query")
 @blp.response(200, PayoutSchema(many=True))
 def list_payouts(args: dict[str, Any]) -> list[Payout]:
-    """This merchant's payouts, newest first; ``status`` (repeatable) filters, e.g. ``unknown``."""
-    return service.list_payouts(merchant_id=current_merchant_id(), statuses=args["status"])
+    """This merchant's payouts, newest first; ``status`` (repeatable) filters, e.g. ``unknown``, or
+    ``stuck``: submitting/unknown for longer than the configured query deadline."""
+    if STUCK in args["status"]:
+        return operations.stuck_payouts(merchant_id=current_merchant_id())
+    statuses = [PayoutStatus(s) for s in args["status"]]
+    return service.list_payouts(merchant_id=current_merchant_id(), statuses=statuses)
+
+
+@blp.route("/<int:payout_id>/retry", methods=["POST"])
+@staff_required(Role.FINANCE)
+@blp.response(200, PayoutSchema)
+def retry(payout_id: int) -> Payout:
+    """Queue a pass now for an unfinished payout (an unknown one is queried with its same number first)."""
+    payout = operations.retry_payout(merchant_id=current_merchant_id(), payout_id=payout_id, actor=_actor())
+    commit()
+    return payout
+
+
+@blp.route("/<int:payout_id>/resolve", methods=["POST"])
+@staff_required(Role.FINANCE)
+@blp.arguments(ResolveSchema)
+@blp.response(200, PayoutSchema)
+def resolve(body: dict[str, Any], payout_id: int) -> Payout:
+    """Mark a sent payout ``succeeded`` or ``failed`` after checking WeChat; 409 if WeChat says otherwise."""
+    resolution = operations.resolve_payout(
+        merchant_id=current_merchant_id(),
+        payout_id=payout_id,
+        outcome=body["outcome"],
+        reason=body["reason"],
+        actor=_actor(),
+    )
+    commit()
+    return resolution.payout

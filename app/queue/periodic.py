@@ -54,6 +54,7 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("expire-red-packets", "jobs.rebates.expire_packets", "*/5 * * * *"),
     PeriodicJob("advance-campaigns", "jobs.rebates.advance_campaigns", "* * * * *"),
     PeriodicJob("enqueue-due-payouts", "jobs.payouts.enqueue_due_payouts", "* * * * *"),
+    PeriodicJob("query-uncertain-payouts", "jobs.payouts.query_uncertain_payouts", "* * * * *"),
 )
 
 

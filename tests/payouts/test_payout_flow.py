@@ -111,13 +111,13 @@ def test_unconfirmed_transfer_cancelled_by_the_sweep(payee: Payee) -> None:
     from datetime import timedelta
 
     from app.extensions import db
-    from app.payouts.service import CONFIRM_TIMEOUT
+    from app.payouts.service import confirm_timeout
 
     created = payee.withdraw(1000, "unconfirmed")
     payout = payee.payout_of(created.json["id"])
     payee.run(payout)
     assert payout.accepted_at is not None
-    payout.accepted_at = payout.accepted_at - CONFIRM_TIMEOUT - timedelta(minutes=1)
+    payout.accepted_at = payout.accepted_at - confirm_timeout() - timedelta(minutes=1)
     db.session.commit()
     assert payee.run(payout) == "accepted"  # cancel asked: CANCELING
     assert payout.wechat_state == "CANCELING"
