@@ -4,7 +4,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, IdPK, str_enum, utcnow
@@ -40,6 +40,8 @@ class Campaign(Base):
     starts_at: Mapped[datetime]
     ends_at: Mapped[datetime]
     current_version_id: Mapped[int | None] = mapped_column(BigInteger)
+    # Settled rebates are paid straight to the consumer's WeChat change (through the payout path).
+    pays_out_as_cash: Mapped[bool] = mapped_column(default=False, server_default=false())
     # Why grants were not made, counted by reason ("budget exhausted": 3, …), for the console.
     skip_stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

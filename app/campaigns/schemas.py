@@ -13,6 +13,12 @@ class CampaignCreateSchema(Schema):
     starts_at = fields.AwareDateTime(required=True)
     ends_at = fields.AwareDateTime(required=True)
     rules = fields.Dict(required=True, metadata={"description": "The rule document (see docs/rebates.md)."})
+    pays_out_as_cash = fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "Pay settled rebates out to WeChat change automatically (a withdrawal each)."
+        },
+    )
 
 
 class RulesSchema(Schema):
@@ -40,6 +46,7 @@ class CampaignSchema(Schema):
     budget_remaining_fen = fields.Integer()
     budget_reserved_fen = fields.Integer()
     skip_stats = fields.Dict()
+    pays_out_as_cash = fields.Boolean()
 
 
 def campaign_view(campaign: Any, version: Any, budget: dict[str, int]) -> dict[str, Any]:
@@ -52,6 +59,7 @@ def campaign_view(campaign: Any, version: Any, budget: dict[str, int]) -> dict[s
         "rules_version": version.version,
         "rules": version.document,
         "skip_stats": campaign.skip_stats or {},
+        "pays_out_as_cash": campaign.pays_out_as_cash,
         **budget,
     }
 

@@ -52,12 +52,18 @@ def create_campaign(
     rules: dict[str, Any],
     actor: Actor,
     staff_id: int | None = None,
+    pays_out_as_cash: bool = False,
 ) -> Campaign:
     """A draft campaign with rules version 1."""
     _check_window(starts_at, ends_at)
     validated_rules(rules)
     campaign = Campaign(
-        merchant_id=merchant_id, name=name, starts_at=starts_at, ends_at=ends_at, skip_stats={}
+        merchant_id=merchant_id,
+        name=name,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        skip_stats={},
+        pays_out_as_cash=pays_out_as_cash,
     )
     db.session.add(campaign)
     db.session.flush()

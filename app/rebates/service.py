@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from app.campaigns.models import Campaign, CampaignStatus, RuleVersion
 from app.campaigns.service import count_skip
 from app.core.db import utcnow
+from app.core.errors import DomainError
 from app.core.money import Money
 from app.events.bus import Event
 from app.extensions import db
@@ -40,6 +41,7 @@ from app.rebates.rules import (
 from app.red_packets.models import RedPacket, RedPacketStatus
 from app.red_packets.service import issue_red_packet, release_from_order, release_reservation
 from app.reviews.service import flag_for_review
+from app.withdrawals.service import request_withdrawal
 
 logger = logging.getLogger("hongli.rebates")
 CHINA = timezone(timedelta(hours=8))
@@ -392,6 +394,28 @@ def _settle(grant: RebateGrant) -> None:
         )
     grant.status = GrantStatus.AVAILABLE
     grant.settled_at = utcnow()
+    campaign = db.session.get(Campaign, grant.campaign_id)
+    if campaign is not None and campaign.pays_out_as_cash and (net - repay).fen > 0:
+        _pay_out_as_cash(grant, net - repay)
+
+
+def _pay_out_as_cash(grant: RebateGrant, amount: Money) -> None:
+    """A cash campaign pays a settled rebate out at once, through the same withdrawal/payout path.
+
+    When the merchant's withdrawal policy refuses it (minimum, daily limit, fee) the money simply
+    stays available for the consumer to withdraw later.
+    """
+    assert grant.consumer_id is not None
+    try:
+        with db.session.begin_nested():
+            request_withdrawal(
+                merchant_id=grant.merchant_id,
+                consumer_id=grant.consumer_id,
+                amount=amount,
+                idempotency_key=f"cash-rebate:{grant.id}",
+            )
+    except DomainError as exc:
+        logger.info("cash rebate of grant %s stays available: %s", grant.id, exc.message)
 
 
 # ---------------------------------------------------------------- clawback (refund.succeeded)

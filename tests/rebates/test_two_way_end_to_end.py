@@ -208,3 +208,71 @@ def test_cash_back_on_an_order_paid_partly_with_a_red_packet(
     wallet = shop.client.get("/api/mp/v1/wallet", headers=shop.consumer_headers).json
     assert wallet["pending_fen"] == 300 + 400
     _ledger_clean()
+
+
+def test_a_cash_campaign_pays_settled_rebates_out_through_the_payout_path(
+    shop: Shop, app: Flask, client: FlaskClient, db_session: Session
+) -> None:
+    """A campaign that pays as cash: once settled, the buyer's rebate leaves as a WeChat transfer."""
+    from app.payouts.models import Payout
+    from app.withdrawals.models import Withdrawal
+    from jobs.payouts import process_payout
+
+    owner = make_staff(merchant=shop.merchant, role=Role.OWNER)
+    app.test_cli_runner().invoke(
+        args=[
+            "budgets",
+            "deposit",
+            "--merchant",
+            shop.merchant.slug,
+            "--amount-fen",
+            "200000",
+            "--key",
+            "bank-3",
+        ]
+    )
+    ratio = {
+        "rules": [{"id": "ratio", "kind": "ratio", "priority": 1, "stacking": "combinable", "rate_bp": 1000}]
+    }
+    console = Console(client, shop.merchant.slug).login(owner.email)
+    now = utcnow()
+    created = console.post(
+        "/api/console/v1/campaigns",
+        json={
+            "name": "Cash back, as cash",
+            "starts_at": (now - timedelta(minutes=1)).isoformat(),
+            "ends_at": (now + timedelta(days=30)).isoformat(),
+            "rules": ratio,
+            "pays_out_as_cash": True,
+        },
+    )
+    assert created.json["pays_out_as_cash"] is True
+    campaign_id = created.json["id"]
+    console.post(
+        f"/api/console/v1/campaigns/{campaign_id}/fund",
+        json={"amount_fen": 100000, "source": "merchant", "idempotency_key": "fund-0003"},
+    )
+    console.post(f"/api/console/v1/campaigns/{campaign_id}/status", json={"to": "active"})
+    order = shop.register("CASH-1", 5000)
+    shop.pay(order["id"])
+    shop.client.post(
+        "/api/shop/v1/orders/CASH-1/events",
+        headers=shop.shop_headers,
+        json={"type": "received", "occurred_at": utcnow().isoformat()},
+    )
+    assert settle_due(now=utcnow() + timedelta(days=8)) == 1
+    withdrawal = db_session.scalars(select(Withdrawal)).one()
+    assert withdrawal.amount.fen == 500 and withdrawal.payout_id is not None
+    process_payout(withdrawal.payout_id)
+    payout = db_session.get(Payout, withdrawal.payout_id)
+    assert payout is not None
+    db_session.refresh(payout)
+    bills = shop.sandbox.get(f"/payouts?mchid={shop.merchant.mchid}")["payouts"]
+    # WeChat holds one transfer bill for the rebate, waiting for the user to confirm it in the app.
+    assert [(b["rail"], b["amount_fen"], b["status"], b["openid"]) for b in bills] == [
+        ("transfer_bill", 500, "WAIT_USER_CONFIRM", shop.openid)
+    ]
+    assert payout.status.value == "accepted"
+    wallet = shop.client.get("/api/mp/v1/wallet", headers=shop.consumer_headers).json
+    assert wallet["available_fen"] == 0
+    _ledger_clean()
