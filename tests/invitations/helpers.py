@@ -3,17 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import timedelta
 from typing import Any
 
-from flask import Flask
-from flask.testing import FlaskClient
-
-from app.auth.principals import Role
-from app.core.db import utcnow
 from app.ledger.checks import run_checks
-from tests.console_client import Console
-from tests.factories import make_staff
 from tests.payments.conftest import Shop
 
 
@@ -53,42 +45,3 @@ def pending_fen(person: Shop) -> int:
 
 def ledger_clean() -> None:
     assert [result for result in run_checks() if result.violations] == []
-
-
-def start_campaign(shop: Shop, app: Flask, client: FlaskClient, rules: dict[str, Any]) -> int:
-    """An active campaign holding ``rules``, funded with ¥1,000 from a ¥2,000 marketing deposit."""
-    owner = make_staff(merchant=shop.merchant, role=Role.OWNER)
-    deposit = app.test_cli_runner().invoke(
-        args=[
-            "budgets",
-            "deposit",
-            "--merchant",
-            shop.merchant.slug,
-            "--amount-fen",
-            "200000",
-            "--key",
-            "bank-1",
-        ]
-    )
-    assert deposit.exit_code == 0, deposit.output
-    console = Console(client, shop.merchant.slug).login(owner.email)
-    now = utcnow()
-    created = console.post(
-        "/api/console/v1/campaigns",
-        json={
-            "name": "Bring a friend",
-            "starts_at": (now - timedelta(minutes=1)).isoformat(),
-            "ends_at": (now + timedelta(days=30)).isoformat(),
-            "rules": rules,
-        },
-    )
-    assert created.status_code == 201, created.json
-    campaign_id = int(created.json["id"])
-    funded = console.post(
-        f"/api/console/v1/campaigns/{campaign_id}/fund",
-        json={"amount_fen": 100000, "source": "merchant", "idempotency_key": "fund-0001"},
-    )
-    assert funded.status_code == 200, funded.json
-    active = console.post(f"/api/console/v1/campaigns/{campaign_id}/status", json={"to": "active"})
-    assert active.json["status"] == "active", active.json
-    return campaign_id

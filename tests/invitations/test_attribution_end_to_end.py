@@ -15,13 +15,13 @@ from sqlalchemy.orm import Session
 from app.core.db import utcnow
 from app.invitations.service import BINDING_DAYS, bind_invitation
 from app.rebates.models import RebateGrant
+from tests.campaign_setup import start_campaign
 from tests.invitations.helpers import (
     as_person,
     bind,
     invite_code,
     ledger_clean,
     pending_fen,
-    start_campaign,
 )
 from tests.payments.conftest import Shop
 

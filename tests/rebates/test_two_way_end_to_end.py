@@ -12,15 +12,13 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.auth.principals import Role
 from app.core.db import utcnow
 from app.ledger.accounts import campaign_accounts, consumer_accounts, merchant_accounts
 from app.ledger.checks import run_checks
 from app.payments.models import Refund
 from app.rebates.service import settle_due
 from jobs.payments import submit_refund
-from tests.console_client import Console
-from tests.factories import make_staff
+from tests.campaign_setup import start_campaign
 from tests.payments.conftest import Shop
 
 TWO_WAY = {
@@ -49,42 +47,7 @@ def _ledger_clean() -> None:
 
 @pytest.fixture
 def campaign(shop: Shop, app: Flask, client: FlaskClient, db_session: Session) -> int:
-    owner = make_staff(merchant=shop.merchant, role=Role.OWNER)
-    deposit = app.test_cli_runner().invoke(
-        args=[
-            "budgets",
-            "deposit",
-            "--merchant",
-            shop.merchant.slug,
-            "--amount-fen",
-            "200000",
-            "--key",
-            "bank-1",
-        ]
-    )
-    assert deposit.exit_code == 0, deposit.output
-    console = Console(client, shop.merchant.slug).login(owner.email)
-    now = utcnow()
-    created = console.post(
-        "/api/console/v1/campaigns",
-        json={
-            "name": "Two-way launch",
-            "starts_at": (now - timedelta(minutes=1)).isoformat(),
-            "ends_at": (now + timedelta(days=30)).isoformat(),
-            "rules": TWO_WAY,
-        },
-    )
-    assert created.status_code == 201, created.json
-    campaign_id = created.json["id"]
-    funded = console.post(
-        f"/api/console/v1/campaigns/{campaign_id}/fund",
-        json={"amount_fen": 100000, "source": "merchant", "idempotency_key": "fund-0001"},
-    )
-    assert funded.status_code == 200, funded.json
-    assert funded.json["budget_remaining_fen"] == 100000
-    active = console.post(f"/api/console/v1/campaigns/{campaign_id}/status", json={"to": "active"})
-    assert active.json["status"] == "active"
-    return int(campaign_id)
+    return start_campaign(shop, app, client, TWO_WAY, name="Two-way launch")
 
 
 def test_seed_scenario(shop: Shop, campaign: int, db_session: Session) -> None:
@@ -169,35 +132,7 @@ def test_cash_back_on_an_order_paid_partly_with_a_red_packet(
     shop: Shop, app: Flask, client: FlaskClient, db_session: Session
 ) -> None:
     """Seed: ¥60 order, ¥10 red packet, ¥50 paid → 8% cash-back = ¥4 (on the amount paid)."""
-    owner = make_staff(merchant=shop.merchant, role=Role.OWNER)
-    app.test_cli_runner().invoke(
-        args=[
-            "budgets",
-            "deposit",
-            "--merchant",
-            shop.merchant.slug,
-            "--amount-fen",
-            "200000",
-            "--key",
-            "bank-2",
-        ]
-    )
-    console = Console(client, shop.merchant.slug).login(owner.email)
-    now = utcnow()
-    campaign_id = console.post(
-        "/api/console/v1/campaigns",
-        json={
-            "name": "Cash-back",
-            "starts_at": (now - timedelta(minutes=1)).isoformat(),
-            "ends_at": (now + timedelta(days=30)).isoformat(),
-            "rules": CASH_BACK_ON_PACKET_ORDERS,
-        },
-    ).json["id"]
-    console.post(
-        f"/api/console/v1/campaigns/{campaign_id}/fund",
-        json={"amount_fen": 100000, "source": "merchant", "idempotency_key": "fund-0002"},
-    )
-    console.post(f"/api/console/v1/campaigns/{campaign_id}/status", json={"to": "active"})
+    start_campaign(shop, app, client, CASH_BACK_ON_PACKET_ORDERS, name="Cash-back", deposit_key="bank-2")
     first = shop.register("CB-1", 20000)
     shop.pay(first["id"])  # earns the packet; no cash-back without a packet spent
     packet = shop.client.get("/api/mp/v1/red-packets", headers=shop.consumer_headers).json[0]
@@ -218,41 +153,12 @@ def test_a_cash_campaign_pays_settled_rebates_out_through_the_payout_path(
     from app.withdrawals.models import Withdrawal
     from jobs.payouts import process_payout
 
-    owner = make_staff(merchant=shop.merchant, role=Role.OWNER)
-    app.test_cli_runner().invoke(
-        args=[
-            "budgets",
-            "deposit",
-            "--merchant",
-            shop.merchant.slug,
-            "--amount-fen",
-            "200000",
-            "--key",
-            "bank-3",
-        ]
-    )
     ratio = {
         "rules": [{"id": "ratio", "kind": "ratio", "priority": 1, "stacking": "combinable", "rate_bp": 1000}]
     }
-    console = Console(client, shop.merchant.slug).login(owner.email)
-    now = utcnow()
-    created = console.post(
-        "/api/console/v1/campaigns",
-        json={
-            "name": "Cash back, as cash",
-            "starts_at": (now - timedelta(minutes=1)).isoformat(),
-            "ends_at": (now + timedelta(days=30)).isoformat(),
-            "rules": ratio,
-            "pays_out_as_cash": True,
-        },
+    start_campaign(
+        shop, app, client, ratio, name="Cash, as cash", deposit_key="bank-3", pays_out_as_cash=True
     )
-    assert created.json["pays_out_as_cash"] is True
-    campaign_id = created.json["id"]
-    console.post(
-        f"/api/console/v1/campaigns/{campaign_id}/fund",
-        json={"amount_fen": 100000, "source": "merchant", "idempotency_key": "fund-0003"},
-    )
-    console.post(f"/api/console/v1/campaigns/{campaign_id}/status", json={"to": "active"})
     order = shop.register("CASH-1", 5000)
     shop.pay(order["id"])
     shop.client.post(
