@@ -112,11 +112,13 @@ def create_app(settings: Settings | None = None) -> Flask:
 def _connect_domains(app: Flask) -> None:
     """Wire the domains through their seams: payment events to the rebate engine, red packets into pay."""
     from app.events.bus import ORDER_CLOSED, ORDER_PAID, REFUND_SUCCEEDED, subscribe
+    from app.ledger.accounts import install_account_cache_hooks
     from app.payments.discounts import set_discount_resolver
     from app.rebates import checks as rebate_checks
     from app.rebates import service as rebates
     from app.red_packets.service import apply_to_order, release_from_order
 
+    install_account_cache_hooks()
     subscribe(app, ORDER_PAID, rebates.on_order_paid)
     subscribe(app, REFUND_SUCCEEDED, rebates.on_refund_succeeded)
     subscribe(app, ORDER_CLOSED, rebates.on_order_closed)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
 
 from app.core.db import utcnow
 from app.core.money import Money
 from app.extensions import db
 from app.ledger.models import AccountKind, LedgerAccount, OwnerType
+
+_CACHE = "hongli.ledger_accounts"
 
 # Only these may go negative: a consumer's debt (clawback beyond the balance, shown to the user),
 # the platform's funding source (money entering the system) and WeChat clearing (money at WeChat).
@@ -70,6 +73,30 @@ def account_for(
     """The account of ``kind`` for this owner, created on first use (concurrent first uses create one)."""
     _validate(kind, owner_type, owner_id, merchant_id)
     key = natural_key(kind=kind, owner_type=owner_type, owner_id=owner_id, merchant_id=merchant_id)
+    # Accounts are looked up many times per paid order or payout: remember them for the session
+    # (forgotten on any rollback, which may have undone an account's creation).
+    cache: dict[str, LedgerAccount] = db.session.info.setdefault(_CACHE, {})
+    cached = cache.get(key)
+    if cached is not None and cached in db.session:
+        return cached
+    account = _load_or_create(key, kind, owner_type, owner_id, merchant_id)
+    cache[key] = account
+    return account
+
+
+def _forget_accounts(session: Session, *_: object) -> None:
+    session.info.pop(_CACHE, None)
+
+
+def install_account_cache_hooks() -> None:
+    """Forget remembered accounts whenever a session rolls back (idempotent, process-wide)."""
+    if not event.contains(Session, "after_soft_rollback", _forget_accounts):
+        event.listen(Session, "after_soft_rollback", _forget_accounts)
+
+
+def _load_or_create(
+    key: str, kind: AccountKind, owner_type: OwnerType, owner_id: int | None, merchant_id: int | None
+) -> LedgerAccount:
     by_key = select(LedgerAccount).where(LedgerAccount.natural_key == key)
     # Read first: accounts are looked up far more often than created, and a conflicting insert
     # would still burn a sequence value on PostgreSQL.
