@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-__all__ = ["GatewayEvent", "GatewayHook", "emit", "mask_openid", "redact", "redact_body"]
+__all__ = ["GatewayEvent", "GatewayHook", "emit", "emit_outbound", "mask_openid", "redact", "redact_body"]
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +106,34 @@ def redact_body(data: Any) -> str:
     except (TypeError, ValueError):
         text = "[unserialisable]"
     return text if len(text) <= MAX_BODY_CHARS else text[:MAX_BODY_CHARS] + "…"
+
+
+def emit_outbound(
+    hook: GatewayHook | None,
+    *,
+    api: str,
+    key: str | None,
+    status: int | None,
+    code: str | None,
+    verified: bool | None,
+    request_body: Any,
+    response_body: Any,
+    request_id: str | None = None,
+) -> None:
+    """Report one outbound call (request and answer, redacted) to ``hook``."""
+    emit(
+        hook,
+        GatewayEvent(
+            direction="outbound",
+            api=api,
+            idempotency_key=key,
+            http_status=status,
+            wechat_code=code,
+            verified=verified,
+            body=redact_body({"request": request_body, "response": response_body}),
+            request_id=request_id,
+        ),
+    )
 
 
 def emit(hook: GatewayHook | None, event: GatewayEvent) -> None:

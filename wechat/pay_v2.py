@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from wechat.crypto import generate_nonce, v2_sign, v2_verify
 from wechat.endpoints import WeChatEndpoints
 from wechat.errors import VerificationError, WeChatError, WeChatXMLError, classify_v2_code
-from wechat.gateway_log import GatewayEvent, GatewayHook, emit, redact_body
+from wechat.gateway_log import GatewayEvent, GatewayHook, emit, emit_outbound, redact_body
 from wechat.xml import parse_xml, to_xml
 
 __all__ = [
@@ -322,17 +322,15 @@ class PayV2Client:
         request_body: Any,
         response_body: Any,
     ) -> None:
-        emit(
+        emit_outbound(
             self.hook,
-            GatewayEvent(
-                direction="outbound",
-                api=api,
-                idempotency_key=key,
-                http_status=status,
-                wechat_code=code,
-                verified=verified,
-                body=redact_body({"request": request_body, "response": response_body}),
-            ),
+            api=api,
+            key=key,
+            status=status,
+            code=code,
+            verified=verified,
+            request_body=request_body,
+            response_body=response_body,
         )
 
 

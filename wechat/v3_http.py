@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from wechat.crypto import authorization_header, generate_nonce, load_private_key
 from wechat.endpoints import WeChatEndpoints
 from wechat.errors import VerificationError, WeChatError, classify_v3_code
-from wechat.gateway_log import GatewayEvent, GatewayHook, emit, redact_body
+from wechat.gateway_log import GatewayHook, emit_outbound
 from wechat.verify import PUBLIC_KEY_ID_PREFIX, PlatformKeys, header_lookup
 
 __all__ = ["MerchantV3Credentials", "V3Response", "V3Transport", "encode_json", "path_segment"]
@@ -243,18 +243,16 @@ class V3Transport:
         response_body: Any,
         request_id: str | None = None,
     ) -> None:
-        emit(
+        emit_outbound(
             self.hook,
-            GatewayEvent(
-                direction="outbound",
-                api=api,
-                idempotency_key=key,
-                http_status=status,
-                wechat_code=code,
-                verified=verified,
-                body=redact_body({"request": request_body, "response": response_body}),
-                request_id=request_id,
-            ),
+            api=api,
+            key=key,
+            status=status,
+            code=code,
+            verified=verified,
+            request_body=request_body,
+            response_body=response_body,
+            request_id=request_id,
         )
 
     def same_origin(self, url: str) -> bool:
