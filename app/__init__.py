@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from app.ledger.cli import ledger_cli
     from app.merchants.cli import merchants_cli
     from app.merchants.credentials import init_sealer
+    from app.merchants.snapshots import init_app as init_merchant_snapshots
     from app.orders.views import console as console_orders_blp
     from app.orders.views import mp as mp_orders_blp
     from app.orders.views import shop as shop_orders_blp
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     install_session_hooks()
     init_queue(app, settings)
     init_sealer(app, settings)
+    init_merchant_snapshots(app)
 
     api.init_app(app)
     api.register_blueprint(health_blp)

@@ -174,6 +174,8 @@ class PaymentSettings(_Section):
     unpaid_order_timeout_minutes: int = Field(default=30, ge=5, le=24 * 60)
     # Orders still unpaid this close to their timeout are confirmed by the order query API first.
     query_before_close_minutes: int = Field(default=5, ge=1, le=60)
+    # How long a process trusts its snapshot of a merchant when WeChat calls back (0: read it every time).
+    merchant_cache_seconds: int = Field(default=30, ge=0, le=600)
 
 
 class PayoutSettings(_Section):

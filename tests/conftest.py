@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 from app import create_app
 from app.extensions import db
+from app.merchants.snapshots import forget_merchants
 from app.settings import Settings, load_settings
 
 # Unique per run, so concurrent runs against one server never drop each other's database.
@@ -174,6 +175,7 @@ class _TestScopedSession(scoped_session[Session]):
 @pytest.fixture
 def db_session(app: Flask) -> Iterator[Session]:
     """One transaction per test, rolled back at the end; ``commit()`` inside only releases a savepoint."""
+    forget_merchants(app)  # snapshots of merchants an earlier test created and rolled back
     connection = db.engine.connect()
     outer = connection.begin()
     original = db.session

@@ -7,12 +7,14 @@ If the transaction rolls back, the event and everything its subscribers did roll
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask, current_app
+from sqlalchemy import Table
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -51,6 +53,15 @@ def subscribers(event_type: str) -> list[Subscriber]:
     return list(registry.get(event_type, []))
 
 
+@functools.cache
+def _insert_once(dialect: str) -> Any:
+    # Built once per dialect with bound parameters, so SQLAlchemy compiles it once (a statement carrying
+    # the payload dict as a literal value has no cache key and was compiled on every emission).
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    table = cast(Table, DomainEvent.__table__)
+    return insert(table).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(table.c.id)
+
+
 def emit(event: Event) -> bool:
     """Record ``event`` and run its subscribers now; False (and nothing runs) if it was emitted before."""
     values = {
@@ -63,10 +74,7 @@ def emit(event: Event) -> bool:
         "created_at": utcnow(),
     }
     # One round trip: the unique key decides, without a read first or a savepoint.
-    dialect = db.session.get_bind().dialect.name
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    statement = insert(DomainEvent).values(**values).on_conflict_do_nothing(index_elements=["dedupe_key"])
-    if db.session.execute(statement.returning(DomainEvent.id)).scalar() is None:
+    if db.session.execute(_insert_once(db.session.get_bind().dialect.name), values).scalar() is None:
         return False
     for subscriber in subscribers(event.type):
         subscriber(event)

@@ -11,6 +11,7 @@ from app.core.errors import Unavailable
 from app.gateway.log import RecordingHook
 from app.merchants.models import Merchant
 from app.merchants.service import merchant_secrets
+from app.merchants.snapshots import MerchantSnapshot
 from app.settings import Settings
 from wechat.endpoints import WeChatEndpoints
 from wechat.miniprogram import MiniProgramClient
@@ -48,7 +49,7 @@ def official_account_client(merchant: Merchant) -> OfficialAccountClient:
     return OfficialAccountClient(merchant.oa_appid, merchant_secrets(merchant).oa_secret, endpoints())
 
 
-def platform_keys(merchant: Merchant) -> PlatformKeys:
+def platform_keys(merchant: Merchant | MerchantSnapshot) -> PlatformKeys:
     """The WeChat Pay keys that sign this merchant's responses and notifications (certificates and/or
     the public key, several at once during a rotation)."""
     cache_key = (merchant.id, merchant.updated_at)

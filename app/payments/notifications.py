@@ -18,15 +18,13 @@ from sqlalchemy import select
 
 from app.extensions import db
 from app.gateway.clients import platform_keys
-from app.gateway.log import RecordingHook
-from app.merchants.models import Merchant, MerchantStatus
-from app.merchants.service import merchant_secrets
-from app.orders.models import Order
+from app.gateway.log import PendingLog, RecordingHook
+from app.merchants.snapshots import MerchantSnapshot, active_merchant
 from app.payments.models import PaymentAttempt
 from app.payments.refunds import apply_refund_notification
-from app.payments.service import apply_transaction
+from app.payments.service import apply_locked, apply_transaction, lock_payment
 from wechat.errors import WeChatError
-from wechat.notifications import parse_notification
+from wechat.notifications import Notification, parse_notification
 from wechat.pay_v2 import parse_v2_notification
 
 logger = logging.getLogger("hongli.notifications")
@@ -42,46 +40,59 @@ class Answer:
         return self.status < 300
 
 
-def _merchant(slug: str) -> Merchant | None:
-    merchant = db.session.scalar(select(Merchant).where(Merchant.slug == slug))
-    if merchant is None or merchant.status is not MerchantStatus.ACTIVE:
-        return None
-    return merchant
-
-
-def _lock_order(merchant: Merchant, out_trade_no: str | None) -> int | None:
-    """Lock the order this notification is about, first: duplicates then queue here, one at a time."""
-    if not out_trade_no:
+def _order_of(merchant: MerchantSnapshot, out_trade_no: object) -> int | None:
+    if not isinstance(out_trade_no, str) or not out_trade_no:
         return None
     return db.session.scalar(
-        select(Order.id)
-        .join(PaymentAttempt, PaymentAttempt.order_id == Order.id)
-        .where(PaymentAttempt.merchant_id == merchant.id, PaymentAttempt.out_trade_no == out_trade_no)
-        .with_for_update(of=Order)
+        select(PaymentAttempt.order_id).where(
+            PaymentAttempt.merchant_id == merchant.id, PaymentAttempt.out_trade_no == out_trade_no
+        )
+    )
+
+
+def _verified(
+    merchant: MerchantSnapshot, headers: Mapping[str, str], body: bytes, log: PendingLog
+) -> tuple[MerchantSnapshot, Notification]:
+    """Verify and decrypt against the snapshot; on failure reload it once (a rotated certificate, public
+    key or API v3 key is then seen at once) and try again. Raises WeChatError."""
+    try:
+        return merchant, parse_notification(
+            headers, body, keys=platform_keys(merchant), apiv3_key=merchant.secrets.apiv3_key, hook=log
+        )
+    except WeChatError:
+        fresh = active_merchant(merchant.slug, reload=True) if merchant.reloadable else None
+        if fresh is None or fresh.updated_at == merchant.updated_at:
+            raise
+    log.discard()
+    return fresh, parse_notification(
+        headers, body, keys=platform_keys(fresh), apiv3_key=fresh.secrets.apiv3_key, hook=log
     )
 
 
 def handle_v3_notification(*, slug: str, headers: Mapping[str, str], body: bytes) -> Answer:
-    """Verify, decrypt and apply one v3 notification for merchant ``slug``."""
-    merchant = _merchant(slug)
+    """Verify, decrypt and apply one v3 notification for merchant ``slug``.
+
+    A payment is applied under the lock of its attempt and order, taken before anything is written;
+    concurrent repeats queue there and find it applied.
+    """
+    merchant = active_merchant(slug)
     if merchant is None:
         return Answer(404, "unknown merchant")
-    secrets = merchant_secrets(merchant)
-    hook = RecordingHook(merchant.id)
+    log = PendingLog(merchant.id)
     try:
-        notification = parse_notification(
-            headers, body, keys=platform_keys(merchant), apiv3_key=secrets.apiv3_key, hook=hook
-        )
+        merchant, notification = _verified(merchant, headers, body, log)
     except WeChatError as exc:
+        log.write()
         logger.warning("refused a notification for %s: %s", slug, exc.code)
         return Answer(401, "signature verification failed")
     resource = notification.resource
-    # No autoflush: the log row is then inserted once, already tied to its order.
-    with db.session.no_autoflush:
-        hook.attach_order(_lock_order(merchant, resource.get("out_trade_no")))
     if notification.event_type == "TRANSACTION.SUCCESS":
-        applied = apply_transaction(merchant=merchant, resource=resource, source="notification")
+        # Lock first, then log: a repeat of an applied payment costs one locked read and the log row.
+        locked = lock_payment(merchant.id, resource.get("out_trade_no"))
+        log.write(locked.order_id if locked else None)
+        applied = apply_locked(merchant=merchant, resource=resource, source="notification", locked=locked)
         return Answer(204) if applied.ok else Answer(400, applied.reason)
+    log.write(_order_of(merchant, resource.get("out_trade_no")))
     if notification.event_type.startswith("REFUND."):
         applied_refund = apply_refund_notification(
             merchant=merchant, event_type=notification.event_type, resource=resource
@@ -99,14 +110,15 @@ def handle_v3_notification(*, slug: str, headers: Mapping[str, str], body: bytes
 
 def handle_v2_notification(*, slug: str, body: bytes) -> tuple[bool, str]:
     """Verify and apply a legacy v2 payment notification; (success, message) for the XML reply."""
-    merchant = _merchant(slug)
+    merchant = active_merchant(slug)
     if merchant is None:
         return False, "unknown merchant"
-    secrets = merchant_secrets(merchant)
-    if not secrets.v2_api_key:
+    if not merchant.secrets.v2_api_key:
         return False, "v2 not configured"
     try:
-        notification = parse_v2_notification(body, secrets.v2_api_key, hook=RecordingHook(merchant.id))
+        notification = parse_v2_notification(
+            body, merchant.secrets.v2_api_key, hook=RecordingHook(merchant.id)
+        )
     except WeChatError as exc:
         logger.warning("refused a v2 notification for %s: %s", slug, exc.code)
         return False, "sign check failed"

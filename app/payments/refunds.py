@@ -20,6 +20,7 @@ from app.merchants.models import Merchant
 from app.orders.models import Order, OrderStatus
 from app.orders.service import get_order_by_out_no
 from app.payments.models import REFUND_TRANSITIONS, PaymentAttempt, Refund, RefundStatus
+from app.payments.service import PayingMerchant
 from app.queue import QueueName, enqueue_after_commit
 from app.reviews.service import flag_for_review
 from wechat.errors import WeChatError
@@ -212,7 +213,7 @@ def _parse_time(value: object) -> datetime | None:
         return None
 
 
-def apply_refund_notification(*, merchant: Merchant, event_type: str, resource: dict[str, Any]) -> bool:
+def apply_refund_notification(*, merchant: PayingMerchant, event_type: str, resource: dict[str, Any]) -> bool:
     """Apply a verified REFUND.SUCCESS / ABNORMAL / CLOSED; False if the refund is not ours."""
     if resource.get("mchid") not in (None, merchant.mchid):
         return False

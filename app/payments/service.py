@@ -9,14 +9,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Protocol
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from app.consumers.models import WeChatIdentity
 from app.core.db import utcnow
 from app.core.errors import Conflict, InvalidInput
+from app.core.money import Money
 from app.events.bus import ORDER_CLOSED, ORDER_PAID, Event, emit
 from app.extensions import db
 from app.gateway.clients import pay_client
@@ -191,88 +192,157 @@ class Applied:
     reason: str = ""
 
 
-def apply_transaction(*, merchant: Merchant, resource: dict[str, Any], source: str) -> Applied:
+class PayingMerchant(Protocol):
+    """What applying a payment reads of its merchant: a :class:`Merchant` or a callback's snapshot."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def mchid(self) -> str | None: ...
+    @property
+    def mp_appid(self) -> str | None: ...
+    @property
+    def oa_appid(self) -> str | None: ...
+
+
+def foreign_payment(merchant: PayingMerchant, resource: dict[str, Any]) -> str | None:
+    """Why ``resource`` is not a payment to ``merchant`` (another mchid or app), else None."""
+    if resource.get("mchid") != merchant.mchid or resource.get("appid") not in (
+        merchant.mp_appid,
+        merchant.oa_appid,
+    ):
+        return "payment for another merchant or app"
+    return None
+
+
+def terms_mismatch(resource: dict[str, Any], asked_fen: int) -> str | None:
+    """Why ``resource`` is not a successful payment of exactly ``asked_fen`` CNY, else None."""
+    if resource.get("trade_state") != "SUCCESS":
+        return f"trade_state is {resource.get('trade_state')!r}, not SUCCESS"
+    amount = resource.get("amount") or {}
+    total = amount.get("total")
+    if type(total) is not int or total != asked_fen or amount.get("currency", "CNY") != "CNY":
+        return f"paid amount {total!r} differs from the {asked_fen} fen asked"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class LockedPayment:
+    """A payment attempt and its order, both rows locked (``FOR UPDATE``) until the transaction ends."""
+
+    attempt_id: int
+    attempt_status: AttemptStatus
+    amount: Money
+    discount: Money
+    red_packet_id: int | None
+    order_id: int
+    order_status: OrderStatus
+    consumer_id: int
+    total: Money
+
+
+def lock_payment(merchant_id: int, out_trade_no: object) -> LockedPayment | None:
+    """Lock the attempt ``out_trade_no`` of ``merchant_id`` and its order (one statement, columns only:
+    nothing is loaded into the session). Concurrent notifications of one payment queue here."""
+    if not isinstance(out_trade_no, str) or not out_trade_no:
+        return None
+    row = db.session.execute(
+        select(
+            PaymentAttempt.id,
+            PaymentAttempt.status,
+            PaymentAttempt.amount,
+            PaymentAttempt.discount,
+            PaymentAttempt.red_packet_id,
+            Order.id,
+            Order.status,
+            Order.consumer_id,
+            Order.total,
+        )
+        .join(Order, Order.id == PaymentAttempt.order_id)
+        .where(PaymentAttempt.merchant_id == merchant_id, PaymentAttempt.out_trade_no == out_trade_no)
+        .with_for_update()
+    ).one_or_none()
+    return None if row is None else LockedPayment(*row)
+
+
+def apply_transaction(*, merchant: PayingMerchant, resource: dict[str, Any], source: str) -> Applied:
     """Apply a verified ``TRANSACTION.SUCCESS`` resource (or query result) under the order's row lock.
 
     Refuses — changing nothing but a review flag — a payment for another merchant or app, an unknown
     ``out_trade_no``, a state other than SUCCESS, or an amount other than the one we asked for.
     """
-    out_trade_no = str(resource.get("out_trade_no", ""))
-    reference = f"{source}:{out_trade_no}"
-    if resource.get("mchid") != merchant.mchid or resource.get("appid") not in (
-        merchant.mp_appid,
-        merchant.oa_appid,
-    ):
-        return _refuse(merchant, "payment for another merchant or app", reference, resource)
-    # One statement: the attempt and its order, both locked, fresh from the database.
-    row = db.session.execute(
-        select(PaymentAttempt, Order)
-        .join(Order, Order.id == PaymentAttempt.order_id)
-        .where(PaymentAttempt.merchant_id == merchant.id, PaymentAttempt.out_trade_no == out_trade_no)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).one_or_none()
-    if row is None:
+    locked = lock_payment(merchant.id, resource.get("out_trade_no"))
+    return apply_locked(merchant=merchant, resource=resource, source=source, locked=locked)
+
+
+def apply_locked(
+    *, merchant: PayingMerchant, resource: dict[str, Any], source: str, locked: LockedPayment | None
+) -> Applied:
+    """:func:`apply_transaction` once :func:`lock_payment` has found (and locked) ``locked``."""
+    reference = f"{source}:{resource.get('out_trade_no', '')}"
+    if foreign := foreign_payment(merchant, resource):
+        return _refuse(merchant, foreign, reference, resource)
+    if locked is None:
         return _refuse(merchant, "payment for an unknown out_trade_no", reference, resource)
-    attempt, order = row
-    if resource.get("trade_state") != "SUCCESS":
-        return _refuse(
-            merchant, f"trade_state is {resource.get('trade_state')!r}, not SUCCESS", reference, resource
-        )
-    amount = resource.get("amount") or {}
-    total = amount.get("total")
-    if type(total) is not int or total != attempt.amount.fen or amount.get("currency", "CNY") != "CNY":
-        return _refuse(
-            merchant,
-            f"paid amount {total!r} differs from the {attempt.amount.fen} fen asked",
-            reference,
-            resource,
-        )
-    transaction_id = str(resource.get("transaction_id", ""))
-    if attempt.status is AttemptStatus.PAID:
+    if mismatch := terms_mismatch(resource, locked.amount.fen):
+        return _refuse(merchant, mismatch, reference, resource)
+    if locked.attempt_status is AttemptStatus.PAID:
         return Applied(ok=True, changed=False)  # a duplicate: already applied
-    if order.status is OrderStatus.PAID:
+    transaction_id = str(resource.get("transaction_id", ""))
+    if locked.order_status is OrderStatus.PAID:
         # A second, distinct payment of the same order (two attempts both paid): real money to return.
-        attempt.status = AttemptStatus.PAID
+        _set_attempt_paid(locked.attempt_id)
         flag_for_review(
             merchant_id=merchant.id,
             kind="double_payment",
             reason="order paid twice; refund the extra payment",
             reference=reference,
-            details={"order_id": order.id, "transaction_id": transaction_id},
+            details={"order_id": locked.order_id, "transaction_id": transaction_id},
         )
         return Applied(ok=True, changed=True, reason="double payment flagged")
-    if OrderStatus.PAID not in ORDER_TRANSITIONS[order.status]:
+    if OrderStatus.PAID not in ORDER_TRANSITIONS[locked.order_status]:
         return _refuse(
-            merchant, f"order in state {order.status.value} cannot become paid", reference, resource
+            merchant, f"order in state {locked.order_status.value} cannot become paid", reference, resource
         )
-    now = utcnow()
-    attempt.status = AttemptStatus.PAID
-    order.status = OrderStatus.PAID
-    order.paid_amount = attempt.amount
-    order.discount = attempt.discount
-    order.transaction_id = transaction_id
-    order.paid_at = _success_time(resource) or now
+    _set_attempt_paid(locked.attempt_id)
+    # Statements rather than loaded objects: a copy of the order already in this session is updated too.
+    db.session.execute(
+        update(Order)
+        .where(Order.id == locked.order_id)
+        .values(
+            status=OrderStatus.PAID,
+            paid_amount=locked.amount,
+            discount=locked.discount,
+            transaction_id=transaction_id,
+            paid_at=_success_time(resource) or utcnow(),
+        )
+    )
     emit(
         Event(
             type=ORDER_PAID,
             merchant_id=merchant.id,
             subject_type="order",
-            subject_id=order.id,
-            dedupe_key=f"order.paid:{order.id}",
+            subject_id=locked.order_id,
+            dedupe_key=f"order.paid:{locked.order_id}",
             payload={
-                "order_id": order.id,
-                "consumer_id": order.consumer_id,
-                "total_fen": order.total.fen,
-                "paid_fen": attempt.amount.fen,
-                "discount_fen": attempt.discount.fen,
-                "red_packet_id": attempt.red_packet_id,
+                "order_id": locked.order_id,
+                "consumer_id": locked.consumer_id,
+                "total_fen": locked.total.fen,
+                "paid_fen": locked.amount.fen,
+                "discount_fen": locked.discount.fen,
+                "red_packet_id": locked.red_packet_id,
                 "transaction_id": transaction_id,
                 "source": source,
             },
         )
     )
     return Applied(ok=True, changed=True)
+
+
+def _set_attempt_paid(attempt_id: int) -> None:
+    db.session.execute(
+        update(PaymentAttempt).where(PaymentAttempt.id == attempt_id).values(status=AttemptStatus.PAID)
+    )
 
 
 def _success_time(resource: dict[str, Any]) -> datetime | None:
@@ -282,7 +352,7 @@ def _success_time(resource: dict[str, Any]) -> datetime | None:
         return None
 
 
-def _refuse(merchant: Merchant, reason: str, reference: str, resource: dict[str, Any]) -> Applied:
+def _refuse(merchant: PayingMerchant, reason: str, reference: str, resource: dict[str, Any]) -> Applied:
     logger.warning("payment refused: %s (%s)", reason, reference)
     flag_for_review(
         merchant_id=merchant.id,

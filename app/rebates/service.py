@@ -53,8 +53,6 @@ _MERCHANT_SIDE = {Beneficiary.ISSUER_MERCHANT.value, DISCOUNT}
 
 
 def on_order_paid(event: Event) -> None:
-    order = db.session.get(Order, event.subject_id)
-    assert order is not None and order.status is OrderStatus.PAID
     packet_id = event.payload.get("red_packet_id")
     # Lock every campaign this order can touch, in id order, before any of their ledger accounts:
     # campaign row then budget is the order every path keeps, and skip counts are then never lost.
@@ -66,13 +64,17 @@ def on_order_paid(event: Event) -> None:
     campaigns = db.session.scalars(
         select(Campaign)
         .where(
-            Campaign.merchant_id == order.merchant_id,
+            Campaign.merchant_id == event.merchant_id,
             (Campaign.status == CampaignStatus.ACTIVE) | (Campaign.id == packet_campaign),
         )
         .order_by(Campaign.id)
         .with_for_update()
         .execution_options(populate_existing=True)
     ).all()
+    if not packet_id and not campaigns:
+        return  # no campaign running and no packet spent: nothing to book
+    order = db.session.get(Order, event.subject_id)
+    assert order is not None and order.status is OrderStatus.PAID
     packet = _redeem(order, int(packet_id)) if packet_id else None
     facts = _order_facts(order, packet)
     if packet is not None:

@@ -1,0 +1,124 @@
+"""Active merchants as WeChat's callbacks need them, remembered per process for a few seconds.
+
+A WeChat Pay notification needs its merchant's verification keys and API v3 key before anything else.
+Selecting the row and unsealing its credentials on every callback was a large part of a callback's
+cost, so a snapshot (public identifiers, verification material, opened secrets) is kept for
+``payments.merchant_cache_seconds``. Freshness:
+
+- a change made through this process (an ORM update of the row) forgets the snapshot at once;
+- a callback that fails verification against a snapshot older than a second reloads it and tries
+  again, so a rotated certificate, public key or API v3 key is picked up on first use;
+- a suspension made elsewhere takes effect within the interval (0 turns the cache off).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from flask import Flask, current_app
+from sqlalchemy import event, select
+
+from app.extensions import db
+from app.merchants.credentials import MerchantSecrets, open_secrets
+from app.merchants.models import Merchant, MerchantStatus
+from app.settings import Settings
+
+_EXTENSION = "hongli.merchant_snapshots"
+# A snapshot younger than this is not reloaded after a failed verification: forged callbacks cannot
+# turn the cache into a database query each.
+_RELOAD_AFTER_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class MerchantSnapshot:
+    """What a callback needs of an *active* merchant. Attribute names match :class:`Merchant`, so
+    code that reads identifiers and verification material takes either."""
+
+    id: int
+    slug: str
+    mchid: str | None
+    mp_appid: str | None
+    oa_appid: str | None
+    wechatpay_public_key_id: str | None
+    wechatpay_public_key_pem: str | None
+    platform_certificates_pem: tuple[str, ...]
+    updated_at: datetime
+    secrets: MerchantSecrets
+    loaded_at: float
+
+    @property
+    def reloadable(self) -> bool:
+        return time.monotonic() - self.loaded_at >= _RELOAD_AFTER_SECONDS
+
+
+class _Snapshots:
+    def __init__(self) -> None:
+        self.by_slug: dict[str, MerchantSnapshot] = {}
+        self.lock = threading.Lock()
+
+
+def _store(app: Flask) -> _Snapshots:
+    store: _Snapshots = app.extensions[_EXTENSION]
+    return store
+
+
+def active_merchant(slug: str, *, reload: bool = False) -> MerchantSnapshot | None:
+    """The snapshot of active merchant ``slug`` (None if unknown or suspended); ``reload`` reads the row."""
+    settings: Settings = current_app.extensions["hongli.settings"]
+    ttl = settings.payments.merchant_cache_seconds
+    store = _store(current_app)
+    if not reload and ttl:
+        with store.lock:
+            cached = store.by_slug.get(slug)
+        if cached is not None and time.monotonic() - cached.loaded_at < ttl:
+            return cached
+    # Always the row as stored now, even if this session holds an older copy of it.
+    merchant = db.session.scalar(
+        select(Merchant).where(Merchant.slug == slug).execution_options(populate_existing=True)
+    )
+    if merchant is None or merchant.status is not MerchantStatus.ACTIVE:
+        with store.lock:
+            store.by_slug.pop(slug, None)
+        return None
+    snapshot = MerchantSnapshot(
+        id=merchant.id,
+        slug=merchant.slug,
+        mchid=merchant.mchid,
+        mp_appid=merchant.mp_appid,
+        oa_appid=merchant.oa_appid,
+        wechatpay_public_key_id=merchant.wechatpay_public_key_id,
+        wechatpay_public_key_pem=merchant.wechatpay_public_key_pem,
+        platform_certificates_pem=tuple(merchant.platform_certificates_pem or ()),
+        updated_at=merchant.updated_at,
+        secrets=open_secrets(merchant.id, merchant.sealed_credentials),
+        loaded_at=time.monotonic(),
+    )
+    if ttl:
+        with store.lock:
+            store.by_slug[slug] = snapshot
+    return snapshot
+
+
+def forget_merchants(app: Flask) -> None:
+    """Drop every snapshot (tests, after rolling back the rows they were taken from)."""
+    store = _store(app)
+    with store.lock:
+        store.by_slug.clear()
+
+
+def init_app(app: Flask) -> None:
+    app.extensions[_EXTENSION] = _Snapshots()
+
+
+@event.listens_for(Merchant, "after_update")
+def _forget_updated(_mapper: object, _connection: object, merchant: Merchant) -> None:
+    # Only this process hears of the update; the others wait out the interval (or a failed verification).
+    try:
+        store = _store(current_app)
+    except (RuntimeError, KeyError):
+        return
+    with store.lock:
+        store.by_slug.pop(merchant.slug, None)
