@@ -9,13 +9,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from flask import current_app
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 
 from app.consumers.models import WeChatIdentity
-from app.core.db import utcnow
+from app.core.db import Base, utcnow
 from app.core.errors import Conflict, InvalidInput
 from app.core.money import Money
 from app.events.bus import ORDER_CLOSED, ORDER_PAID, Event, emit
@@ -241,27 +241,48 @@ class LockedPayment:
     total: Money
 
 
+# The notification hot path's statements, built once with bound parameters and on the tables rather than
+# the mapped classes: no per-call construction, cache-key generation or ORM compile step.
+_attempts = cast(Table, PaymentAttempt.__table__)
+_orders = cast(Table, Order.__table__)
+_LOCK_PAYMENT = (
+    select(
+        _attempts.c.id,
+        _attempts.c.status,
+        _attempts.c.amount,
+        _attempts.c.discount,
+        _attempts.c.red_packet_id,
+        _orders.c.id,
+        _orders.c.status,
+        _orders.c.consumer_id,
+        _orders.c.total,
+    )
+    .join(_orders, _orders.c.id == _attempts.c.order_id)
+    .where(_attempts.c.merchant_id == bindparam("merchant"), _attempts.c.out_trade_no == bindparam("trade"))
+    .with_for_update()
+)
+_MARK_ATTEMPT_PAID = (
+    update(_attempts).where(_attempts.c.id == bindparam("attempt")).values(status=AttemptStatus.PAID)
+)
+_MARK_ORDER_PAID = (
+    update(_orders)
+    .where(_orders.c.id == bindparam("order"))
+    .values(
+        status=OrderStatus.PAID,
+        paid_amount=bindparam("paid", type_=_orders.c.paid_amount.type),
+        discount=bindparam("discounted", type_=_orders.c.discount.type),
+        transaction_id=bindparam("transaction", type_=_orders.c.transaction_id.type),
+        paid_at=bindparam("at", type_=_orders.c.paid_at.type),
+    )
+)
+
+
 def lock_payment(merchant_id: int, out_trade_no: object) -> LockedPayment | None:
     """Lock the attempt ``out_trade_no`` of ``merchant_id`` and its order (one statement, columns only:
     nothing is loaded into the session). Concurrent notifications of one payment queue here."""
     if not isinstance(out_trade_no, str) or not out_trade_no:
         return None
-    row = db.session.execute(
-        select(
-            PaymentAttempt.id,
-            PaymentAttempt.status,
-            PaymentAttempt.amount,
-            PaymentAttempt.discount,
-            PaymentAttempt.red_packet_id,
-            Order.id,
-            Order.status,
-            Order.consumer_id,
-            Order.total,
-        )
-        .join(Order, Order.id == PaymentAttempt.order_id)
-        .where(PaymentAttempt.merchant_id == merchant_id, PaymentAttempt.out_trade_no == out_trade_no)
-        .with_for_update()
-    ).one_or_none()
+    row = db.session.execute(_LOCK_PAYMENT, {"merchant": merchant_id, "trade": out_trade_no}).one_or_none()
     return None if row is None else LockedPayment(*row)
 
 
@@ -305,18 +326,17 @@ def apply_locked(
             merchant, f"order in state {locked.order_status.value} cannot become paid", reference, resource
         )
     _set_attempt_paid(locked.attempt_id)
-    # Statements rather than loaded objects: a copy of the order already in this session is updated too.
     db.session.execute(
-        update(Order)
-        .where(Order.id == locked.order_id)
-        .values(
-            status=OrderStatus.PAID,
-            paid_amount=locked.amount,
-            discount=locked.discount,
-            transaction_id=transaction_id,
-            paid_at=_success_time(resource) or utcnow(),
-        )
+        _MARK_ORDER_PAID,
+        {
+            "order": locked.order_id,
+            "paid": locked.amount,
+            "discounted": locked.discount,
+            "transaction": transaction_id,
+            "at": _success_time(resource) or utcnow(),
+        },
     )
+    _forget_loaded(Order, locked.order_id)
     emit(
         Event(
             type=ORDER_PAID,
@@ -340,9 +360,16 @@ def apply_locked(
 
 
 def _set_attempt_paid(attempt_id: int) -> None:
-    db.session.execute(
-        update(PaymentAttempt).where(PaymentAttempt.id == attempt_id).values(status=AttemptStatus.PAID)
-    )
+    db.session.execute(_MARK_ATTEMPT_PAID, {"attempt": attempt_id})
+    _forget_loaded(PaymentAttempt, attempt_id)
+
+
+def _forget_loaded(model: type[Base], row_id: int) -> None:
+    """Expire this session's copy of a row just changed by a statement, if it holds one: the next read
+    of it loads the row as it now is."""
+    loaded = db.session.identity_map.get(db.session.identity_key(model, row_id))
+    if loaded is not None:
+        db.session.expire(loaded)
 
 
 def _success_time(resource: dict[str, Any]) -> datetime | None:
