@@ -91,6 +91,7 @@ def staff_required(*roles: Role, merchant_scoped: bool = True) -> Callable[[F], 
 
 
 def _staff_merchant(principal: StaffPrincipal, roles: tuple[Role, ...]) -> int:
+    from app.merchants.models import MerchantStatus
     from app.merchants.service import get_merchant
 
     slug = request.headers.get(MERCHANT_HEADER, "")
@@ -99,16 +100,20 @@ def _staff_merchant(principal: StaffPrincipal, roles: tuple[Role, ...]) -> int:
             f"the {MERCHANT_HEADER} header must name the merchant", details={"header": MERCHANT_HEADER}
         )
     try:
-        merchant_id = get_merchant(slug).id
+        merchant = get_merchant(slug)
     except NotFound:
-        merchant_id = None
-    role = principal.role_at(merchant_id) if merchant_id is not None else None
-    if merchant_id is None or role is None:
+        merchant = None
+    role = principal.role_at(merchant.id) if merchant is not None else None
+    if merchant is None or role is None:
         # Same answer for "no such merchant" and "not yours": merchants are not enumerable.
         raise Forbidden("no access to this merchant")
     if roles and role not in roles and role is not Role.OWNER:
         raise Forbidden(f"this action needs the role {' or '.join(r.value for r in roles)}")
-    return merchant_id
+    if merchant.status is not MerchantStatus.ACTIVE and request.method not in SAFE_METHODS:
+        raise Forbidden(
+            "this merchant is suspended: the console is read-only", details={"merchant_status": "suspended"}
+        )
+    return merchant.id
 
 
 def shop_key_required(view: F) -> F:

@@ -1,4 +1,4 @@
-"""``flask --app wsgi merchants create|list|show|update|reseal``."""
+"""``flask --app wsgi merchants create|list|show|update|suspend|resume|reseal``."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ from sqlalchemy import select
 from app.audit.service import CLI
 from app.core.errors import DomainError
 from app.extensions import db
-from app.merchants.models import Merchant
+from app.merchants.models import Merchant, MerchantStatus
 from app.merchants.service import (
     create_merchant,
     get_merchant,
     merchant_summary,
     reseal_all_credentials,
+    set_merchant_status,
     update_merchant,
 )
 
@@ -67,6 +68,34 @@ def update_command(slug: str, config_path: Path) -> None:
     except DomainError as exc:
         raise _fail(exc) from None
     click.echo(f"updated merchant {merchant.slug}")
+
+
+def _set_status(slug: str, status: MerchantStatus, reason: str) -> None:
+    if not reason.strip():
+        raise click.BadParameter("must say why", param_hint="--reason")
+    try:
+        changed = set_merchant_status(merchant=get_merchant(slug), status=status, reason=reason, actor=CLI)
+        db.session.commit()
+    except DomainError as exc:
+        raise _fail(exc) from None
+    click.echo(f"merchant {slug} is {status.value}" + ("" if changed else " (unchanged)"))
+
+
+@merchants_cli.command("suspend")
+@click.argument("slug")
+@click.option("--reason", required=True, help="why (recorded in the audit log)")
+def suspend_command(slug: str, reason: str) -> None:
+    """Stop merchant SLUG's new business: consumer sign-in and tokens, shop keys, console changes.
+    WeChat's callbacks and payouts under way continue."""
+    _set_status(slug, MerchantStatus.SUSPENDED, reason)
+
+
+@merchants_cli.command("resume")
+@click.argument("slug")
+@click.option("--reason", required=True, help="why (recorded in the audit log)")
+def resume_command(slug: str, reason: str) -> None:
+    """Let suspended merchant SLUG do business again."""
+    _set_status(slug, MerchantStatus.ACTIVE, reason)
 
 
 @merchants_cli.command("list")

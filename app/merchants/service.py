@@ -141,6 +141,31 @@ def update_merchant(*, merchant: Merchant, document: dict[str, Any], actor: Acto
     return merchant
 
 
+def set_merchant_status(*, merchant: Merchant, status: MerchantStatus, reason: str, actor: Actor) -> bool:
+    """Suspend or resume ``merchant`` (audited with ``reason``); False if it already had that status.
+
+    A suspended merchant does no new business: its consumers cannot sign in or use their tokens, its shop
+    keys are refused and its console is read-only. WeChat's callbacks are still verified and applied, and
+    payouts already under way still finish: money in motion is never left unrecorded.
+    """
+    if not reason.strip():
+        raise InvalidInput("a reason is required", details={"field": "reason"})
+    if merchant.status is status:
+        return False
+    before = merchant.status
+    merchant.status = status
+    record_audit(
+        actor=actor,
+        action="merchant.suspend" if status is MerchantStatus.SUSPENDED else "merchant.resume",
+        target_type="merchant",
+        target_id=merchant.id,
+        merchant_id=merchant.id,
+        before={"status": before.value},
+        after={"status": status.value, "reason": reason.strip()},
+    )
+    return True
+
+
 def merchant_summary(merchant: Merchant) -> dict[str, Any]:
     """Everything about a merchant that may be shown: secrets only as configured/missing."""
     secrets = open_secrets(merchant.id, merchant.sealed_credentials) if merchant.sealed_credentials else None

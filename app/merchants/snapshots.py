@@ -1,4 +1,4 @@
-"""Active merchants as WeChat's callbacks need them, remembered per process for a few seconds.
+"""Merchants as WeChat's callbacks need them, remembered per process for a few seconds.
 
 A WeChat Pay notification needs its merchant's verification keys and API v3 key before anything else.
 Selecting the row and unsealing its credentials on every callback was a large part of a callback's
@@ -8,7 +8,10 @@ cost, so a snapshot (public identifiers, verification material, opened secrets) 
 - a change made through this process (an ORM update of the row) forgets the snapshot at once;
 - a callback that fails verification against a snapshot older than a second reloads it and tries
   again, so a rotated certificate, public key or API v3 key is picked up on first use;
-- a suspension made elsewhere takes effect within the interval (0 turns the cache off).
+- any other change made elsewhere is seen within the interval (0 turns the cache off).
+
+Callbacks are served whatever the merchant's status: a suspended merchant's customers may still have
+paid, or be refunded, and WeChat's word about money already in motion is recorded either way.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from sqlalchemy import event, select
 
 from app.extensions import db
 from app.merchants.credentials import MerchantSecrets, open_secrets
-from app.merchants.models import Merchant, MerchantStatus
+from app.merchants.models import Merchant
 from app.settings import Settings
 
 _EXTENSION = "hongli.merchant_snapshots"
@@ -34,8 +37,8 @@ _RELOAD_AFTER_SECONDS = 1.0
 
 @dataclass(frozen=True, slots=True)
 class MerchantSnapshot:
-    """What a callback needs of an *active* merchant. Attribute names match :class:`Merchant`, so
-    code that reads identifiers and verification material takes either."""
+    """What a callback needs of a merchant. Attribute names match :class:`Merchant`, so code that reads
+    identifiers and verification material takes either."""
 
     id: int
     slug: str
@@ -65,8 +68,8 @@ def _store(app: Flask) -> _Snapshots:
     return store
 
 
-def active_merchant(slug: str, *, reload: bool = False) -> MerchantSnapshot | None:
-    """The snapshot of active merchant ``slug`` (None if unknown or suspended); ``reload`` reads the row."""
+def merchant_snapshot(slug: str, *, reload: bool = False) -> MerchantSnapshot | None:
+    """The snapshot of merchant ``slug`` (None if there is none); ``reload`` reads the row again."""
     settings: Settings = current_app.extensions["hongli.settings"]
     ttl = settings.payments.merchant_cache_seconds
     store = _store(current_app)
@@ -79,7 +82,7 @@ def active_merchant(slug: str, *, reload: bool = False) -> MerchantSnapshot | No
     merchant = db.session.scalar(
         select(Merchant).where(Merchant.slug == slug).execution_options(populate_existing=True)
     )
-    if merchant is None or merchant.status is not MerchantStatus.ACTIVE:
+    if merchant is None:
         with store.lock:
             store.by_slug.pop(slug, None)
         return None

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from app.extensions import db
 from app.gateway.clients import platform_keys
 from app.gateway.log import PendingLog, RecordingHook
-from app.merchants.snapshots import MerchantSnapshot, active_merchant
+from app.merchants.snapshots import MerchantSnapshot, merchant_snapshot
 from app.payments.models import PaymentAttempt
 from app.payments.refunds import apply_refund_notification
 from app.payments.service import apply_locked, apply_transaction, lock_payment
@@ -60,7 +60,7 @@ def _verified(
             headers, body, keys=platform_keys(merchant), apiv3_key=merchant.secrets.apiv3_key, hook=log
         )
     except WeChatError:
-        fresh = active_merchant(merchant.slug, reload=True) if merchant.reloadable else None
+        fresh = merchant_snapshot(merchant.slug, reload=True) if merchant.reloadable else None
         if fresh is None or fresh.updated_at == merchant.updated_at:
             raise
     log.discard()
@@ -75,7 +75,7 @@ def handle_v3_notification(*, slug: str, headers: Mapping[str, str], body: bytes
     A payment is applied under the lock of its attempt and order, taken before anything is written;
     concurrent repeats queue there and find it applied.
     """
-    merchant = active_merchant(slug)
+    merchant = merchant_snapshot(slug)
     if merchant is None:
         return Answer(404, "unknown merchant")
     log = PendingLog(merchant.id)
@@ -110,7 +110,7 @@ def handle_v3_notification(*, slug: str, headers: Mapping[str, str], body: bytes
 
 def handle_v2_notification(*, slug: str, body: bytes) -> tuple[bool, str]:
     """Verify and apply a legacy v2 payment notification; (success, message) for the XML reply."""
-    merchant = active_merchant(slug)
+    merchant = merchant_snapshot(slug)
     if merchant is None:
         return False, "unknown merchant"
     if not merchant.secrets.v2_api_key:

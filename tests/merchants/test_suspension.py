@@ -1,0 +1,124 @@
+"""Suspending a merchant stops its new business — consumers' tokens, shop keys, the console's changes —
+and is audited; resuming restores it. (WeChat's callbacks for a suspended merchant are still applied:
+see tests/payments/test_merchant_snapshots.py.)"""
+
+from __future__ import annotations
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.audit.models import AuditEntry
+from app.audit.service import CLI
+from app.auth.principals import Role
+from app.consumers.sessions import issue_session
+from app.merchants.models import Merchant, MerchantStatus
+from app.merchants.service import create_merchant
+from app.shop_keys.service import create_shop_key
+from tests.console_client import Console
+from tests.factories import make_consumer, make_merchant, make_staff
+
+PROFILE = "/api/console/v1/merchant"
+SLUG = "plum-dumplings"
+
+
+@pytest.fixture
+def merchant(db_session: Session) -> Merchant:
+    merchant = make_merchant("plum-dumplings", "Plum Dumplings")
+    make_staff("owner@plum.test", merchant=merchant, role=Role.OWNER)
+    return merchant
+
+
+def _status(db_session: Session) -> MerchantStatus | None:
+    return db_session.scalar(select(Merchant.status).where(Merchant.slug == SLUG))
+
+
+def _merchants(app: Flask, *args: str) -> str:
+    result = app.test_cli_runner().invoke(args=["merchants", *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_suspend_and_resume_are_audited_with_their_reason(
+    app: Flask, merchant: Merchant, db_session: Session
+) -> None:
+    assert "is suspended" in _merchants(app, "suspend", "plum-dumplings", "--reason", "chargeback review")
+    assert _status(db_session) is MerchantStatus.SUSPENDED
+    assert "(unchanged)" in _merchants(app, "suspend", "plum-dumplings", "--reason", "again")
+
+    assert "is active" in _merchants(app, "resume", "plum-dumplings", "--reason", "review cleared")
+    assert _status(db_session) is MerchantStatus.ACTIVE
+    entries = db_session.scalars(
+        select(AuditEntry)
+        .where(
+            AuditEntry.merchant_id == merchant.id,
+            AuditEntry.action.in_(["merchant.suspend", "merchant.resume"]),
+        )
+        .order_by(AuditEntry.id)
+    ).all()
+    assert [(e.action, (e.after or {})["reason"]) for e in entries] == [
+        ("merchant.suspend", "chargeback review"),
+        ("merchant.resume", "review cleared"),
+    ]
+
+
+def test_a_reason_is_required(app: Flask, merchant: Merchant, db_session: Session) -> None:
+    result = app.test_cli_runner().invoke(args=["merchants", "suspend", "plum-dumplings", "--reason", " "])
+    assert result.exit_code != 0
+    assert "reason" in result.output
+    assert _status(db_session) is MerchantStatus.ACTIVE
+
+
+def test_the_console_of_a_suspended_merchant_is_read_only(
+    app: Flask, client: FlaskClient, merchant: Merchant, db_session: Session
+) -> None:
+    owner = Console(client, "plum-dumplings").login("owner@plum.test")
+    _merchants(app, "suspend", "plum-dumplings", "--reason", "chargeback review")
+
+    assert owner.get(PROFILE).status_code == 200
+    refused = owner.patch(PROFILE, json={"payouts": {"withdrawal_fee_bp": 50}})
+
+    assert refused.status_code == 403
+    assert refused.json["error"]["details"] == {"merchant_status": "suspended"}
+    assert db_session.scalar(select(Merchant.withdrawal_fee_bp).where(Merchant.slug == SLUG)) == 0
+
+    _merchants(app, "resume", "plum-dumplings", "--reason", "review cleared")
+    assert owner.patch(PROFILE, json={"payouts": {"withdrawal_fee_bp": 50}}).status_code == 200
+
+
+def test_a_suspended_merchants_shop_key_is_refused_until_resumed(
+    app: Flask, client: FlaskClient, merchant: Merchant
+) -> None:
+    key = create_shop_key(merchant_id=merchant.id, name="shop", actor=CLI).key
+    headers = {"Authorization": f"Bearer {key}"}
+    _merchants(app, "suspend", "plum-dumplings", "--reason", "chargeback review")
+
+    assert client.get("/api/shop/v1/orders/SO-1", headers=headers).status_code == 401
+
+    _merchants(app, "resume", "plum-dumplings", "--reason", "review cleared")
+    assert client.get("/api/shop/v1/orders/SO-1", headers=headers).status_code == 404
+
+
+def test_a_suspended_merchants_consumers_are_signed_out_until_resumed(
+    app: Flask, client: FlaskClient, db_session: Session
+) -> None:
+    merchant = create_merchant(
+        document={
+            "slug": "pear-noodles",
+            "name": "Pear Noodles",
+            "miniprogram": {"appid": "wx5151515151515151", "secret": "mp-secret-0123456789abcdef"},
+        },
+        actor=CLI,
+    )
+    db_session.flush()
+    token, _ = issue_session(make_consumer(merchant))
+    headers = {"Authorization": f"Bearer {token}", "X-WX-AppId": "wx5151515151515151"}
+    assert client.get("/api/mp/v1/wallet", headers=headers).status_code == 200
+
+    _merchants(app, "suspend", "pear-noodles", "--reason", "chargeback review")
+    assert client.get("/api/mp/v1/wallet", headers=headers).status_code == 401
+
+    _merchants(app, "resume", "pear-noodles", "--reason", "review cleared")
+    assert client.get("/api/mp/v1/wallet", headers=headers).status_code == 200
