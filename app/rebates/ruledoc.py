@@ -12,7 +12,9 @@ to messages. Amounts are :class:`~app.core.money.Money` (``*_fen`` in JSON), rat
 
 from __future__ import annotations
 
+import functools
 import itertools
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -449,3 +451,18 @@ def load_rules(document: Mapping[str, Any]) -> RuleSet:
             f"invalid rule document: {first}: {flat[first][0]}", details={"fields": flat}
         ) from exc
     return ruleset
+
+
+@functools.lru_cache(maxsize=512)
+def _stored(canonical: str) -> RuleSet:
+    return load_rules(json.loads(canonical))
+
+
+def stored_rules(document: Mapping[str, Any]) -> RuleSet:
+    """The :class:`RuleSet` of a stored rule version, parsed once per process and document.
+
+    Rule versions never change once written and a RuleSet is immutable, so every paid order of a campaign
+    can share one; the document's canonical JSON is the key, so two databases (or a rolled-back test)
+    reusing a version id can never share a wrong one.
+    """
+    return _stored(json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False))

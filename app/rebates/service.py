@@ -27,7 +27,7 @@ from app.ledger.service import Overdraft, post_entry
 from app.merchants.models import Merchant
 from app.orders.models import Order, OrderStatus
 from app.rebates.models import GrantStatus, RebateGrant
-from app.rebates.ruledoc import load_rules
+from app.rebates.ruledoc import stored_rules
 from app.rebates.rules import (
     Beneficiary,
     IssueRedPacket,
@@ -183,7 +183,11 @@ def _book_packet_legs(order: Order, packet: RedPacket, facts: OrderFacts) -> Non
     assert version is not None
     accounts = campaign_accounts(packet.merchant_id, packet.campaign_id)
     evaluation = evaluate(
-        facts, UserFacts(), load_rules(version.document), now=facts.paid_at, budget_remaining=packet.reserved
+        facts,
+        UserFacts(),
+        stored_rules(version.document),
+        now=facts.paid_at,
+        budget_remaining=packet.reserved,
     )
     for grant in evaluation.rebates:
         if grant.rule_id != packet.rule_id or grant.beneficiary not in (
@@ -218,7 +222,7 @@ def _book_campaign(order: Order, campaign: Campaign, facts: OrderFacts) -> None:
     evaluation = evaluate(
         facts,
         _user_facts(campaign.id, order.consumer_id, facts.paid_at),
-        load_rules(version.document),
+        stored_rules(version.document),
         now=facts.paid_at,
         budget_remaining=accounts.budget.balance,
         redemption_legs=False,

@@ -9,6 +9,7 @@ import pytest
 
 from app.core.errors import InvalidInput
 from app.core.money import Money
+from app.rebates.ruledoc import stored_rules
 from app.rebates.rules import (
     Caps,
     CashbackRule,
@@ -231,3 +232,17 @@ def test_a_rule_set_built_by_hand_still_refuses_duplicate_ids() -> None:
 
     with pytest.raises(ValueError, match="unique"):
         RuleSet((ratio, ratio))
+
+
+def test_a_stored_document_is_parsed_once_and_equal_to_a_fresh_load() -> None:
+    document = every_kind()
+    reordered = {"caps": document["caps"], "rules": document["rules"]}
+
+    first = stored_rules(document)
+
+    assert first == load_rules(document)
+    assert stored_rules(reordered) is first  # the same document, whatever its key order
+    changed = every_kind()
+    changed["rules"][1]["rate_bp"] = 301
+    assert stored_rules(changed) is not first
+    assert stored_rules(changed) == load_rules(changed)
