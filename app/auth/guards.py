@@ -62,10 +62,14 @@ def consumer_required(view: F) -> F:
     return _mark(cast(F, wrapper), "consumer")
 
 
-def staff_required(*roles: Role, merchant_scoped: bool = True) -> Callable[[F], F]:
+def staff_required(
+    *roles: Role, merchant_scoped: bool = True, while_suspended: bool = False
+) -> Callable[[F], F]:
     """A console session; with ``merchant_scoped``, a role in ``roles`` at the ``X-Hongli-Merchant`` merchant.
 
-    No ``roles`` means any role. Unsafe methods also need the session's CSRF token in ``X-CSRF-Token``.
+    No ``roles`` means any role. Unsafe methods also need the session's CSRF token in ``X-CSRF-Token``,
+    and are refused for a suspended merchant unless ``while_suspended`` (winding down what is already in
+    motion — payouts, withdrawals, pausing campaigns, banning — and computations that change nothing).
     """
 
     def decorate(view: F) -> F:
@@ -82,7 +86,7 @@ def staff_required(*roles: Role, merchant_scoped: bool = True) -> Callable[[F], 
                     raise Forbidden("missing or wrong CSRF token", details={"header": CSRF_HEADER})
             g.principal = principal
             if merchant_scoped:
-                g.merchant_id = _staff_merchant(principal, roles)
+                g.merchant_id = _staff_merchant(principal, roles, while_suspended=while_suspended)
             return view(*args, **kwargs)
 
         return _mark(cast(F, wrapper), "staff")
@@ -90,7 +94,7 @@ def staff_required(*roles: Role, merchant_scoped: bool = True) -> Callable[[F], 
     return decorate
 
 
-def _staff_merchant(principal: StaffPrincipal, roles: tuple[Role, ...]) -> int:
+def _staff_merchant(principal: StaffPrincipal, roles: tuple[Role, ...], *, while_suspended: bool) -> int:
     from app.merchants.models import MerchantStatus
     from app.merchants.service import get_merchant
 
@@ -109,9 +113,11 @@ def _staff_merchant(principal: StaffPrincipal, roles: tuple[Role, ...]) -> int:
         raise Forbidden("no access to this merchant")
     if roles and role not in roles and role is not Role.OWNER:
         raise Forbidden(f"this action needs the role {' or '.join(r.value for r in roles)}")
-    if merchant.status is not MerchantStatus.ACTIVE and request.method not in SAFE_METHODS:
+    suspended = merchant.status is not MerchantStatus.ACTIVE
+    if suspended and request.method not in SAFE_METHODS and not while_suspended:
         raise Forbidden(
-            "this merchant is suspended: the console is read-only", details={"merchant_status": "suspended"}
+            "this merchant is suspended: only winding-down actions are allowed",
+            details={"merchant_status": "suspended"},
         )
     return merchant.id
 

@@ -96,7 +96,7 @@ def new_rules(body: dict[str, Any], campaign_id: int) -> dict[str, Any]:
 
 
 @blp.route("/<int:campaign_id>/status", methods=["POST"])
-@staff_required(Role.OPERATOR)
+@staff_required(Role.OPERATOR, while_suspended=True)
 @blp.arguments(TransitionSchema)
 @blp.response(200, CampaignSchema)
 def change_status(body: dict[str, Any], campaign_id: int) -> dict[str, Any]:
@@ -132,7 +132,7 @@ def fund(body: dict[str, Any], campaign_id: int) -> dict[str, Any]:
 
 
 @blp.route("/<int:campaign_id>/preview", methods=["POST"])
-@staff_required(Role.OPERATOR)
+@staff_required(Role.OPERATOR, while_suspended=True)
 @blp.arguments(PreviewSchema)
 @blp.response(200, PreviewResultSchema)
 def preview(body: dict[str, Any], campaign_id: int) -> dict[str, Any]:
@@ -142,7 +142,7 @@ def preview(body: dict[str, Any], campaign_id: int) -> dict[str, Any]:
 
 
 @blp.route("/<int:campaign_id>/replay", methods=["POST"])
-@staff_required(Role.OPERATOR)
+@staff_required(Role.OPERATOR, while_suspended=True)
 @blp.arguments(ReplaySchema)
 @blp.response(200, ReplayResultSchema)
 def replay(body: dict[str, Any], campaign_id: int) -> dict[str, Any]:

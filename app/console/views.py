@@ -27,7 +27,7 @@ blp = Blueprint(
 
 
 @blp.route("/consumers/<int:consumer_id>/ban", methods=["POST"])
-@staff_required(Role.REVIEWER)
+@staff_required(Role.REVIEWER, while_suspended=True)
 @blp.arguments(BanSchema)
 @blp.response(200, ConsumerStatusSchema)
 def ban(data: dict[str, Any], consumer_id: int) -> Consumer:
@@ -43,7 +43,7 @@ def ban(data: dict[str, Any], consumer_id: int) -> Consumer:
 
 
 @blp.route("/consumers/<int:consumer_id>/unban", methods=["POST"])
-@staff_required(Role.REVIEWER)
+@staff_required(Role.REVIEWER, while_suspended=True)
 @blp.response(200, ConsumerStatusSchema)
 def unban(consumer_id: int) -> Consumer:
     """Lift a ban (the consumer logs in again). Reviewer or owner."""

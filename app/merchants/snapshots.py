@@ -5,10 +5,12 @@ Selecting the row and unsealing its credentials on every callback was a large pa
 cost, so a snapshot (public identifiers, verification material, opened secrets) is kept for
 ``payments.merchant_cache_seconds``. Freshness:
 
-- a change made through this process (an ORM update of the row) forgets the snapshot at once;
+- a change made through this process (an ORM update of the row) forgets the snapshot at once, and
+  again when it commits;
 - a callback that fails verification against a snapshot older than a second reloads it and tries
   again, so a rotated certificate, public key or API v3 key is picked up on first use;
-- any other change made elsewhere is seen within the interval (0 turns the cache off).
+- any other change made elsewhere — a certificate or key removed, identifiers changed — is seen within
+  the interval (0 turns the cache off).
 
 Callbacks are served whatever the merchant's status: a suspended merchant's customers may still have
 paid, or be refunded, and WeChat's word about money already in motion is recorded either way.
@@ -23,6 +25,7 @@ from datetime import datetime
 
 from flask import Flask, current_app
 from sqlalchemy import event, select
+from sqlalchemy.orm import Session, object_session
 
 from app.extensions import db
 from app.merchants.credentials import MerchantSecrets, open_secrets
@@ -30,6 +33,7 @@ from app.merchants.models import Merchant
 from app.settings import Settings
 
 _EXTENSION = "hongli.merchant_snapshots"
+_CHANGED = "hongli.merchants_changed"  # slugs updated in a session, forgotten again at its commit
 # A snapshot younger than this is not reloaded after a failed verification: forged callbacks cannot
 # turn the cache into a database query each.
 _RELOAD_AFTER_SECONDS = 1.0
@@ -116,12 +120,33 @@ def init_app(app: Flask) -> None:
     app.extensions[_EXTENSION] = _Snapshots()
 
 
-@event.listens_for(Merchant, "after_update")
-def _forget_updated(_mapper: object, _connection: object, merchant: Merchant) -> None:
-    # Only this process hears of the update; the others wait out the interval (or a failed verification).
+def _forget(slugs: set[str]) -> None:
     try:
         store = _store(current_app)
-    except (RuntimeError, KeyError):
+    except (RuntimeError, KeyError):  # outside an app (or one without snapshots): nothing cached here
         return
     with store.lock:
-        store.by_slug.pop(merchant.slug, None)
+        for slug in slugs:
+            store.by_slug.pop(slug, None)
+
+
+@event.listens_for(Merchant, "after_update")
+def _forget_updated(_mapper: object, _connection: object, merchant: Merchant) -> None:
+    # Forget now and again once committed: a callback served between the flush and the commit may have
+    # cached the row as it was. Only this process hears of it; the others wait out the interval.
+    _forget({merchant.slug})
+    session = object_session(merchant)
+    if session is not None:
+        session.info.setdefault(_CHANGED, set()).add(merchant.slug)
+
+
+@event.listens_for(Session, "after_commit")
+def _forget_committed(session: Session) -> None:
+    changed: set[str] | None = session.info.pop(_CHANGED, None)
+    if changed:
+        _forget(changed)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_changed(session: Session, _previous: object) -> None:
+    session.info.pop(_CHANGED, None)

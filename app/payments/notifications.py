@@ -10,24 +10,25 @@ retries otherwise (§3.10).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 
 from app.extensions import db
 from app.gateway.clients import platform_keys
-from app.gateway.log import PendingLog, RecordingHook
+from app.gateway.log import PendingLog
 from app.merchants.snapshots import MerchantSnapshot, merchant_snapshot
 from app.payments.models import PaymentAttempt
 from app.payments.refunds import apply_refund_notification
 from app.payments.service import apply_locked, apply_transaction, lock_payment
-from wechat.errors import WeChatError
-from wechat.notifications import Notification, parse_notification
+from wechat.errors import VerificationError, WeChatError
+from wechat.notifications import parse_notification
 from wechat.pay_v2 import parse_v2_notification
 
 logger = logging.getLogger("hongli.notifications")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -51,22 +52,18 @@ def _order_of(merchant: MerchantSnapshot, out_trade_no: object) -> int | None:
 
 
 def _verified(
-    merchant: MerchantSnapshot, headers: Mapping[str, str], body: bytes, log: PendingLog
-) -> tuple[MerchantSnapshot, Notification]:
-    """Verify and decrypt against the snapshot; on failure reload it once (a rotated certificate, public
-    key or API v3 key is then seen at once) and try again. Raises WeChatError."""
+    merchant: MerchantSnapshot, log: PendingLog, parse: Callable[[MerchantSnapshot], T]
+) -> tuple[MerchantSnapshot, T]:
+    """``parse`` (verify, decrypt) against the snapshot; on failure reload it once — a rotated
+    certificate, public key, APIv3 or v2 key is then seen at once — and try again. Raises WeChatError."""
     try:
-        return merchant, parse_notification(
-            headers, body, keys=platform_keys(merchant), apiv3_key=merchant.secrets.apiv3_key, hook=log
-        )
+        return merchant, parse(merchant)
     except WeChatError:
         fresh = merchant_snapshot(merchant.slug, reload=True) if merchant.reloadable else None
         if fresh is None or fresh.updated_at == merchant.updated_at:
             raise
     log.discard()
-    return fresh, parse_notification(
-        headers, body, keys=platform_keys(fresh), apiv3_key=fresh.secrets.apiv3_key, hook=log
-    )
+    return fresh, parse(fresh)
 
 
 def handle_v3_notification(*, slug: str, headers: Mapping[str, str], body: bytes) -> Answer:
@@ -80,7 +77,13 @@ def handle_v3_notification(*, slug: str, headers: Mapping[str, str], body: bytes
         return Answer(404, "unknown merchant")
     log = PendingLog(merchant.id)
     try:
-        merchant, notification = _verified(merchant, headers, body, log)
+        merchant, notification = _verified(
+            merchant,
+            log,
+            lambda m: parse_notification(
+                headers, body, keys=platform_keys(m), apiv3_key=m.secrets.apiv3_key, hook=log
+            ),
+        )
     except WeChatError as exc:
         log.write()
         logger.warning("refused a notification for %s: %s", slug, exc.code)
@@ -108,20 +111,27 @@ def handle_v3_notification(*, slug: str, headers: Mapping[str, str], body: bytes
     return Answer(204)
 
 
+def _v2_key(merchant: MerchantSnapshot) -> str:
+    if not merchant.secrets.v2_api_key:
+        raise VerificationError("no v2 key configured", code="V2_NOT_CONFIGURED", ambiguous=False)
+    return merchant.secrets.v2_api_key
+
+
 def handle_v2_notification(*, slug: str, body: bytes) -> tuple[bool, str]:
     """Verify and apply a legacy v2 payment notification; (success, message) for the XML reply."""
     merchant = merchant_snapshot(slug)
     if merchant is None:
         return False, "unknown merchant"
-    if not merchant.secrets.v2_api_key:
-        return False, "v2 not configured"
+    log = PendingLog(merchant.id)
     try:
-        notification = parse_v2_notification(
-            body, merchant.secrets.v2_api_key, hook=RecordingHook(merchant.id)
+        merchant, notification = _verified(
+            merchant, log, lambda m: parse_v2_notification(body, _v2_key(m), hook=log)
         )
     except WeChatError as exc:
+        log.write()
         logger.warning("refused a v2 notification for %s: %s", slug, exc.code)
         return False, "sign check failed"
+    log.write(_order_of(merchant, notification.fields.get("out_trade_no")))
     fields: dict[str, Any] = dict(notification.fields)
     if not notification.succeeded:
         return True, "OK"  # a failed payment changes nothing; acknowledge so WeChat stops

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from app.core.money import Money
 from app.extensions import db
 from app.gateway.clients import pay_client
-from app.merchants.models import Merchant, MerchantStatus
+from app.merchants.models import Merchant
 from app.orders.models import Order
 from app.payments.models import AttemptStatus, PaymentAttempt, Refund, RefundStatus
 from app.reviews.service import flag_for_review
@@ -231,8 +231,9 @@ def _compare_refund(merchant: Merchant, report: Report, row: BillRow, refund: Re
 
 
 def reconcile_all(day: dt.date, slug: str | None = None) -> list[Report]:
-    """Reconcile every active merchant with WeChat Pay (or just ``slug``)."""
-    query = select(Merchant).where(Merchant.status == MerchantStatus.ACTIVE, Merchant.mchid.is_not(None))
+    """Reconcile every merchant with WeChat Pay (or just ``slug``); a suspended one too, since payments
+    and refunds already under way still settle for it."""
+    query = select(Merchant).where(Merchant.mchid.is_not(None))
     if slug:
         query = query.where(Merchant.slug == slug)
     return [reconcile_merchant(merchant, day) for merchant in db.session.scalars(query.order_by(Merchant.id))]

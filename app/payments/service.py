@@ -257,7 +257,10 @@ _LOCK_PAYMENT = (
         _orders.c.consumer_id,
         _orders.c.total,
     )
-    .join(_orders, _orders.c.id == _attempts.c.order_id)
+    # The order first in FROM: PostgreSQL takes the row locks in that order, and every other path that
+    # touches an attempt (prepay, supersede, close) holds its order's lock first; attempt-then-order
+    # here would deadlock against them. Both rows are locked, so both are re-read after a wait.
+    .select_from(_orders.join(_attempts, _attempts.c.order_id == _orders.c.id))
     .where(_attempts.c.merchant_id == bindparam("merchant"), _attempts.c.out_trade_no == bindparam("trade"))
     .with_for_update()
 )
@@ -282,6 +285,9 @@ def lock_payment(merchant_id: int, out_trade_no: object) -> LockedPayment | None
     nothing is loaded into the session). Concurrent notifications of one payment queue here."""
     if not isinstance(out_trade_no, str) or not out_trade_no:
         return None
+    # Core statements do not autoflush; flush so the read (and the expiry after the UPDATEs) cannot
+    # drop a change made earlier in this session.
+    db.session.flush()
     row = db.session.execute(_LOCK_PAYMENT, {"merchant": merchant_id, "trade": out_trade_no}).one_or_none()
     return None if row is None else LockedPayment(*row)
 

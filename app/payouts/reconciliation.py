@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 
 from app.extensions import db
-from app.merchants.models import Merchant, MerchantStatus
+from app.merchants.models import Merchant
 from app.payments.reconciliation import CHINA, Difference
 from app.payouts import rails
 from app.payouts.models import Payout, PayoutStatus
@@ -124,8 +124,9 @@ def reconcile_payouts(merchant: Merchant, day: dt.date, *, flag: bool = True) ->
 
 
 def reconcile_all_payouts(day: dt.date, slug: str | None = None) -> list[PayoutReport]:
-    """Reconcile the payouts of every active merchant with WeChat Pay (or just ``slug``)."""
-    query = select(Merchant).where(Merchant.status == MerchantStatus.ACTIVE, Merchant.mchid.is_not(None))
+    """Reconcile the payouts of every merchant with WeChat Pay (or just ``slug``); a suspended one too,
+    since its payouts under way still finish."""
+    query = select(Merchant).where(Merchant.mchid.is_not(None))
     if slug:
         query = query.where(Merchant.slug == slug)
     return [reconcile_payouts(m, day) for m in db.session.scalars(query.order_by(Merchant.id)).all()]

@@ -38,7 +38,7 @@ def list_payouts(args: dict[str, Any]) -> list[Payout]:
 
 
 @blp.route("/<int:payout_id>/retry", methods=["POST"])
-@staff_required(Role.FINANCE)
+@staff_required(Role.FINANCE, while_suspended=True)
 @blp.response(200, PayoutSchema)
 def retry(payout_id: int) -> Payout:
     """Queue a pass now for an unfinished payout (an unknown one is queried with its same number first)."""
@@ -48,7 +48,7 @@ def retry(payout_id: int) -> Payout:
 
 
 @blp.route("/<int:payout_id>/resolve", methods=["POST"])
-@staff_required(Role.FINANCE)
+@staff_required(Role.FINANCE, while_suspended=True)
 @blp.arguments(ResolveSchema)
 @blp.response(200, PayoutSchema)
 def resolve(body: dict[str, Any], payout_id: int) -> Payout:

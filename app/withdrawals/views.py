@@ -81,7 +81,7 @@ def list_withdrawals(args: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 @console.route("/<int:withdrawal_id>/approve", methods=["POST"])
-@staff_required(Role.FINANCE)
+@staff_required(Role.FINANCE, while_suspended=True)
 @console.response(200, WithdrawalSchema)
 def approve(withdrawal_id: int) -> dict[str, Any]:
     """Approve a withdrawal under review: its payout is queued. Audited."""
@@ -96,7 +96,7 @@ def approve(withdrawal_id: int) -> dict[str, Any]:
 
 
 @console.route("/<int:withdrawal_id>/reject", methods=["POST"])
-@staff_required(Role.FINANCE)
+@staff_required(Role.FINANCE, while_suspended=True)
 @console.arguments(RejectSchema)
 @console.response(200, WithdrawalSchema)
 def reject(body: dict[str, Any], withdrawal_id: int) -> dict[str, Any]:

@@ -71,20 +71,24 @@ def test_a_reason_is_required(app: Flask, merchant: Merchant, db_session: Sessio
     assert _status(db_session) is MerchantStatus.ACTIVE
 
 
-def test_the_console_of_a_suspended_merchant_is_read_only(
+def test_the_console_of_a_suspended_merchant_reads_and_winds_down_only(
     app: Flask, client: FlaskClient, merchant: Merchant, db_session: Session
 ) -> None:
-    owner = Console(client, "plum-dumplings").login("owner@plum.test")
-    _merchants(app, "suspend", "plum-dumplings", "--reason", "chargeback review")
+    owner = Console(client, SLUG).login("owner@plum.test")
+    consumer = make_consumer(merchant)
+    _merchants(app, "suspend", SLUG, "--reason", "chargeback review")
 
     assert owner.get(PROFILE).status_code == 200
     refused = owner.patch(PROFILE, json={"payouts": {"withdrawal_fee_bp": 50}})
-
     assert refused.status_code == 403
     assert refused.json["error"]["details"] == {"merchant_status": "suspended"}
+    assert owner.post("/api/console/v1/shop-keys", json={"name": "new till"}).status_code == 403
     assert db_session.scalar(select(Merchant.withdrawal_fee_bp).where(Merchant.slug == SLUG)) == 0
+    # Winding down is still possible: e.g. banning an abusive consumer.
+    banned = owner.post(f"/api/console/v1/consumers/{consumer.id}/ban", json={"reason": "refund fraud"})
+    assert banned.status_code == 200, banned.json
 
-    _merchants(app, "resume", "plum-dumplings", "--reason", "review cleared")
+    _merchants(app, "resume", SLUG, "--reason", "review cleared")
     assert owner.patch(PROFILE, json={"payouts": {"withdrawal_fee_bp": 50}}).status_code == 200
 
 

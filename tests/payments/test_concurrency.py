@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import responses
 from requests import PreparedRequest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text, update
 
 from app.events.models import DomainEvent
 from app.extensions import db
@@ -157,3 +158,53 @@ def test_refund_refusal_does_not_undo_a_concurrent_refund_request(committed: Com
         ).all()
         assert [m.fen for m in held] == [4000]
         assert order.refund_committed.fen == 4000
+
+
+def _waiting_on_a_lock(timeout: float = 10.0) -> bool:
+    """Whether another backend of this database is waiting for a row lock (polled up to ``timeout``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with db.engine.connect() as probe:
+            waiting = probe.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            )
+        if waiting:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_notification_waits_for_the_order_without_holding_its_attempt(committed: Committed) -> None:
+    """The expiry sweep and the pay endpoint lock an order, then write its attempts. A notification that
+    arrives meanwhile must queue on the order holding nothing else, or the two deadlock."""
+    order_id, out_trade_no = committed.order("SO-C9", 3300, paid=False)
+    headers, body = committed.forger.signed(committed.forger.transaction(out_trade_no, 3300))
+    answers: list[int] = []
+    with committed.app.app_context():
+        sweep = db.engine.connect()
+        with sweep.begin():
+            sweep.execute(select(Order.id).where(Order.id == order_id).with_for_update())
+            notification = threading.Thread(
+                target=lambda: answers.append(
+                    committed.client()
+                    .post(f"/wechat/{committed.slug}/pay/notify", data=body, headers=headers)
+                    .status_code
+                )
+            )
+            notification.start()
+            assert _waiting_on_a_lock()
+            # What close_order does next while still holding the order: write the attempt.
+            sweep.execute(
+                update(PaymentAttempt)
+                .where(PaymentAttempt.order_id == order_id)
+                .values(expires_at=func.now())
+            )
+        sweep.close()
+        notification.join(timeout=30)
+
+        assert answers == [204]
+        order = db.session.get(Order, order_id)
+        assert order is not None and order.status.value == "paid"

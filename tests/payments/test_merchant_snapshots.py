@@ -20,7 +20,9 @@ from sqlalchemy.orm import Session
 
 from app.core.db import utcnow
 from app.merchants import snapshots
+from app.merchants.credentials import seal_secrets
 from app.merchants.models import Merchant, MerchantStatus
+from app.merchants.service import merchant_secrets
 from app.orders.models import Order, OrderStatus
 from tests.payments.conftest import Shop
 
@@ -158,3 +160,24 @@ def test_a_suspended_merchants_payments_are_still_recorded(shop: Shop, db_sessio
     assert response.status_code == 204
     status = db_session.scalar(select(Order.status).where(Order.out_order_no == "SO-S10"))
     assert status is OrderStatus.PAID
+
+
+def test_a_v2_key_rotated_elsewhere_is_used_by_the_first_notification_signed_with_it(
+    shop: Shop, db_session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, before = shop.prepared("SO-S11", TOTAL)
+    _, after = shop.prepared("SO-S12", TOTAL)
+    url = f"/wechat/{shop.merchant.slug}/pay/notify-v2"
+    assert b"SUCCESS" in shop.client.post(url, data=shop.forger.v2_payment(before, TOTAL)).data
+    merchant = db_session.get(Merchant, shop.merchant.id)
+    assert merchant is not None
+    new_key = "V2" + "k" * 30
+    sealed = seal_secrets(merchant.id, merchant_secrets(merchant).merged({"v2_api_key": new_key}))
+    _elsewhere(db_session, merchant.id, sealed_credentials=sealed, updated_at=utcnow())
+    later = time.monotonic() + 2
+    monkeypatch.setattr(snapshots.time, "monotonic", lambda: later)
+
+    answer = shop.client.post(url, data=shop.forger.v2_payment(after, TOTAL, sign_key=new_key))
+
+    assert b"<return_code><![CDATA[SUCCESS]]></return_code>" in answer.data, answer.data
+    assert _paid(shop, "SO-S12")
