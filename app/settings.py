@@ -134,6 +134,8 @@ class SecuritySettings(_Section):
     previous_master_keys: list[SecretStr] = []
     consumer_token_ttl_seconds: int = Field(default=7 * 86400, ge=300, le=90 * 86400)
     staff_session_ttl_seconds: int = Field(default=12 * 3600, ge=300, le=30 * 86400)
+    # A console session unused this long ends too (each request slides it, within the TTL above).
+    staff_session_idle_seconds: int = Field(default=2 * 3600, ge=300, le=30 * 86400)
     # Login abuse limits: attempts per client IP per minute, and failed staff passwords before backoff.
     login_attempts_per_ip_per_minute: int = Field(default=30, ge=1)
     login_attempts_per_account_per_minute: int = Field(default=10, ge=1)

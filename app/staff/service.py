@@ -291,6 +291,15 @@ def _ghost_failure(email: str, threshold: int) -> None:
 def _record_failure(account: StaffAccount, now: datetime, threshold: int) -> None:
     account.failed_logins += 1
     seconds = lockout_seconds(account.failed_logins, threshold)
+    # Every wrong password of a real account is audited (the IP is filled in), not only the lockouts:
+    # a slow guesser staying under the threshold is still visible.
+    record_audit(
+        actor=Actor("staff", str(account.id)),
+        action="staff.login.failed",
+        target_type="staff",
+        target_id=account.id,
+        after={"failed_logins": account.failed_logins},
+    )
     if seconds:
         account.locked_until = now + timedelta(seconds=seconds)
         record_audit(

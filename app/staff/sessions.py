@@ -1,5 +1,6 @@
 """Console sessions: Flask's signed cookie holding the staff id, the account's session epoch, the
-issue time and a CSRF token. Nothing is stored server-side; bumping the epoch ends every session.
+issue and last-seen times and a CSRF token. Nothing is stored server-side; bumping the epoch ends every
+session. A session ends at its TTL from login, or sooner after the idle timeout without a request.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from app.staff.service import MembershipView, bump_session_epoch, memberships_of
 
 # Tolerated clock difference between web processes when checking a session's issue time.
 _CLOCK_SKEW_SECONDS = 60
+# How stale the cookie's last-seen time may get before a request rewrites it: activity slides the idle
+# timeout without a new cookie on every request.
+_SEEN_RESOLUTION_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,7 @@ def open_session(*, email: str, password: str) -> ConsoleSession:
     session.permanent = True
     session["staff_id"] = account.id
     session["session_epoch"] = account.session_epoch
-    session["issued_at"] = int(time.time())
+    session["issued_at"] = session["seen_at"] = int(time.time())
     session["csrf"] = secrets.token_urlsafe(32)
     return _describe(account)
 
@@ -73,10 +77,15 @@ def authenticate_staff() -> StaffPrincipal:
     issued_at = session.get("issued_at")
     if not isinstance(staff_id, int) or not isinstance(epoch, int) or not isinstance(issued_at, int):
         raise Unauthenticated("console login required")
-    ttl = current_app.extensions["hongli.settings"].security.staff_session_ttl_seconds
-    age = time.time() - issued_at
-    if age >= ttl or age < -_CLOCK_SKEW_SECONDS:
+    security = current_app.extensions["hongli.settings"].security
+    now = time.time()
+    age = now - issued_at
+    if age >= security.staff_session_ttl_seconds or age < -_CLOCK_SKEW_SECONDS:
         raise Unauthenticated("the console session has expired; log in again")
+    seen_at = session.get("seen_at")
+    seen_at = seen_at if isinstance(seen_at, int) else issued_at
+    if now - seen_at >= security.staff_session_idle_seconds:
+        raise Unauthenticated("the console session was idle too long; log in again")
     account = db.session.get(StaffAccount, staff_id)
     if account is None or account.disabled_at is not None or account.session_epoch != epoch:
         raise Unauthenticated("the console session has ended; log in again")
@@ -88,6 +97,8 @@ def authenticate_staff() -> StaffPrincipal:
             )
         ).tuples()
     }
+    if now - seen_at >= _SEEN_RESOLUTION_SECONDS:
+        session["seen_at"] = int(now)
     return StaffPrincipal(
         staff_id=account.id, email=account.email, is_platform_admin=account.is_platform_admin, roles=roles
     )

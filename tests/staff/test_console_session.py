@@ -172,6 +172,7 @@ def test_backoff_locks_without_checking_the_password_and_doubles(
         )
     ).all()
     assert actions.count("staff.login.locked") == 2
+    assert actions.count("staff.login.failed") == threshold + 1  # each wrong password, locked or not
     assert "staff.login" in actions
 
 
@@ -249,3 +250,30 @@ def test_cookie_is_secure_behind_https(
     response = client.post(SESSION, json={"email": "secure@example.com", "password": DEFAULT_PASSWORD})
     assert response.status_code == 200
     assert "Secure" in response.headers["Set-Cookie"]
+
+
+def test_an_idle_session_ends_and_activity_slides_it(
+    client: FlaskClient, owner: StaffAccount, settings: Settings
+) -> None:
+    idle = settings.security.staff_session_idle_seconds
+    Console(client).login(owner.email)
+    with client.session_transaction() as cookie:
+        cookie["seen_at"] -= idle - 120  # used two minutes before it would have gone idle
+    assert client.get(SESSION).status_code == 200
+    with client.session_transaction() as cookie:
+        assert time.time() - cookie["seen_at"] < 5  # the request slid it
+        cookie["seen_at"] -= idle + 1
+
+    response = client.get(SESSION)
+
+    assert response.status_code == 401
+    assert "idle" in response.json["error"]["message"]
+
+
+def test_activity_does_not_outlive_the_ttl(
+    client: FlaskClient, owner: StaffAccount, settings: Settings
+) -> None:
+    Console(client).login(owner.email)
+    with client.session_transaction() as cookie:
+        cookie["issued_at"] -= settings.security.staff_session_ttl_seconds + 1  # seen_at stays fresh
+    assert client.get(SESSION).status_code == 401
