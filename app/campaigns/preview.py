@@ -30,6 +30,7 @@ from app.core.db import utcnow
 from app.core.errors import InvalidInput
 from app.core.money import Money
 from app.extensions import db
+from app.invitations.service import attribution_batch
 from app.orders.models import Order, OrderStatus
 from app.rebates.models import RebateGrant
 from app.rebates.rules import (
@@ -215,6 +216,7 @@ def _past_orders(merchant_id: int, since: datetime, until: datetime) -> tuple[li
             Order.discount,
             Order.refunded,
             Order.paid_at,
+            Order.promoter_code,
         )
         .where(*window)
         .order_by(Order.paid_at, Order.id)
@@ -235,8 +237,14 @@ def _past_orders(merchant_id: int, since: datetime, until: datetime) -> tuple[li
             .distinct()
         )
     )
+    attributions = attribution_batch(
+        merchant_id=merchant_id,
+        buyers={row.consumer_id for row in rows},
+        promoter_codes={row.promoter_code for row in rows if row.promoter_code},
+    )
     orders = []
-    for order_id, consumer_id, total, paid, discount, refunded, paid_at in rows:
+    for order_id, consumer_id, total, paid, discount, refunded, paid_at, promoter_code in rows:
+        attribution = attributions.of(buyer=consumer_id, promoter_code=promoter_code, at=paid_at)
         orders.append(
             PastOrder(
                 order_id=order_id,
@@ -247,6 +255,9 @@ def _past_orders(merchant_id: int, since: datetime, until: datetime) -> tuple[li
                 paid_at=paid_at,
                 used_red_packet=discount.fen > 0,
                 is_first_paid_order=consumer_id not in returning,
+                inviter_id=attribution.inviter_id,
+                promoter_l1=attribution.promoter_l1,
+                promoter_l2=attribution.promoter_l2,
             )
         )
         returning.add(consumer_id)

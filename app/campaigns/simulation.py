@@ -215,6 +215,10 @@ class PastOrder:
     paid_at: datetime
     used_red_packet: bool
     is_first_paid_order: bool
+    # Who the order is attributed to (invite and distribution rules), as of its payment.
+    inviter_id: int | None = None
+    promoter_l1: int | None = None
+    promoter_l2: int | None = None
 
 
 @dataclass(slots=True)
@@ -343,6 +347,9 @@ class Replay:
             discount_fen=discount,
             red_packet=spent.facts if spent is not None else None,
             is_first_paid_order=order.is_first_paid_order,
+            inviter_id=order.inviter_id,
+            promoter_l1=order.promoter_l1,
+            promoter_l2=order.promoter_l2,
             paid_at=order.paid_at,
         )
         outcome = book(

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import io
 import secrets
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final
@@ -188,33 +189,113 @@ def _bound(consumer_id: int) -> bool:
     return bool(db.session.scalar(select(exists().where(InviteBinding.invitee_id == consumer_id))))
 
 
-def _live_inviter(*, merchant_id: int, consumer_id: int, at: datetime) -> int | None:
-    return db.session.scalar(
-        select(InviteBinding.inviter_id).where(
-            InviteBinding.merchant_id == merchant_id,
-            InviteBinding.invitee_id == consumer_id,
-            InviteBinding.expires_at > at,
-        )
-    )
+# Who invited ``consumer`` through a binding live at ``at``; the owner of an (already normalised) code.
+InviterOf = Callable[[int, datetime], "int | None"]
+OwnerOfCode = Callable[[str], "int | None"]
 
 
-def attribution_for(order: Order, *, at: datetime) -> Attribution:
-    """Inviter and the two promoter levels of ``order`` paid at ``at`` (see this module's docstring)."""
-    merchant_id, buyer = order.merchant_id, order.consumer_id
-    inviter = _live_inviter(merchant_id=merchant_id, consumer_id=buyer, at=at)
+def attribute(
+    *, buyer: int, promoter_code: str | None, at: datetime, inviter_of: InviterOf, owner_of_code: OwnerOfCode
+) -> Attribution:
+    """The attribution policy (this module's docstring) over two lookups: the live path reads the
+    database, a replay its own batch of bindings and codes — one policy either way."""
+    inviter = inviter_of(buyer, at)
     level1 = inviter
-    if order.promoter_code:
-        owner = db.session.scalar(
-            select(InviteCode.consumer_id).where(
-                InviteCode.merchant_id == merchant_id,
-                InviteCode.code == normalise_code(order.promoter_code),
-            )
-        )
+    if promoter_code:
+        owner = owner_of_code(normalise_code(promoter_code))
         if owner is not None and owner != buyer:
             level1 = owner
     level2 = None
     if level1 is not None:
-        level2 = _live_inviter(merchant_id=merchant_id, consumer_id=level1, at=at)
+        level2 = inviter_of(level1, at)
         if level2 == buyer:
             level2 = None
     return Attribution(inviter_id=inviter, promoter_l1=level1, promoter_l2=level2)
+
+
+def attribution_for(order: Order, *, at: datetime) -> Attribution:
+    """Inviter and the two promoter levels of ``order`` paid at ``at`` (see this module's docstring)."""
+    merchant_id = order.merchant_id
+
+    def inviter_of(consumer_id: int, moment: datetime) -> int | None:
+        return db.session.scalar(
+            select(InviteBinding.inviter_id).where(
+                InviteBinding.merchant_id == merchant_id,
+                InviteBinding.invitee_id == consumer_id,
+                InviteBinding.expires_at > moment,
+            )
+        )
+
+    def owner_of_code(code: str) -> int | None:
+        return db.session.scalar(
+            select(InviteCode.consumer_id).where(
+                InviteCode.merchant_id == merchant_id, InviteCode.code == code
+            )
+        )
+
+    return attribute(
+        buyer=order.consumer_id,
+        promoter_code=order.promoter_code,
+        at=at,
+        inviter_of=inviter_of,
+        owner_of_code=owner_of_code,
+    )
+
+
+@dataclass(frozen=True)
+class AttributionBatch:
+    """Bindings and codes of one merchant loaded at once, for attributing many past orders (a replay)."""
+
+    bindings: dict[int, tuple[int, datetime]]  # invitee → (inviter, expires_at)
+    codes: dict[str, int]  # code → owner
+
+    def inviter_of(self, consumer_id: int, at: datetime) -> int | None:
+        # As live: a binding that has not expired at ``at``. (Live, a binding made after the payment
+        # cannot be seen yet; bound_at cannot stand in for that: WeChat's payment times are whole seconds,
+        # so a binding made a moment before paying can carry a later bound_at.)
+        binding = self.bindings.get(consumer_id)
+        if binding is None or not at < binding[1]:
+            return None
+        return binding[0]
+
+    def of(self, *, buyer: int, promoter_code: str | None, at: datetime) -> Attribution:
+        return attribute(
+            buyer=buyer,
+            promoter_code=promoter_code,
+            at=at,
+            inviter_of=self.inviter_of,
+            owner_of_code=self.codes.get,
+        )
+
+
+def attribution_batch(
+    *, merchant_id: int, buyers: Iterable[int], promoter_codes: Iterable[str]
+) -> AttributionBatch:
+    """What :meth:`AttributionBatch.of` needs for orders of ``buyers`` (with these promoter codes):
+    the buyers' bindings, the code owners, and the bindings of both one link up (level 2)."""
+    codes: dict[str, int] = {}
+    wanted_codes = {normalise_code(code) for code in promoter_codes if code}
+    if wanted_codes:
+        codes = dict(
+            db.session.execute(
+                select(InviteCode.code, InviteCode.consumer_id).where(
+                    InviteCode.merchant_id == merchant_id, InviteCode.code.in_(sorted(wanted_codes))
+                )
+            )
+            .tuples()
+            .all()
+        )
+
+    def load(invitees: set[int]) -> dict[int, tuple[int, datetime]]:
+        if not invitees:
+            return {}
+        rows = db.session.execute(
+            select(InviteBinding.invitee_id, InviteBinding.inviter_id, InviteBinding.expires_at).where(
+                InviteBinding.merchant_id == merchant_id, InviteBinding.invitee_id.in_(sorted(invitees))
+            )
+        ).tuples()
+        return {invitee: (inviter, expires) for invitee, inviter, expires in rows}
+
+    first = load(set(buyers))
+    second = load({inviter for inviter, _ in first.values()} | set(codes.values()))
+    return AttributionBatch(bindings=first | second, codes=codes)
