@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import NamedTuple
 
 from sqlalchemy import event, select
@@ -128,45 +129,77 @@ def platform_account(kind: AccountKind, merchant_id: int | None = None) -> Ledge
     return account_for(kind=kind, owner_type=OwnerType.PLATFORM, owner_id=None, merchant_id=merchant_id)
 
 
-class ConsumerAccounts(NamedTuple):
-    pending: LedgerAccount
-    available: LedgerAccount
-    withdrawing: LedgerAccount
-    debt: LedgerAccount
+class _Buckets:
+    """The accounts of one owner, each looked up (or created) only when first used: most callers touch
+    one or two, and every look-up is a statement. Iterating yields them all, in declaration order."""
+
+    _owner_type: OwnerType
+    _kinds: tuple[AccountKind, ...]
+
+    def __init__(self, owner_id: int, merchant_id: int) -> None:
+        self._owner_id = owner_id
+        self._merchant_id = merchant_id
+
+    def _bucket(self, kind: AccountKind) -> LedgerAccount:
+        return account_for(
+            kind=kind, owner_type=self._owner_type, owner_id=self._owner_id, merchant_id=self._merchant_id
+        )
+
+    def __iter__(self) -> Iterator[LedgerAccount]:
+        return (self._bucket(kind) for kind in self._kinds)
+
+
+class ConsumerAccounts(_Buckets):
+    """The four wallet buckets of a consumer at a merchant."""
+
+    _owner_type = OwnerType.CONSUMER
+    _kinds = (
+        AccountKind.CONSUMER_PENDING,
+        AccountKind.CONSUMER_AVAILABLE,
+        AccountKind.CONSUMER_WITHDRAWING,
+        AccountKind.CONSUMER_DEBT,
+    )
+
+    @property
+    def pending(self) -> LedgerAccount:
+        return self._bucket(AccountKind.CONSUMER_PENDING)
+
+    @property
+    def available(self) -> LedgerAccount:
+        return self._bucket(AccountKind.CONSUMER_AVAILABLE)
+
+    @property
+    def withdrawing(self) -> LedgerAccount:
+        return self._bucket(AccountKind.CONSUMER_WITHDRAWING)
+
+    @property
+    def debt(self) -> LedgerAccount:
+        return self._bucket(AccountKind.CONSUMER_DEBT)
 
 
 def consumer_accounts(merchant_id: int, consumer_id: int) -> ConsumerAccounts:
-    """The four wallet buckets of a consumer at a merchant."""
-
-    def bucket(kind: AccountKind) -> LedgerAccount:
-        return account_for(
-            kind=kind, owner_type=OwnerType.CONSUMER, owner_id=consumer_id, merchant_id=merchant_id
-        )
-
-    return ConsumerAccounts(
-        pending=bucket(AccountKind.CONSUMER_PENDING),
-        available=bucket(AccountKind.CONSUMER_AVAILABLE),
-        withdrawing=bucket(AccountKind.CONSUMER_WITHDRAWING),
-        debt=bucket(AccountKind.CONSUMER_DEBT),
-    )
+    """The four wallet buckets of a consumer at a merchant (each looked up when first used)."""
+    return ConsumerAccounts(consumer_id, merchant_id)
 
 
-class MerchantAccounts(NamedTuple):
-    rebate: LedgerAccount
-    budget: LedgerAccount
+class MerchantAccounts(_Buckets):
+    """A merchant's rebate (earned) and marketing budget accounts."""
+
+    _owner_type = OwnerType.MERCHANT
+    _kinds = (AccountKind.MERCHANT_REBATE, AccountKind.MERCHANT_BUDGET)
+
+    @property
+    def rebate(self) -> LedgerAccount:
+        return self._bucket(AccountKind.MERCHANT_REBATE)
+
+    @property
+    def budget(self) -> LedgerAccount:
+        return self._bucket(AccountKind.MERCHANT_BUDGET)
 
 
 def merchant_accounts(merchant_id: int) -> MerchantAccounts:
-    """A merchant's rebate (earned) and marketing budget accounts."""
-
-    def bucket(kind: AccountKind) -> LedgerAccount:
-        return account_for(
-            kind=kind, owner_type=OwnerType.MERCHANT, owner_id=merchant_id, merchant_id=merchant_id
-        )
-
-    return MerchantAccounts(
-        rebate=bucket(AccountKind.MERCHANT_REBATE), budget=bucket(AccountKind.MERCHANT_BUDGET)
-    )
+    """A merchant's rebate (earned) and marketing budget accounts (each looked up when first used)."""
+    return MerchantAccounts(merchant_id, merchant_id)
 
 
 class CampaignAccounts(NamedTuple):
