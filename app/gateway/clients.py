@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from datetime import datetime
 
+import requests
 from flask import current_app
 
 from app.core.errors import Unavailable
@@ -27,6 +29,27 @@ _KEYS: dict[tuple[int, datetime | None], PlatformKeys] = {}
 _KEYS_LOCK = threading.Lock()
 
 
+class _ThreadHttp(threading.local):
+    session: requests.Session | None = None
+    pid: int = 0
+
+
+_HTTP = _ThreadHttp()
+
+
+def http_session() -> requests.Session:
+    """This thread's HTTP session for WeChat's APIs, so connections (and their TLS handshakes) are reused
+    across calls and merchants instead of opened for every client built.
+
+    Per thread, as a ``requests.Session`` is not promised to be thread-safe; per process too: a forked
+    child (an RQ work horse) must not write to sockets its parent holds. The v2 client keeps a session of
+    its own, as it presents the merchant's client certificate.
+    """
+    if _HTTP.session is None or _HTTP.pid != os.getpid():
+        _HTTP.session, _HTTP.pid = requests.Session(), os.getpid()
+    return _HTTP.session
+
+
 def endpoints() -> WeChatEndpoints:
     settings: Settings = current_app.extensions["hongli.settings"]
     return WeChatEndpoints(
@@ -40,13 +63,17 @@ def endpoints() -> WeChatEndpoints:
 def mini_program_client(merchant: Merchant) -> MiniProgramClient:
     if not merchant.mp_appid:
         raise ValueError(f"merchant {merchant.slug} has no mini-program")
-    return MiniProgramClient(merchant.mp_appid, merchant_secrets(merchant).mp_secret, endpoints())
+    return MiniProgramClient(
+        merchant.mp_appid, merchant_secrets(merchant).mp_secret, endpoints(), session=http_session()
+    )
 
 
 def official_account_client(merchant: Merchant) -> OfficialAccountClient:
     if not merchant.oa_appid:
         raise ValueError(f"merchant {merchant.slug} has no official account")
-    return OfficialAccountClient(merchant.oa_appid, merchant_secrets(merchant).oa_secret, endpoints())
+    return OfficialAccountClient(
+        merchant.oa_appid, merchant_secrets(merchant).oa_secret, endpoints(), session=http_session()
+    )
 
 
 def platform_keys(merchant: Merchant | MerchantSnapshot) -> PlatformKeys:
@@ -81,7 +108,11 @@ def pay_client(merchant: Merchant, *, order_id: int | None = None) -> PayV3Clien
         apiv3_key=secrets.apiv3_key,
     )
     return PayV3Client(
-        credentials, platform_keys(merchant), endpoints(), hook=RecordingHook(merchant.id, order_id)
+        credentials,
+        platform_keys(merchant),
+        endpoints(),
+        session=http_session(),
+        hook=RecordingHook(merchant.id, order_id),
     )
 
 
