@@ -16,7 +16,8 @@ REDACTED = "[redacted]"
 
 @dataclass(frozen=True)
 class Actor:
-    """Who acted: ``type`` is staff, consumer, shop, cli or system."""
+    """Who acted: ``type`` is staff, consumer, shop, cli, system, or anonymous (someone not signed in,
+    e.g. a failed login: the entry's IP says more)."""
 
     type: str
     id: str | None = None
@@ -24,6 +25,7 @@ class Actor:
 
 CLI = Actor("cli")
 SYSTEM = Actor("system")
+ANONYMOUS = Actor("anonymous")
 
 
 def scrub(values: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -114,6 +114,7 @@ def _staff_merchant(principal: StaffPrincipal, roles: tuple[Role, ...], *, while
     if roles and role not in roles and role is not Role.OWNER:
         raise Forbidden(f"this action needs the role {' or '.join(r.value for r in roles)}")
     suspended = merchant.status is not MerchantStatus.ACTIVE
+    g.merchant_suspended = suspended
     if suspended and request.method not in SAFE_METHODS and not while_suspended:
         raise Forbidden(
             "this merchant is suspended: only winding-down actions are allowed",
@@ -137,6 +138,11 @@ def shop_key_required(view: F) -> F:
         return view(*args, **kwargs)
 
     return _mark(cast(F, wrapper), "shop")
+
+
+def merchant_is_suspended() -> bool:
+    """Whether the merchant the console is acting for (``X-Hongli-Merchant``) is suspended."""
+    return bool(g.get("merchant_suspended", False))
 
 
 def current_merchant_id() -> int:

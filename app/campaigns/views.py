@@ -8,7 +8,7 @@ from typing import Any
 from flask_smorest import Blueprint
 
 from app.audit.service import Actor
-from app.auth.guards import current_merchant_id, current_staff, staff_required
+from app.auth.guards import current_merchant_id, current_staff, merchant_is_suspended, staff_required
 from app.auth.principals import Role
 from app.campaigns import preview as previews
 from app.campaigns import service
@@ -31,6 +31,7 @@ from app.campaigns.schemas import (
     replay_view,
 )
 from app.campaigns.stats import campaign_stats
+from app.core.errors import Forbidden
 from app.core.tx import commit
 from app.red_packets.models import RedPacket
 
@@ -100,11 +101,18 @@ def new_rules(body: dict[str, Any], campaign_id: int) -> dict[str, Any]:
 @blp.arguments(TransitionSchema)
 @blp.response(200, CampaignSchema)
 def change_status(body: dict[str, Any], campaign_id: int) -> dict[str, Any]:
-    """Activate (scheduled until its start), pause, resume or end the campaign."""
+    """Activate (scheduled until its start), pause, resume or end the campaign. A suspended merchant
+    may only pause or end one."""
+    target = CampaignStatus(body["to"])
+    if target in (CampaignStatus.ACTIVE, CampaignStatus.SCHEDULED) and merchant_is_suspended():
+        raise Forbidden(
+            "this merchant is suspended: campaigns can be paused or ended, not started",
+            details={"merchant_status": "suspended"},
+        )
     campaign = service.transition(
         merchant_id=current_merchant_id(),
         campaign_id=campaign_id,
-        to=CampaignStatus(body["to"]),
+        to=target,
         actor=_actor(),
     )
     commit()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from datetime import datetime
+from http.cookiejar import DefaultCookiePolicy
 
 import requests
 from flask import current_app
@@ -46,7 +47,10 @@ def http_session() -> requests.Session:
     its own, as it presents the merchant's client certificate.
     """
     if _HTTP.session is None or _HTTP.pid != os.getpid():
-        _HTTP.session, _HTTP.pid = requests.Session(), os.getpid()
+        session = requests.Session()
+        # Shared by every merchant: WeChat's APIs set no cookies we want, and none may travel between them.
+        session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+        _HTTP.session, _HTTP.pid = session, os.getpid()
     return _HTTP.session
 
 

@@ -85,8 +85,8 @@ def _set_status(slug: str, status: MerchantStatus, reason: str) -> None:
 @click.argument("slug")
 @click.option("--reason", required=True, help="why (recorded in the audit log)")
 def suspend_command(slug: str, reason: str) -> None:
-    """Stop merchant SLUG's new business: consumer sign-in and tokens, shop keys, console changes.
-    WeChat's callbacks and payouts under way continue."""
+    """Stop merchant SLUG's new business: consumer sign-in and tokens, shop keys, console changes other
+    than winding down. WeChat's callbacks and payouts under way continue."""
     _set_status(slug, MerchantStatus.SUSPENDED, reason)
 
 

@@ -145,8 +145,9 @@ def set_merchant_status(*, merchant: Merchant, status: MerchantStatus, reason: s
     """Suspend or resume ``merchant`` (audited with ``reason``); False if it already had that status.
 
     A suspended merchant does no new business: its consumers cannot sign in or use their tokens, its shop
-    keys are refused and its console is read-only. WeChat's callbacks are still verified and applied, and
-    payouts already under way still finish: money in motion is never left unrecorded.
+    keys are refused and its console can only read and wind down (see ``staff_required``). WeChat's
+    callbacks are still verified and applied, and payouts already under way still finish: money in
+    motion is never left unrecorded.
     """
     if not reason.strip():
         raise InvalidInput("a reason is required", details={"field": "reason"})

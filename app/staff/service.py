@@ -15,7 +15,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import select, update
 
-from app.audit.service import Actor, record_audit
+from app.audit.service import ANONYMOUS, Actor, record_audit
 from app.auth.principals import Role
 from app.core.db import utcnow
 from app.core.errors import Conflict, InvalidInput, NotFound, RateLimited, Unauthenticated
@@ -294,7 +294,7 @@ def _record_failure(account: StaffAccount, now: datetime, threshold: int) -> Non
     # Every wrong password of a real account is audited (the IP is filled in), not only the lockouts:
     # a slow guesser staying under the threshold is still visible.
     record_audit(
-        actor=Actor("staff", str(account.id)),
+        actor=ANONYMOUS,  # whoever typed the password, not (necessarily) the account's owner
         action="staff.login.failed",
         target_type="staff",
         target_id=account.id,
@@ -303,7 +303,7 @@ def _record_failure(account: StaffAccount, now: datetime, threshold: int) -> Non
     if seconds:
         account.locked_until = now + timedelta(seconds=seconds)
         record_audit(
-            actor=Actor("staff", str(account.id)),
+            actor=ANONYMOUS,
             action="staff.login.locked",
             target_type="staff",
             target_id=account.id,

@@ -21,8 +21,8 @@ from app.staff.service import MembershipView, bump_session_epoch, memberships_of
 
 # Tolerated clock difference between web processes when checking a session's issue time.
 _CLOCK_SKEW_SECONDS = 60
-# How stale the cookie's last-seen time may get before a request rewrites it: activity slides the idle
-# timeout without a new cookie on every request.
+# How stale the cookie's last-seen time may get before a request moves it on (to the minute is enough
+# for an idle timeout measured in hours).
 _SEEN_RESOLUTION_SECONDS = 60
 
 
@@ -83,7 +83,8 @@ def authenticate_staff() -> StaffPrincipal:
     if age >= security.staff_session_ttl_seconds or age < -_CLOCK_SKEW_SECONDS:
         raise Unauthenticated("the console session has expired; log in again")
     seen_at = session.get("seen_at")
-    seen_at = seen_at if isinstance(seen_at, int) else issued_at
+    # Never later than now: a web process with a fast clock must not lengthen the idle window.
+    seen_at = min(seen_at if isinstance(seen_at, int) else issued_at, int(now))
     if now - seen_at >= security.staff_session_idle_seconds:
         raise Unauthenticated("the console session was idle too long; log in again")
     account = db.session.get(StaffAccount, staff_id)
@@ -97,8 +98,8 @@ def authenticate_staff() -> StaffPrincipal:
             )
         ).tuples()
     }
-    if now - seen_at >= _SEEN_RESOLUTION_SECONDS:
-        session["seen_at"] = int(now)
+    if now - seen_at >= _SEEN_RESOLUTION_SECONDS or session.get("seen_at") != seen_at:
+        session["seen_at"] = int(now)  # moved on, clamped, or first set on an older cookie
     return StaffPrincipal(
         staff_id=account.id, email=account.email, is_platform_admin=account.is_platform_admin, roles=roles
     )

@@ -60,6 +60,9 @@ def request_withdrawal(
     if merchant is None:
         raise NotFound("no such merchant")
     wallet = consumer_accounts(merchant_id, consumer_id)
+    # Every bucket looked up (created if new) before any is locked: creating one can wait on another
+    # transaction creating it, which must never happen while holding the wallet's locks.
+    list(wallet)
     # The per-consumer lock (see module docstring), available and debt together in ascending id order
     # like post_entry; populate_existing: the balances used below are the ones read under the lock.
     db.session.scalars(

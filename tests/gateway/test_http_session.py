@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+import responses
 
 from app.gateway import clients
 from app.gateway.clients import http_session, pay_client
@@ -36,3 +37,12 @@ def test_a_forked_child_does_not_reuse_its_parents_session(monkeypatch: pytest.M
 
     assert child is not parent
     assert http_session() is child
+
+
+def test_the_shared_session_keeps_no_cookies() -> None:
+    """Every merchant's calls share it: nothing one response sets may ride along with another's call."""
+    with responses.RequestsMock() as mock:
+        mock.get("https://api.mch.weixin.qq.com/v3/x", headers={"Set-Cookie": "tracker=1; Path=/"})
+        http_session().get("https://api.mch.weixin.qq.com/v3/x", timeout=5)
+
+    assert len(http_session().cookies) == 0

@@ -4,6 +4,8 @@ see tests/payments/test_merchant_snapshots.py.)"""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
@@ -14,6 +16,7 @@ from app.audit.models import AuditEntry
 from app.audit.service import CLI
 from app.auth.principals import Role
 from app.consumers.sessions import issue_session
+from app.core.db import utcnow
 from app.merchants.models import Merchant, MerchantStatus
 from app.merchants.service import create_merchant
 from app.shop_keys.service import create_shop_key
@@ -126,3 +129,35 @@ def test_a_suspended_merchants_consumers_are_signed_out_until_resumed(
 
     _merchants(app, "resume", "pear-noodles", "--reason", "review cleared")
     assert client.get("/api/mp/v1/wallet", headers=headers).status_code == 200
+
+
+def test_a_suspended_merchants_campaigns_can_be_paused_but_not_restarted(
+    app: Flask, client: FlaskClient, db_session: Session
+) -> None:
+    merchant = make_merchant("fig-bakery", "Fig Bakery")
+    operator = make_staff("op@fig.test", merchant=merchant, role=Role.OPERATOR)
+    console = Console(client, "fig-bakery").login(operator.email)
+    now = utcnow()
+    ratio = {"id": "r", "kind": "ratio", "priority": 5, "stacking": "combinable", "rate_bp": 100}
+    created = console.post(
+        "/api/console/v1/campaigns",
+        json={
+            "name": "Winter",
+            "starts_at": (now - timedelta(minutes=1)).isoformat(),
+            "ends_at": (now + timedelta(days=30)).isoformat(),
+            "rules": {"rules": [ratio]},
+        },
+    )
+    assert created.status_code == 201, created.json
+    campaign = created.json["id"]
+    status = f"/api/console/v1/campaigns/{campaign}/status"
+    assert console.post(status, json={"to": "active"}).status_code == 200
+    _merchants(app, "suspend", "fig-bakery", "--reason", "chargeback review")
+
+    paused = console.post(status, json={"to": "paused"})
+    restarted = console.post(status, json={"to": "active"})
+
+    assert paused.status_code == 200, paused.json
+    assert restarted.status_code == 403
+    assert restarted.json["error"]["details"] == {"merchant_status": "suspended"}
+    assert console.get(f"/api/console/v1/campaigns/{campaign}").json["status"] == "paused"

@@ -277,3 +277,17 @@ def test_activity_does_not_outlive_the_ttl(
     with client.session_transaction() as cookie:
         cookie["issued_at"] -= settings.security.staff_session_ttl_seconds + 1  # seen_at stays fresh
     assert client.get(SESSION).status_code == 401
+
+
+def test_a_last_seen_time_from_the_future_is_clamped_to_now(
+    client: FlaskClient, owner: StaffAccount, settings: Settings
+) -> None:
+    """A web process with a fast clock must not lengthen the idle window of the sessions it touches."""
+    Console(client).login(owner.email)
+    with client.session_transaction() as cookie:
+        cookie["seen_at"] += 10 * settings.security.staff_session_idle_seconds
+
+    assert client.get(SESSION).status_code == 200
+
+    with client.session_transaction() as cookie:
+        assert abs(time.time() - cookie["seen_at"]) < 5
