@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from sqlalchemy import BigInteger, DateTime, Dialect, Enum, Integer, MetaData
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Dialect,
+    Enum,
+    Integer,
+    MetaData,
+    Table,
+    TextualSelect,
+    bindparam,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, mapped_column, registry
 from sqlalchemy.types import TypeDecorator
 
@@ -82,3 +94,26 @@ class Base(DeclarativeBase):
         metadata=MetaData(naming_convention=NAMING_CONVENTION),
         type_annotation_map={Money: MoneyType(), datetime: UTCDateTime()},
     )
+
+
+def insert_unless_exists(
+    table: Table, columns: Sequence[str], *, key: str, returning: Sequence[str] = ("id",)
+) -> TextualSelect:
+    """``INSERT … ON CONFLICT (key) DO NOTHING RETURNING …`` for ``columns``, as a statement built once,
+    with bind parameters (and the result columns) typed by the table's columns. (Wrap it in
+    ``select(Model).from_statement(…)`` with every column returned to get the inserted object.)
+
+    SQLAlchemy's own ON CONFLICT constructs have no cache key, so every execution compiles them afresh
+    (0.3–0.6 ms, on every domain event and ledger entry). The same SQL is valid on PostgreSQL and on
+    SQLite ≥ 3.35, and a text statement is cached. Column defaults are not applied: pass every value.
+    """
+    # Every name is looked up on the table first (KeyError otherwise): only the model's own identifiers
+    # reach the SQL text; every value is a bound parameter.
+    inserted = [table.c[name] for name in columns]
+    conflict, results = table.c[key], [table.c[name] for name in returning]
+    sql = (
+        f"INSERT INTO {table.name} ({', '.join(c.name for c in inserted)}) "  # noqa: S608
+        f"VALUES ({', '.join(f':{c.name}' for c in inserted)}) "
+        f"ON CONFLICT ({conflict.name}) DO NOTHING RETURNING {', '.join(c.name for c in results)}"
+    )
+    return text(sql).bindparams(*(bindparam(c.name, type_=c.type) for c in inserted)).columns(*results)

@@ -7,7 +7,6 @@ If the transaction rolls back, the event and everything its subscribers did roll
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,10 +14,8 @@ from typing import Any, cast
 
 from flask import Flask, current_app
 from sqlalchemy import Table
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from app.core.db import utcnow
+from app.core.db import insert_unless_exists, utcnow
 from app.events.models import DomainEvent
 from app.extensions import db
 
@@ -53,13 +50,11 @@ def subscribers(event_type: str) -> list[Subscriber]:
     return list(registry.get(event_type, []))
 
 
-@functools.cache
-def _insert_once(dialect: str) -> Any:
-    # Built once per dialect with bound parameters, so SQLAlchemy compiles it once (a statement carrying
-    # the payload dict as a literal value has no cache key and was compiled on every emission).
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    table = cast(Table, DomainEvent.__table__)
-    return insert(table).on_conflict_do_nothing(index_elements=["dedupe_key"]).returning(table.c.id)
+_INSERT_ONCE = insert_unless_exists(
+    cast(Table, DomainEvent.__table__),
+    ("merchant_id", "type", "dedupe_key", "subject_type", "subject_id", "payload", "created_at"),
+    key="dedupe_key",
+)
 
 
 def emit(event: Event) -> bool:
@@ -74,7 +69,7 @@ def emit(event: Event) -> bool:
         "created_at": utcnow(),
     }
     # One round trip: the unique key decides, without a read first or a savepoint.
-    if db.session.execute(_insert_once(db.session.get_bind().dialect.name), values).scalar() is None:
+    if db.session.execute(_INSERT_ONCE, values).scalar() is None:
         return False
     for subscriber in subscribers(event.type):
         subscriber(event)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
-from sqlalchemy import event, select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Table, event, select
 from sqlalchemy.orm import Session
 
-from app.core.db import utcnow
+from app.core.db import insert_unless_exists, utcnow
 from app.core.money import Money
 from app.extensions import db
 from app.ledger.models import AccountKind, LedgerAccount, OwnerType
@@ -95,6 +93,22 @@ def install_account_cache_hooks() -> None:
         event.listen(Session, "after_soft_rollback", _forget_accounts)
 
 
+_CREATE_UNLESS_EXISTS = insert_unless_exists(
+    cast(Table, LedgerAccount.__table__),
+    (
+        "natural_key",
+        "merchant_id",
+        "owner_type",
+        "owner_id",
+        "kind",
+        "balance",
+        "allow_negative",
+        "created_at",
+    ),
+    key="natural_key",
+)
+
+
 def _load_or_create(
     key: str, kind: AccountKind, owner_type: OwnerType, owner_id: int | None, merchant_id: int | None
 ) -> LedgerAccount:
@@ -104,23 +118,19 @@ def _load_or_create(
     account = db.session.scalar(by_key)
     if account is not None:
         return account
-    dialect = db.session.get_bind().dialect.name
-    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    statement = (
-        insert(LedgerAccount)
-        .values(
-            natural_key=key,
-            merchant_id=merchant_id,
-            owner_type=owner_type,
-            owner_id=owner_id,
-            kind=kind,
-            balance=Money(0),
-            allow_negative=allows_negative(kind),
-            created_at=utcnow(),
-        )
-        .on_conflict_do_nothing(index_elements=["natural_key"])
+    db.session.execute(
+        _CREATE_UNLESS_EXISTS,
+        {
+            "natural_key": key,
+            "merchant_id": merchant_id,
+            "owner_type": owner_type,
+            "owner_id": owner_id,
+            "kind": kind,
+            "balance": Money(0),
+            "allow_negative": allows_negative(kind),
+            "created_at": utcnow(),
+        },
     )
-    db.session.execute(statement)
     return db.session.scalars(by_key).one()
 
 

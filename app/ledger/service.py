@@ -9,12 +9,11 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import insert, select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Table, insert, select
 
-from app.core.db import utcnow
+from app.core.db import insert_unless_exists, utcnow
 from app.core.errors import DomainError
 from app.core.money import Money
 from app.extensions import db
@@ -22,6 +21,26 @@ from app.ledger.models import EntryReason, JournalEntry, LedgerAccount, Posting
 
 MAX_KEY_LENGTH = 120
 MAX_TIMELINE_PAGE = 500
+
+
+_entries = cast(Table, JournalEntry.__table__)
+_ENTRY_UNLESS_POSTED = select(JournalEntry).from_statement(
+    insert_unless_exists(
+        _entries,
+        (
+            "merchant_id",
+            "idempotency_key",
+            "reason",
+            "cause_type",
+            "cause_id",
+            "rule_version_id",
+            "memo",
+            "created_at",
+        ),
+        key="idempotency_key",
+        returning=[column.name for column in _entries.columns],
+    )
+)
 
 
 class Overdraft(DomainError):
@@ -105,25 +124,20 @@ def post_entry(
             )
 
     now = utcnow()
-    dialect = db.session.get_bind().dialect.name
-    upsert = postgresql_insert if dialect == "postgresql" else sqlite_insert
     # The unique key decides between concurrent first posts of one key, without a read first.
-    statement = (
-        upsert(JournalEntry)
-        .values(
-            merchant_id=merchant_id,
-            idempotency_key=key,
-            reason=reason,
-            cause_type=cause_type,
-            cause_id=cause_id,
-            rule_version_id=rule_version_id,
-            memo=memo,
-            created_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=["idempotency_key"])
-        .returning(JournalEntry)
-    )
-    entry = db.session.scalars(statement).first()
+    entry = db.session.scalars(
+        _ENTRY_UNLESS_POSTED,
+        {
+            "merchant_id": merchant_id,
+            "idempotency_key": key,
+            "reason": reason,
+            "cause_type": cause_type,
+            "cause_id": cause_id,
+            "rule_version_id": rule_version_id,
+            "memo": memo,
+            "created_at": now,
+        },
+    ).first()
     if entry is None:
         return None
     db.session.execute(
