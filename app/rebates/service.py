@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import BigInteger, case, func, select
 
 from app.campaigns.models import Campaign, CampaignStatus, RuleVersion
 from app.campaigns.service import count_skip
@@ -163,18 +164,25 @@ def _user_facts(campaign_id: int, consumer_id: int, now: datetime) -> UserFacts:
     week = day - timedelta(days=day.weekday())
     month = day.replace(day=1)
 
-    def since(start: datetime) -> Money:
-        total = db.session.scalar(
-            select(func.coalesce(func.sum(RebateGrant.amount), 0)).where(
-                RebateGrant.campaign_id == campaign_id,
-                RebateGrant.consumer_id == consumer_id,
-                RebateGrant.beneficiary == Beneficiary.BUYER.value,
-                RebateGrant.created_at >= start,
-            )
+    # One statement for the three windows (a week can start in the previous month, or the other way).
+    def since(start: datetime) -> Any:
+        return func.coalesce(
+            func.sum(case((RebateGrant.created_at >= start, RebateGrant.amount.cast(BigInteger)), else_=0)), 0
         )
-        return total if isinstance(total, Money) else Money(int(total or 0))
 
-    return UserFacts(granted_today=since(day), granted_this_week=since(week), granted_this_month=since(month))
+    today, this_week, this_month = db.session.execute(
+        select(since(day), since(week), since(month)).where(
+            RebateGrant.campaign_id == campaign_id,
+            RebateGrant.consumer_id == consumer_id,
+            RebateGrant.beneficiary == Beneficiary.BUYER.value,
+            RebateGrant.created_at >= min(week, month),
+        )
+    ).one()
+    return UserFacts(
+        granted_today=Money(int(today)),
+        granted_this_week=Money(int(this_week)),
+        granted_this_month=Money(int(this_month)),
+    )
 
 
 def _book_packet_legs(order: Order, packet: RedPacket, facts: OrderFacts) -> None:
