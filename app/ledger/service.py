@@ -24,6 +24,7 @@ MAX_TIMELINE_PAGE = 500
 
 
 _entries = cast(Table, JournalEntry.__table__)
+_POSTINGS = insert(cast(Table, Posting.__table__))
 _ENTRY_UNLESS_POSTED = select(JournalEntry).from_statement(
     insert_unless_exists(
         _entries,
@@ -141,7 +142,7 @@ def post_entry(
     if entry is None:
         return None
     db.session.execute(
-        insert(Posting),
+        _POSTINGS,  # on the table: the ORM's bulk insert machinery is not needed for rows never reloaded
         [
             {"entry_id": entry.id, "account_id": account.id, "amount": amount, "created_at": now}
             for account, amount in legs
