@@ -4,6 +4,7 @@ see tests/payments/test_merchant_snapshots.py.)"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -42,6 +43,16 @@ def _merchants(app: Flask, *args: str) -> str:
     result = app.test_cli_runner().invoke(args=["merchants", *args])
     assert result.exit_code == 0, result.output
     return result.output
+
+
+def _refused_until_resumed(
+    app: Flask, slug: str, probe: Callable[[], int], *, refused: int, resumed: int
+) -> None:
+    """Suspend ``slug``: ``probe()`` answers ``refused``; resume it: ``resumed``."""
+    _merchants(app, "suspend", slug, "--reason", "chargeback review")
+    assert probe() == refused
+    _merchants(app, "resume", slug, "--reason", "review cleared")
+    assert probe() == resumed
 
 
 def test_suspend_and_resume_are_audited_with_their_reason(
@@ -100,12 +111,11 @@ def test_a_suspended_merchants_shop_key_is_refused_until_resumed(
 ) -> None:
     key = create_shop_key(merchant_id=merchant.id, name="shop", actor=CLI).key
     headers = {"Authorization": f"Bearer {key}"}
-    _merchants(app, "suspend", "plum-dumplings", "--reason", "chargeback review")
 
-    assert client.get("/api/shop/v1/orders/SO-1", headers=headers).status_code == 401
+    def probe() -> int:
+        return client.get("/api/shop/v1/orders/SO-1", headers=headers).status_code
 
-    _merchants(app, "resume", "plum-dumplings", "--reason", "review cleared")
-    assert client.get("/api/shop/v1/orders/SO-1", headers=headers).status_code == 404
+    _refused_until_resumed(app, SLUG, probe, refused=401, resumed=404)  # 404: the key works again
 
 
 def test_a_suspended_merchants_consumers_are_signed_out_until_resumed(
@@ -122,13 +132,12 @@ def test_a_suspended_merchants_consumers_are_signed_out_until_resumed(
     db_session.flush()
     token, _ = issue_session(make_consumer(merchant))
     headers = {"Authorization": f"Bearer {token}", "X-WX-AppId": "wx5151515151515151"}
-    assert client.get("/api/mp/v1/wallet", headers=headers).status_code == 200
 
-    _merchants(app, "suspend", "pear-noodles", "--reason", "chargeback review")
-    assert client.get("/api/mp/v1/wallet", headers=headers).status_code == 401
+    def probe() -> int:
+        return client.get("/api/mp/v1/wallet", headers=headers).status_code
 
-    _merchants(app, "resume", "pear-noodles", "--reason", "review cleared")
-    assert client.get("/api/mp/v1/wallet", headers=headers).status_code == 200
+    assert probe() == 200
+    _refused_until_resumed(app, "pear-noodles", probe, refused=401, resumed=200)
 
 
 def test_a_suspended_merchants_campaigns_can_be_paused_but_not_restarted(
