@@ -111,9 +111,13 @@ def insert_unless_exists(
     # reach the SQL text; every value is a bound parameter.
     inserted = [table.c[name] for name in columns]
     conflict, results = table.c[key], [table.c[name] for name in returning]
+
+    def quoted(names: Sequence[str]) -> str:  # SQL-standard quotes: any name, on both databases
+        return ", ".join(f'"{name}"' for name in names)
+
     sql = (
-        f"INSERT INTO {table.name} ({', '.join(c.name for c in inserted)}) "  # noqa: S608
+        f"INSERT INTO {quoted([table.name])} ({quoted([c.name for c in inserted])}) "  # noqa: S608
         f"VALUES ({', '.join(f':{c.name}' for c in inserted)}) "
-        f"ON CONFLICT ({conflict.name}) DO NOTHING RETURNING {', '.join(c.name for c in results)}"
+        f"ON CONFLICT ({quoted([conflict.name])}) DO NOTHING RETURNING {quoted([c.name for c in results])}"
     )
     return text(sql).bindparams(*(bindparam(c.name, type_=c.type) for c in inserted)).columns(*results)

@@ -25,22 +25,27 @@ MAX_TIMELINE_PAGE = 500
 
 _entries = cast(Table, JournalEntry.__table__)
 _POSTINGS = insert(cast(Table, Posting.__table__))
-_ENTRY_UNLESS_POSTED = select(JournalEntry).from_statement(
-    insert_unless_exists(
-        _entries,
-        (
-            "merchant_id",
-            "idempotency_key",
-            "reason",
-            "cause_type",
-            "cause_id",
-            "rule_version_id",
-            "memo",
-            "created_at",
-        ),
-        key="idempotency_key",
-        returning=[column.name for column in _entries.columns],
+_ENTRY_UNLESS_POSTED = (
+    select(JournalEntry)
+    .from_statement(
+        insert_unless_exists(
+            _entries,
+            (
+                "merchant_id",
+                "idempotency_key",
+                "reason",
+                "cause_type",
+                "cause_id",
+                "rule_version_id",
+                "memo",
+                "created_at",
+            ),
+            key="idempotency_key",
+            returning=[column.name for column in _entries.columns],
+        )
+        # A copy with this id left in the session by a rolled-back savepoint (SQLite reuses ids) is replaced.
     )
+    .execution_options(populate_existing=True)
 )
 
 
