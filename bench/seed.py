@@ -165,28 +165,14 @@ def seed_campaign(server: Server, *, merchant_id: int, rules: dict[str, Any], bu
     (as ``budgets deposit`` records it), then the campaign funded from it. Returns its id."""
     from app.audit.service import CLI
     from app.campaigns.models import CampaignStatus
-    from app.campaigns.service import create_campaign, fund_campaign, transition
+    from app.campaigns.service import create_campaign, deposit_budget, fund_campaign, transition
     from app.core.db import utcnow
     from app.core.money import Money
     from app.extensions import db
-    from app.ledger.accounts import merchant_accounts, platform_account
-    from app.ledger.models import AccountKind, EntryReason
-    from app.ledger.service import post_entry
 
     app = _app(server)
     with app.app_context():
-        post_entry(
-            key=f"deposit:bench-{merchant_id}",
-            reason=EntryReason.FUNDING,
-            cause_type="merchant_deposit",
-            cause_id=str(merchant_id),
-            lines=[
-                (platform_account(AccountKind.PLATFORM_FUNDING_SOURCE), Money(-budget_fen)),
-                (merchant_accounts(merchant_id).budget, Money(budget_fen)),
-            ],
-            merchant_id=merchant_id,
-            memo="bench deposit",
-        )
+        deposit_budget(key=f"bench-{merchant_id}", amount=Money(budget_fen), merchant_id=merchant_id)
         now = utcnow()
         campaign = create_campaign(
             merchant_id=merchant_id,

@@ -5,34 +5,12 @@ from __future__ import annotations
 import click
 from flask.cli import AppGroup
 
+from app.campaigns.service import deposit_budget
 from app.core.money import Money
 from app.extensions import db
-from app.ledger.accounts import merchant_accounts, platform_account
-from app.ledger.models import AccountKind, EntryReason
-from app.ledger.service import post_entry
 from app.merchants.service import get_merchant
 
 budgets_cli = AppGroup("budgets", help="Record money entering marketing budgets (from outside the ledger).")
-
-
-def _fund(key: str, target_kind: str, amount: int, merchant_id: int | None, cause: str) -> bool:
-    source = platform_account(AccountKind.PLATFORM_FUNDING_SOURCE)
-    target = (
-        merchant_accounts(merchant_id).budget
-        if merchant_id is not None
-        else platform_account(AccountKind.PLATFORM_MARKETING_BUDGET)
-    )
-    entry = post_entry(
-        key=key,
-        reason=EntryReason.FUNDING,
-        cause_type=cause,
-        cause_id=str(merchant_id or 0),
-        lines=[(source, -Money(amount)), (target, Money(amount))],
-        merchant_id=merchant_id,
-        memo=f"{target_kind} funded from outside the ledger",
-    )
-    db.session.commit()
-    return entry is not None
 
 
 @budgets_cli.command("deposit")
@@ -41,7 +19,8 @@ def _fund(key: str, target_kind: str, amount: int, merchant_id: int | None, caus
 @click.option("--key", required=True, help="Idempotency key, e.g. the bank transfer reference.")
 def deposit_command(slug: str, amount_fen: int, key: str) -> None:
     """A merchant paid money in for its campaigns: credit its marketing budget (once per key)."""
-    done = _fund(f"deposit:{key}", "merchant budget", amount_fen, get_merchant(slug).id, "merchant_deposit")
+    done = deposit_budget(key=key, amount=Money(amount_fen), merchant_id=get_merchant(slug).id)
+    db.session.commit()
     click.echo(f"deposited {amount_fen} fen for {slug}" if done else f"deposit {key} was recorded before")
 
 
@@ -50,5 +29,6 @@ def deposit_command(slug: str, amount_fen: int, key: str) -> None:
 @click.option("--key", required=True)
 def fund_platform_command(amount_fen: int, key: str) -> None:
     """The platform adds money to its marketing budget (once per key)."""
-    done = _fund(f"platform-funding:{key}", "platform marketing budget", amount_fen, None, "platform_funding")
+    done = deposit_budget(key=key, amount=Money(amount_fen), merchant_id=None)
+    db.session.commit()
     click.echo(f"funded the platform budget with {amount_fen} fen" if done else f"{key} was recorded before")

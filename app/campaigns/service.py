@@ -179,6 +179,36 @@ def advance_schedules(now: datetime | None = None) -> int:
     return changed
 
 
+def deposit_budget(*, key: str, amount: Money, merchant_id: int | None) -> bool:
+    """Money paid in from outside the ledger (a bank transfer): into ``merchant_id``'s marketing budget,
+    or the platform's when None. Once per ``key``: False (nothing written) if it was recorded before.
+    The caller commits."""
+    if merchant_id is not None:
+        target, entry_key, cause, memo = (
+            merchant_accounts(merchant_id).budget,
+            f"deposit:{key}",
+            "merchant_deposit",
+            "merchant budget funded from outside the ledger",
+        )
+    else:
+        target, entry_key, cause, memo = (
+            platform_account(AccountKind.PLATFORM_MARKETING_BUDGET),
+            f"platform-funding:{key}",
+            "platform_funding",
+            "platform marketing budget funded from outside the ledger",
+        )
+    entry = post_entry(
+        key=entry_key,
+        reason=EntryReason.FUNDING,
+        cause_type=cause,
+        cause_id=str(merchant_id or 0),
+        lines=[(platform_account(AccountKind.PLATFORM_FUNDING_SOURCE), -amount), (target, amount)],
+        merchant_id=merchant_id,
+        memo=memo,
+    )
+    return entry is not None
+
+
 def fund_campaign(
     *,
     merchant_id: int,

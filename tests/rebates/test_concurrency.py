@@ -18,16 +18,14 @@ from sqlalchemy import func, select
 
 from app.audit.service import CLI
 from app.campaigns.models import Campaign, CampaignStatus
-from app.campaigns.service import create_campaign, fund_campaign, transition
+from app.campaigns.service import create_campaign, deposit_budget, fund_campaign, transition
 from app.consumers.models import AppKind, WeChatIdentity
 from app.core.db import utcnow
 from app.core.errors import DomainError
 from app.core.money import Money
 from app.extensions import db
-from app.ledger.accounts import campaign_accounts, merchant_accounts, platform_account
+from app.ledger.accounts import campaign_accounts
 from app.ledger.checks import run_checks
-from app.ledger.models import AccountKind, EntryReason
-from app.ledger.service import post_entry
 from app.merchants.models import Merchant
 from app.orders.service import register_order
 from app.payments.models import PaymentAttempt
@@ -62,17 +60,7 @@ def _campaign(committed: Committed, rules: dict[str, Any], budget_fen: int) -> i
     """An active campaign funded with ``budget_fen`` from the merchant's deposited budget (committed)."""
     merchant_id = committed.merchant_id
     with committed.app.app_context():
-        post_entry(
-            key="deposit:bank-1",
-            reason=EntryReason.FUNDING,
-            cause_type="merchant_deposit",
-            cause_id=str(merchant_id),
-            lines=[
-                (platform_account(AccountKind.PLATFORM_FUNDING_SOURCE), Money(-budget_fen)),
-                (merchant_accounts(merchant_id).budget, Money(budget_fen)),
-            ],
-            merchant_id=merchant_id,
-        )
+        deposit_budget(key="bank-1", amount=Money(budget_fen), merchant_id=merchant_id)
         now = utcnow()
         campaign = create_campaign(
             merchant_id=merchant_id,

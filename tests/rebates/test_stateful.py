@@ -32,14 +32,20 @@ from sqlalchemy.orm import Session, SessionTransaction
 
 from app.audit.service import CLI
 from app.campaigns.models import CampaignStatus
-from app.campaigns.service import create_campaign, fund_campaign, new_rules_version, transition
+from app.campaigns.service import (
+    create_campaign,
+    deposit_budget,
+    fund_campaign,
+    new_rules_version,
+    transition,
+)
 from app.core.db import utcnow
 from app.core.errors import DomainError
 from app.core.money import Money
 from app.extensions import db
-from app.ledger.accounts import campaign_accounts, consumer_accounts, merchant_accounts, platform_account
+from app.ledger.accounts import campaign_accounts, consumer_accounts, merchant_accounts
 from app.ledger.checks import run_checks
-from app.ledger.models import AccountKind, EntryReason, JournalEntry
+from app.ledger.models import EntryReason, JournalEntry
 from app.ledger.service import post_entry
 from app.merchants.models import Merchant
 from app.orders.models import Order
@@ -141,18 +147,10 @@ def make_machine(world: World) -> type[RuleBasedStateMachine]:
             self.in_flight: list[int] = []  # refund ids requested, not yet answered by WeChat
             self.funded = 0
             self.withdrawn: Counter[int] = Counter()
-            deposit = post_entry(
-                key=f"deposit:{next(world.numbers)}",
-                reason=EntryReason.FUNDING,
-                cause_type="merchant_deposit",
-                cause_id=str(merchant.id),
-                lines=[
-                    (platform_account(AccountKind.PLATFORM_FUNDING_SOURCE), Money(-10_000_000)),
-                    (merchant_accounts(merchant.id).budget, Money(10_000_000)),
-                ],
-                merchant_id=merchant.id,
+            deposit = deposit_budget(
+                key=str(next(world.numbers)), amount=Money(10_000_000), merchant_id=merchant.id
             )
-            assert deposit is not None
+            assert deposit
             self.campaign = create_campaign(
                 merchant_id=merchant.id,
                 name="stateful",
