@@ -22,7 +22,7 @@ from app.ledger.service import Overdraft, find_entry, post_entry
 from app.rebates.ruledoc import RuleDocumentError, RuleSet, TwoWayRule, load_rules
 from app.rebates.rules import IssueRedPacket, OrderFacts, SkipReason, UserFacts, evaluate
 from app.red_packets.models import RedPacket
-from app.red_packets.service import issue_red_packet
+from app.red_packets.service import issue_granted_packet
 
 # Budget for building a packet in isolation; the ledger's reservation is the real budget check.
 _UNLIMITED = Money(2**62)
@@ -347,22 +347,12 @@ def issue_staff_red_packet(
         "rules_version": version.version,
     }
     try:
-        packet = issue_red_packet(
+        packet = issue_granted_packet(
+            grant,
             merchant_id=merchant_id,
             campaign_id=campaign.id,
             rule_version_id=version.id,
-            rule_id=rule_id,
-            consumer_id=consumer_id,
-            face_value=grant.face_value,
-            min_spend=grant.min_spend,
             valid_from=now,
-            valid_until=grant.valid_until,
-            issuer_rate_bp=grant.issuer_rate_bp,
-            buyer_rate_bp=grant.buyer_rate_bp,
-            max_order=grant.max_order_fen,
-            worst_case_cost=grant.worst_case_cost,
-            issuer_cap=grant.issuer_cap_fen,
-            buyer_cap=grant.buyer_cap_fen,
             idempotency_key=ledger_key,
         )
     except Overdraft:

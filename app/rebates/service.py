@@ -40,7 +40,7 @@ from app.rebates.rules import (
     evaluate,
 )
 from app.red_packets.models import RedPacket, RedPacketStatus
-from app.red_packets.service import issue_red_packet, release_from_order, release_reservation
+from app.red_packets.service import issue_granted_packet, release_from_order, release_reservation
 from app.reviews.service import flag_for_review
 from app.withdrawals.service import request_withdrawal
 
@@ -241,22 +241,12 @@ def _book_campaign(order: Order, campaign: Campaign, facts: OrderFacts) -> None:
     for grant in evaluation.grants:
         try:
             if isinstance(grant, IssueRedPacket):
-                issue_red_packet(
+                issue_granted_packet(
+                    grant,
                     merchant_id=order.merchant_id,
                     campaign_id=campaign.id,
                     rule_version_id=version.id,
-                    rule_id=grant.rule_id,
-                    consumer_id=grant.recipient_id,
-                    face_value=grant.face_value,
-                    min_spend=grant.min_spend,
                     valid_from=facts.paid_at,
-                    valid_until=grant.valid_until,
-                    issuer_rate_bp=grant.issuer_rate_bp,
-                    buyer_rate_bp=grant.buyer_rate_bp,
-                    max_order=grant.max_order_fen,
-                    worst_case_cost=grant.worst_case_cost,
-                    issuer_cap=grant.issuer_cap_fen,
-                    buyer_cap=grant.buyer_cap_fen,
                     source_order_id=order.id,
                     idempotency_key=f"issue:{order.id}:{version.id}:{grant.rule_id}",
                 )

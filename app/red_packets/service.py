@@ -20,6 +20,7 @@ from app.ledger.models import EntryReason
 from app.ledger.service import post_entry
 from app.orders.models import Order
 from app.payments.discounts import Discount
+from app.rebates.rules import IssueRedPacket
 from app.red_packets.models import RedPacket, RedPacketStatus
 
 
@@ -74,6 +75,38 @@ def issue_red_packet(
     except _AlreadyIssued:
         return None
     return packet
+
+
+def issue_granted_packet(
+    grant: IssueRedPacket,
+    *,
+    merchant_id: int,
+    campaign_id: int,
+    rule_version_id: int,
+    valid_from: datetime,
+    idempotency_key: str,
+    source_order_id: int | None = None,
+) -> RedPacket | None:
+    """:func:`issue_red_packet` with the terms the rule engine decided (frozen rates, caps, worst case)."""
+    return issue_red_packet(
+        merchant_id=merchant_id,
+        campaign_id=campaign_id,
+        rule_version_id=rule_version_id,
+        rule_id=grant.rule_id,
+        consumer_id=grant.recipient_id,
+        face_value=grant.face_value,
+        min_spend=grant.min_spend,
+        valid_from=valid_from,
+        valid_until=grant.valid_until,
+        issuer_rate_bp=grant.issuer_rate_bp,
+        buyer_rate_bp=grant.buyer_rate_bp,
+        max_order=grant.max_order_fen,
+        worst_case_cost=grant.worst_case_cost,
+        issuer_cap=grant.issuer_cap_fen,
+        buyer_cap=grant.buyer_cap_fen,
+        source_order_id=source_order_id,
+        idempotency_key=idempotency_key,
+    )
 
 
 def _reserve(packet: RedPacket, idempotency_key: str) -> None:
