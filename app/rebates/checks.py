@@ -9,13 +9,28 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import BigInteger, String, and_, case, cast, func, literal, not_, or_, select, type_coerce
+from sqlalchemy import (
+    BigInteger,
+    String,
+    and_,
+    case,
+    cast,
+    distinct,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    type_coerce,
+)
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement
 
 from app.extensions import db
 from app.ledger.checks import MAX_LISTED, register_check
 from app.ledger.models import AccountKind, EntryReason, JournalEntry, LedgerAccount, OwnerType, Posting
+from app.orders.models import Order, OrderStatus
+from app.payments.models import AttemptStatus, PaymentAttempt
 from app.rebates.models import RebateGrant
 from app.rebates.rules import Beneficiary
 from app.rebates.service import DISCOUNT
@@ -312,8 +327,164 @@ def red_packet_reservation_consistent() -> list[str]:
     return _capped(violations)
 
 
+# ---------------------------------------------------------------- one redemption per discount, per packet
+
+
+def red_packet_redeemed_once() -> list[str]:
+    """Every paid order's discount is one redemption (a ``red_packet_discount`` grant booked under its key
+    as ``red_packet_redeem``, moving exactly the discount) of the packet its payment named; a packet is
+    spent on one paid order at most, and a redeemed packet by exactly the redemption its order needs."""
+    violations: list[str] = []
+    is_discount = RebateGrant.beneficiary == DISCOUNT
+    paid = Order.status == OrderStatus.PAID
+
+    redemptions = (
+        select(func.count(RebateGrant.id))
+        .where(RebateGrant.order_id == Order.id, is_discount)
+        .correlate(Order)
+        .scalar_subquery()
+    )
+    for order_id, discount, n in db.session.execute(
+        select(Order.id, _fen(Order.discount), redemptions)
+        .where(paid, _fen(Order.discount) > 0, redemptions != 1)
+        .order_by(Order.id)
+        .limit(MAX_LISTED + 1)
+    ):
+        violations.append(
+            f"order {order_id} paid with a {discount} fen discount has {n} red-packet redemptions"
+        )
+
+    # What _redeem books: the discount grant's entry, under the grant's key, moves exactly order.discount.
+    key = _grant_key()
+    moved = (
+        select(func.coalesce(func.sum(_fen(Posting.amount)), 0))
+        .where(Posting.entry_id == JournalEntry.id, _fen(Posting.amount) > 0)
+        .correlate(JournalEntry)
+        .scalar_subquery()
+    )
+    for grant_id, order_id, status, discount, amount, entry_id, reason, moved_fen in db.session.execute(
+        select(
+            RebateGrant.id,
+            RebateGrant.order_id,
+            Order.status,
+            _fen(Order.discount),
+            _fen(RebateGrant.amount),
+            JournalEntry.id,
+            JournalEntry.reason,
+            moved,
+        )
+        .join(Order, Order.id == RebateGrant.order_id)
+        .outerjoin(JournalEntry, JournalEntry.idempotency_key == key)
+        .where(
+            is_discount,
+            or_(
+                not_(paid),
+                JournalEntry.id.is_(None),
+                JournalEntry.reason != EntryReason.RED_PACKET_REDEEM,
+                _fen(RebateGrant.amount) != _fen(Order.discount),
+                moved != _fen(Order.discount),
+            ),
+        )
+        .order_by(RebateGrant.id)
+        .limit(MAX_LISTED + 1)
+    ):
+        booked = (
+            "no entry" if entry_id is None else f"entry {entry_id} ({reason.value}) moving {moved_fen} fen"
+        )
+        violations.append(
+            f"redemption grant {grant_id} of order {order_id} ({status.value}, discount {discount} fen): "
+            f"grant of {amount} fen, {booked}"
+        )
+
+    # The grant is of the packet the payment named, redeemed for this very order under its own rule.
+    attempt_packet = (
+        select(func.min(PaymentAttempt.red_packet_id))
+        .where(PaymentAttempt.order_id == RebateGrant.order_id, PaymentAttempt.status == AttemptStatus.PAID)
+        .correlate(RebateGrant)
+        .scalar_subquery()
+    )
+    for grant_id, order_id, packet_id, paid_with, status, packet_order in db.session.execute(
+        select(
+            RebateGrant.id,
+            RebateGrant.order_id,
+            RebateGrant.red_packet_id,
+            attempt_packet,
+            RedPacket.status,
+            RedPacket.order_id,
+        )
+        .outerjoin(RedPacket, RedPacket.id == RebateGrant.red_packet_id)
+        .where(
+            is_discount,
+            or_(
+                RedPacket.id.is_(None),
+                RedPacket.status != RedPacketStatus.REDEEMED,
+                RedPacket.order_id.is_distinct_from(RebateGrant.order_id),
+                RedPacket.campaign_id != RebateGrant.campaign_id,
+                RedPacket.rule_version_id != RebateGrant.rule_version_id,
+                RedPacket.rule_id != RebateGrant.rule_id,
+                attempt_packet.is_distinct_from(RebateGrant.red_packet_id),
+            ),
+        )
+        .order_by(RebateGrant.id)
+        .limit(MAX_LISTED + 1)
+    ):
+        state = "missing" if status is None else f"{status.value} for order {packet_order}"
+        violations.append(
+            f"redemption grant {grant_id} of order {order_id} spends red packet {packet_id} ({state}); "
+            f"the order was paid with red packet {paid_with}"
+        )
+
+    orders = func.count(distinct(RebateGrant.order_id))
+    for packet_id, n in db.session.execute(
+        select(RebateGrant.red_packet_id, orders)
+        .where(is_discount, RebateGrant.red_packet_id.is_not(None))
+        .group_by(RebateGrant.red_packet_id)
+        .having(orders > 1)
+        .order_by(RebateGrant.red_packet_id)
+        .limit(MAX_LISTED + 1)
+    ):
+        violations.append(f"red packet {packet_id} is redeemed by {n} orders")
+
+    # The payment side, independent of the grants: one packet, one paid order.
+    paid_orders = func.count(distinct(PaymentAttempt.order_id))
+    for packet_id, n in db.session.execute(
+        select(PaymentAttempt.red_packet_id, paid_orders)
+        .join(Order, Order.id == PaymentAttempt.order_id)
+        .where(PaymentAttempt.red_packet_id.is_not(None), PaymentAttempt.status == AttemptStatus.PAID, paid)
+        .group_by(PaymentAttempt.red_packet_id)
+        .having(paid_orders > 1)
+        .order_by(PaymentAttempt.red_packet_id)
+        .limit(MAX_LISTED + 1)
+    ):
+        violations.append(f"red packet {packet_id} paid for {n} orders")
+
+    # A redeemed packet was spent by its order: one redemption, or none when the order paid no discount.
+    packet_redemptions = (
+        select(func.count(RebateGrant.id))
+        .where(RebateGrant.red_packet_id == RedPacket.id, is_discount)
+        .correlate(RedPacket)
+        .scalar_subquery()
+    )
+    needed = case((_fen(Order.discount) > 0, 1), else_=0)
+    for packet_id, order_id, n in db.session.execute(
+        select(RedPacket.id, RedPacket.order_id, packet_redemptions)
+        .outerjoin(Order, Order.id == RedPacket.order_id)
+        .where(
+            RedPacket.status == RedPacketStatus.REDEEMED,
+            or_(Order.id.is_(None), not_(paid), packet_redemptions != needed),
+        )
+        .order_by(RedPacket.id)
+        .limit(MAX_LISTED + 1)
+    ):
+        violations.append(
+            f"red packet {packet_id} is redeemed for order {order_id} but has {n} redemption grants"
+        )
+    return _capped(violations)
+
+
 def register() -> None:
     """Add the rebate engine's checks to ``ledger check`` (idempotent: re-registering replaces)."""
     register_check("rebates.one_credit_per_source_event", one_credit_per_source_event)
     register_check("rebates.campaign_never_overspent", campaign_never_overspent)
     register_check("rebates.red_packet_reservation_consistent", red_packet_reservation_consistent)
+    register_check("rebates.red_packet_redeemed_once", red_packet_redeemed_once)
