@@ -40,22 +40,51 @@ def sweep_command() -> None:
 
 
 @payouts_cli.command("check")
-def check_command() -> None:
+@click.option(
+    "--passes",
+    default=operations.REPEATED_PASSES,
+    show_default=True,
+    type=click.IntRange(min=2),
+    help="Flag an open payout whose last this many passes failed the same way.",
+)
+def check_command(passes: int) -> None:
     """Exit 1 if any submitting/unknown payout has gone past ``payouts.unknown_query_deadline_minutes``
-    without a query of its bill number on record (the periodic query sweep keeps this from happening)."""
-    overdue = operations.overdue_payouts()
+    without a query of its bill number on record (the periodic query sweep keeps this from happening), if
+    an open payout failed the same way on its last ``--passes`` passes, or if a created payout's passes
+    keep ending before they record anything."""
     now = utcnow()
+    overdue = operations.overdue_payouts(now=now)
     for p in overdue:
         last = operations.last_query_at(p)
         click.echo(
             f"{p.id}\t{p.bill_no}\t{p.status.value}\tno query for {operations.query_age(p, now)}"
             f"\tlast query: {last.isoformat() if last else 'never'}"
         )
+    repeated = operations.repeated_failures(passes=passes, now=now)
+    for f in repeated:
+        click.echo(
+            f"{f.payout.id}\t{f.payout.bill_no}\t{f.payout.status.value}\t"
+            f"same failure on {f.passes} passes running: {f.code}"
+        )
+    never_begun = operations.never_begun(now=now, passes=passes)
+    for p in never_begun:
+        click.echo(
+            f"{p.id}\t{p.bill_no}\t{p.status.value}\tclaimed, lease ran out, no pass on record "
+            f"(refused before it could record anything; created {p.created_at.isoformat()})"
+        )
     limit = operations.query_deadline()
     if overdue:
         click.echo(f"{len(overdue)} payout(s) past the query deadline ({limit})")
+    if repeated:
+        click.echo(f"{len(repeated)} payout(s) failing the same way on {passes} or more passes running")
+    if never_begun:
+        click.echo(f"{len(never_begun)} created payout(s) whose passes end before recording anything")
+    if overdue or repeated or never_begun:
         raise SystemExit(1)
-    click.echo(f"payouts: every submitting/unknown payout queried within {limit}")
+    click.echo(
+        f"payouts: every submitting/unknown payout queried within {limit}; "
+        f"none failing the same way {passes} passes running"
+    )
 
 
 @click.command("payouts")

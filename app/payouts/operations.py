@@ -24,11 +24,13 @@ from app.payouts.models import OPEN_STATUSES, Payout, PayoutStatus
 from app.payouts.rails import PayoutOrder
 from app.payouts.service import (
     PROCESS_JOB,
+    RATE_LIMITED,
     _ledger,
     _locked,
     _move,
     _note,
     _settings,
+    lease_length,
 )
 from app.queue import QueueName, enqueue_after_commit
 
@@ -88,6 +90,101 @@ def payouts_to_query(*, now: datetime | None = None) -> list[int]:
     now = now or utcnow()
     half = query_deadline() / 2
     return [p.id for p in uncertain_payouts() if query_age(p, now) >= half]
+
+
+# ---------------------------------------------------------------- the same failure, pass after pass
+
+REPEATED_PASSES = 3  # `payouts check` flags an open payout failing the same way this many passes running
+# Outcomes that are progress, not failure: they break a run of failures.
+_PROGRESS = frozenset({"accepted", "succeeded", "failed"})
+# A pass refused before it called WeChat, noted with the refusal's code (e.g. the ledger's Overdraft,
+# "insufficient_funds"). app.payouts.service.begin_pass notes none yet: a refused pass leaves no trace.
+REFUSED_EVENT = "pass:refused"
+NO_OUTCOME = "NO_OUTCOME"  # a pass began and the next one began without an outcome of the first on record
+
+
+@dataclass(frozen=True)
+class RepeatedFailure:
+    payout: Payout
+    code: str
+    passes: int
+
+
+def pass_failures(history: list[dict[str, object]], *, running: bool = False) -> list[str | None]:
+    """One entry per pass on record, oldest first: its failure code (WeChat's error code, else its state,
+    else the outcome kind), or None for a pass that made progress. A pass that began and left no outcome
+    is ``NO_OUTCOME`` — unless it is the last and ``running`` (it holds the lease now): then it is left out.
+
+    Operators' queries and our own red-packet rate limit are not passes that failed, and are skipped.
+    """
+    passes: list[str | None] = []
+    open_pass = False  # a "pass:*" noted, its outcome not yet
+    for item in history:
+        event = str(item.get("event", ""))
+        if item.get("by") == "operator" or event.startswith("operator:"):
+            continue
+        if event == REFUSED_EVENT:
+            passes += [NO_OUTCOME] if open_pass else []
+            passes.append(str(item.get("code") or "REFUSED"))
+            open_pass = False
+        elif event.startswith("pass:"):
+            passes += [NO_OUTCOME] if open_pass else []
+            open_pass = True
+        elif event.startswith("wechat:"):
+            kind = event.removeprefix("wechat:")
+            code = item.get("code")
+            if code != RATE_LIMITED:  # nothing was asked of WeChat: neither a failure nor progress
+                passes.append(None if kind in _PROGRESS else str(code or item.get("state") or kind.upper()))
+            open_pass = False
+    if open_pass and not running:
+        passes.append(NO_OUTCOME)
+    return passes
+
+
+def repeated_failure(
+    payout: Payout, passes: int = REPEATED_PASSES, *, now: datetime | None = None
+) -> RepeatedFailure | None:
+    """The failure the payout's latest passes share, if at least ``passes`` of them in a row share one."""
+    now = now or utcnow()
+    running = payout.claimed_until is not None and payout.claimed_until > now
+    outcomes = pass_failures(payout.history, running=running)
+    if not outcomes or outcomes[-1] is None:
+        return None
+    last = outcomes[-1]
+    run = 0
+    for code in reversed(outcomes):
+        if code != last:
+            break
+        run += 1
+    return RepeatedFailure(payout, last, run) if run >= passes else None
+
+
+def repeated_failures(*, passes: int = REPEATED_PASSES, now: datetime | None = None) -> list[RepeatedFailure]:
+    """Open payouts whose last ``passes`` (or more) passes failed with the same code: retrying alone
+    will not finish them (a merchant balance to top up, a credential to fix, a refusal in our own ledger)."""
+    now = now or utcnow()
+    query = select(Payout).where(Payout.status.in_(sorted(OPEN_STATUSES))).order_by(Payout.id)
+    found = (repeated_failure(p, passes, now=now) for p in db.session.scalars(query))
+    return [f for f in found if f is not None]
+
+
+def never_begun(*, now: datetime | None = None, passes: int = REPEATED_PASSES) -> list[Payout]:
+    """``created`` payouts claimed by a pass whose lease ran out with nothing on record, ``passes`` leases
+    after creation: each pass was refused before it could record anything (begin_pass raised, e.g. the
+    ledger's Overdraft when the withdrawing bucket no longer holds the money), so no count is known."""
+    now = now or utcnow()
+    return list(
+        db.session.scalars(
+            select(Payout)
+            .where(
+                Payout.status == PayoutStatus.CREATED,
+                Payout.claim_token.is_not(None),
+                Payout.claimed_until < now,
+                Payout.created_at < now - passes * lease_length(),
+            )
+            .order_by(Payout.id)
+        )
+    )
 
 
 def retry_payout(*, merchant_id: int, payout_id: int, actor: Actor) -> Payout:
