@@ -11,6 +11,7 @@ from app.events import models as event_models
 from app.gateway import models as gateway_models
 from app.invitations import models as invitation_models
 from app.ledger import models as ledger_models
+from app.limits import models as limit_models
 from app.merchants import models as merchant_models
 from app.orders import models as order_models
 from app.payments import models as payment_models
@@ -31,6 +32,7 @@ __all__ = [
     "gateway_models",
     "invitation_models",
     "ledger_models",
+    "limit_models",
     "merchant_models",
     "order_models",
     "payment_models",

@@ -69,6 +69,8 @@ class DatabaseSettings(_Section):
     echo: bool = False
     pool_size: int = Field(default=5, ge=1, le=200)
     pool_recycle_seconds: int = Field(default=1800, ge=30)
+    # SQLite: how long a transaction waits for the one write lock before the request answers 503.
+    sqlite_busy_timeout_ms: int = Field(default=15000, ge=100, le=600000)
 
     @field_validator("url")
     @classmethod

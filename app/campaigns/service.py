@@ -83,6 +83,8 @@ def create_campaign(
 
 
 def get_campaign(*, merchant_id: int, campaign_id: int, lock: bool = False) -> Campaign:
+    # ``lock`` queues PostgreSQL callers changing a campaign's status or rules (staff actions; SQLite
+    # serialises whole transactions). Its money is guarded by the ledger: the budget never goes negative.
     query = select(Campaign).where(Campaign.id == campaign_id, Campaign.merchant_id == merchant_id)
     campaign = db.session.scalar(query.with_for_update() if lock else query)
     if campaign is None:

@@ -30,6 +30,7 @@ def _consumer_snapshot(consumer: Consumer) -> dict[str, Any]:
 
 
 def _locked_consumer(merchant_id: int, consumer_id: int) -> Consumer:
+    # No guard needed: a ban and an unban are last-writer-wins settings, each audited; no money moves.
     consumer = db.session.scalar(
         select(Consumer)
         .where(Consumer.id == consumer_id, Consumer.merchant_id == merchant_id)

@@ -289,6 +289,7 @@ def reseal_identity_secrets() -> int:
     """Re-encrypt every stored session key / OAuth token under the current master key."""
     sealer = get_sealer()
     count = 0
+    # No guard needed: re-sealing the same plaintext twice is harmless; the lock only avoids double work.
     for identity in db.session.scalars(select(WeChatIdentity).order_by(WeChatIdentity.id).with_for_update()):
         if identity.sealed_session_key and not sealer.is_current(identity.sealed_session_key):
             identity.sealed_session_key = sealer.reseal(

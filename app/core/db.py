@@ -97,7 +97,7 @@ class Base(DeclarativeBase):
 
 
 def insert_unless_exists(
-    table: Table, columns: Sequence[str], *, key: str, returning: Sequence[str] = ("id",)
+    table: Table, columns: Sequence[str], *, key: str | Sequence[str], returning: Sequence[str] = ("id",)
 ) -> TextualSelect:
     """``INSERT … ON CONFLICT (key) DO NOTHING RETURNING …`` for ``columns``, as a statement built once,
     with bind parameters (and the result columns) typed by the table's columns. (Wrap it in
@@ -110,7 +110,8 @@ def insert_unless_exists(
     # Every name is looked up on the table first (KeyError otherwise): only the model's own identifiers
     # reach the SQL text; every value is a bound parameter.
     inserted = [table.c[name] for name in columns]
-    conflict, results = table.c[key], [table.c[name] for name in returning]
+    conflict = [table.c[name] for name in ([key] if isinstance(key, str) else key)]
+    results = [table.c[name] for name in returning]
 
     def quoted(names: Sequence[str]) -> str:  # SQL-standard quotes: any name, on both databases
         return ", ".join(f'"{name}"' for name in names)
@@ -118,6 +119,6 @@ def insert_unless_exists(
     sql = (
         f"INSERT INTO {quoted([table.name])} ({quoted([c.name for c in inserted])}) "  # noqa: S608
         f"VALUES ({', '.join(f':{c.name}' for c in inserted)}) "
-        f"ON CONFLICT ({quoted([conflict.name])}) DO NOTHING RETURNING {quoted([c.name for c in results])}"
+        f"ON CONFLICT ({quoted([c.name for c in conflict])}) DO NOTHING RETURNING {quoted([c.name for c in results])}"
     )
     return text(sql).bindparams(*(bindparam(c.name, type_=c.type) for c in inserted)).columns(*results)

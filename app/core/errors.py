@@ -55,3 +55,10 @@ class RateLimited(DomainError):
 class Unavailable(DomainError):
     status = 503
     code = "unavailable"
+
+
+class ConcurrentChange(DomainError):
+    """A guarded row changed under a transaction: nothing of it was committed; asking again is safe."""
+
+    status = 409
+    code = "concurrent_change"

@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from app.core.errors import DomainError, RateLimited
@@ -51,9 +52,37 @@ def _handle_http_exception(exc: HTTPException) -> tuple[Response, int]:
     return response, status
 
 
+# SQLSTATEs of a transaction PostgreSQL gave up on because of another one: safe to retry as a whole.
+_RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03"})  # serialization, deadlock, lock timeout
+
+
+def _handle_concurrency(exc: DBAPIError) -> tuple[Response, int] | None:
+    """A clean answer for a transaction that lost to a concurrent one (nothing of it was committed)."""
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    locked = isinstance(exc, OperationalError) and "database is locked" in str(exc.orig)
+    if locked or sqlstate in _RETRYABLE_SQLSTATES:
+        logger.warning("request lost to a concurrent transaction (%s); answered 503", sqlstate or "locked")
+        response, status = error_response(
+            503, "database_busy", "the database is busy with concurrent requests; retry shortly"
+        )
+        response.headers["Retry-After"] = "1"
+        return response, status
+    unique = sqlstate == "23505" or "UNIQUE constraint failed" in str(exc.orig)  # PostgreSQL, SQLite
+    if isinstance(exc, IntegrityError) and unique:
+        # A unique constraint decided between two concurrent requests and no service caught it:
+        # the other request won; asking again shows its result.
+        logger.warning("unique constraint decided a concurrent request: %s", exc.orig)
+        return error_response(
+            409, "concurrent_conflict", "a concurrent request did this first; fetch the current state"
+        )
+    return None
+
+
 def _handle_unexpected(exc: Exception) -> tuple[Response, int]:
     if isinstance(exc, HTTPException):
         return _handle_http_exception(exc)
+    if isinstance(exc, DBAPIError) and (answer := _handle_concurrency(exc)) is not None:
+        return answer
     logger.exception("unhandled error")
     return error_response(500, "internal_error", "internal server error; quote the request id to support")
 

@@ -1,7 +1,8 @@
 """Posting balanced journal entries: idempotent on a caller-owned key, no overdraft, deadlock-free.
 
 Every movement of money is one call to :func:`post_entry` inside the caller's transaction; the
-caller commits. Entries and postings are only ever inserted.
+caller commits. Entries and postings are only ever inserted. The overdraft guard is a conditional
+``UPDATE … WHERE balance + delta >= 0`` per account, so it holds on every engine.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import BigInteger, Table, bindparam, insert, or_, select, update
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.core.db import insert_unless_exists, utcnow
 from app.core.errors import DomainError
@@ -24,6 +26,22 @@ MAX_TIMELINE_PAGE = 500
 
 
 _entries = cast(Table, JournalEntry.__table__)
+_accounts = cast(Table, LedgerAccount.__table__)
+_DELTA = bindparam("delta", type_=BigInteger())
+_MOVE_BALANCE = (
+    update(_accounts)
+    .where(
+        _accounts.c.id == bindparam("account"),
+        or_(_accounts.c.allow_negative, _accounts.c.balance + _DELTA >= 0),
+    )
+    .values(balance=_accounts.c.balance + _DELTA)
+    .returning(_accounts.c.balance)
+)
+_UNDO_BALANCE = (
+    update(_accounts)
+    .where(_accounts.c.id == bindparam("account"))
+    .values(balance=_accounts.c.balance - _DELTA)
+)
 _POSTINGS = insert(cast(Table, Posting.__table__))
 _ENTRY_UNLESS_POSTED = (
     select(JournalEntry)
@@ -103,31 +121,27 @@ def post_entry(
             )
         deltas[account.id] += amount.fen
 
-    # Ascending id order: two entries touching the same accounts always lock them in the same order,
-    # so they queue instead of deadlocking. populate_existing refreshes balances read before the lock.
-    locked = db.session.scalars(
-        select(LedgerAccount)
-        .where(LedgerAccount.id.in_(sorted(deltas)))
-        .order_by(LedgerAccount.id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).all()
-    for account in locked:
-        after = account.balance.fen + deltas[account.id]
-        if after < 0 and not account.allow_negative:
+    # Pending ORM changes first: the statements below are Core and would not flush them.
+    db.session.flush()
+    # The guard: one conditional UPDATE per account, in ascending id order (two entries touching the
+    # same accounts lock them in the same order, so they queue instead of deadlocking). The database
+    # re-checks ``balance + delta >= 0`` on the row it writes, on any engine and isolation level.
+    applied: list[tuple[int, int]] = []
+    for account_id in sorted(deltas):
+        delta = deltas[account_id]
+        if not delta:
+            continue
+        moved = db.session.execute(_MOVE_BALANCE, {"account": account_id, "delta": delta}).first()
+        if moved is None:
+            _undo(applied)
             # A replay of an entry that already drained the account is a replay, not an overdraft.
             if find_entry(key) is not None:
                 return None
-            raise Overdraft(
-                f"{account.kind.value} account {account.id} holds {account.balance.fen} fen; "
-                f"{-deltas[account.id]} fen requested",
-                details={
-                    "account_id": account.id,
-                    "kind": account.kind.value,
-                    "balance_fen": account.balance.fen,
-                    "shortfall_fen": -after,
-                },
-            )
+            raise _overdraft(account_id, delta)
+        applied.append((account_id, delta))
+        for account, _ in legs:
+            if account.id == account_id:
+                set_committed_value(account, "balance", moved[0])
 
     now = utcnow()
     # The unique key decides between concurrent first posts of one key, without a read first.
@@ -145,6 +159,9 @@ def post_entry(
         },
     ).first()
     if entry is None:
+        _undo(applied)  # posted before (or by a concurrent transaction that committed first)
+        for account, _ in legs:
+            db.session.expire(account, ["balance"])
         return None
     db.session.execute(
         _POSTINGS,  # on the table: the ORM's bulk insert machinery is not needed for rows never reloaded
@@ -153,11 +170,28 @@ def post_entry(
             for account, amount in legs
         ],
     )
-    for account in locked:
-        if deltas[account.id]:
-            account.balance = Money(account.balance.fen + deltas[account.id])
-    db.session.flush()
     return entry
+
+
+def _undo(applied: list[tuple[int, int]]) -> None:
+    """Take back balance moves made earlier in this call (the rows are still ours: we wrote them)."""
+    for account_id, delta in applied:
+        db.session.execute(_UNDO_BALANCE, {"account": account_id, "delta": delta})
+
+
+def _overdraft(account_id: int, delta: int) -> Overdraft:
+    account = db.session.scalars(
+        select(LedgerAccount).where(LedgerAccount.id == account_id).execution_options(populate_existing=True)
+    ).one()
+    return Overdraft(
+        f"{account.kind.value} account {account.id} holds {account.balance.fen} fen; {-delta} fen requested",
+        details={
+            "account_id": account.id,
+            "kind": account.kind.value,
+            "balance_fen": account.balance.fen,
+            "shortfall_fen": -(account.balance.fen + delta),
+        },
+    )
 
 
 def find_entry(key: str) -> JournalEntry | None:

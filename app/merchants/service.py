@@ -216,6 +216,7 @@ def reseal_all_credentials() -> int:
 
     sealer = get_sealer()
     count = 0
+    # No guard needed: re-sealing the same plaintext twice is harmless; the lock only avoids double work.
     for merchant in db.session.scalars(select(Merchant).order_by(Merchant.id).with_for_update()):
         if merchant.sealed_credentials and not sealer.is_current(merchant.sealed_credentials):
             merchant.sealed_credentials = reseal_secrets(merchant.id, merchant.sealed_credentials)

@@ -123,6 +123,9 @@ def _same_or_conflict(order: Order, digest: str) -> Order:
 
 
 def get_order_by_out_no(*, merchant_id: int, out_order_no: str, lock: bool = False) -> Order:
+    # ``lock`` makes a PostgreSQL caller queue behind others changing the order; it is no guard (SQLite
+    # drops FOR UPDATE and serialises whole transactions instead): each change to the order is a
+    # conditional UPDATE or a unique constraint in its service (see docs/operations.md, Concurrency).
     query = select(Order).where(Order.merchant_id == merchant_id, Order.out_order_no == out_order_no)
     order = db.session.scalar(query.with_for_update() if lock else query)
     if order is None:
@@ -131,7 +134,9 @@ def get_order_by_out_no(*, merchant_id: int, out_order_no: str, lock: bool = Fal
 
 
 def get_consumer_order(*, merchant_id: int, consumer_id: int, order_id: int, lock: bool = False) -> Order:
-    """The order ``order_id`` if it belongs to this consumer at this merchant (else 404, never a leak)."""
+    """The order ``order_id`` if it belongs to this consumer at this merchant (else 404, never a leak).
+
+    ``lock`` only queues PostgreSQL callers (see :func:`get_order_by_out_no`)."""
     query = select(Order).where(
         Order.id == order_id, Order.merchant_id == merchant_id, Order.consumer_id == consumer_id
     )

@@ -11,7 +11,8 @@ from typing import Any
 from sqlalchemy import ColumnElement, select
 
 from app.core.db import utcnow
-from app.core.errors import Conflict, InvalidInput
+from app.core.errors import ConcurrentChange, Conflict, InvalidInput
+from app.core.guards import guarded_update
 from app.core.money import Money
 from app.events.bus import REFUND_SUCCEEDED, Event, emit
 from app.extensions import db
@@ -65,6 +66,16 @@ def request_refund(
             f"refund of {amount.fen} fen exceeds the {remaining.fen} fen still refundable",
             details={"refundable_fen": remaining.fen},
         )
+    # The guard: the committed total grows only while it stays within what was paid (one conditional
+    # UPDATE, whatever the engine; the order lock above only makes concurrent requests queue).
+    if not guarded_update(
+        Order,
+        order.id,
+        Order.status == OrderStatus.PAID,
+        Order.refund_committed + amount <= Order.paid_amount,
+        refund_committed=Order.refund_committed + amount,
+    ):
+        raise ConcurrentChange("the order's refundable amount changed meanwhile; ask again")
     refund = Refund(
         merchant_id=merchant_id,
         order_id=order.id,
@@ -78,7 +89,6 @@ def request_refund(
     db.session.flush()
     # Our number for WeChat: derived from the row, fixed before the first call, reused on every retry.
     refund.wechat_refund_no = f"HLR{refund.id:010d}"
-    order.refund_committed = order.refund_committed + amount
     enqueue_after_commit("jobs.payments.submit_refund", refund.id, queue=QueueName.DEFAULT)
     return refund, True
 

@@ -17,6 +17,7 @@ from sqlalchemy import Table, bindparam, func, select, update
 from app.consumers.models import WeChatIdentity
 from app.core.db import Base, utcnow
 from app.core.errors import Conflict, InvalidInput
+from app.core.guards import guarded_update
 from app.core.money import Money
 from app.events.bus import ORDER_CLOSED, ORDER_PAID, Event, emit
 from app.extensions import db
@@ -264,12 +265,18 @@ _LOCK_PAYMENT = (
     .where(_attempts.c.merchant_id == bindparam("merchant"), _attempts.c.out_trade_no == bindparam("trade"))
     .with_for_update()
 )
+# The guards are these two conditional UPDATEs (their row counts decide, on any engine): an attempt
+# becomes paid once, an order becomes paid only from a state that allows it. The lock above makes
+# concurrent deliveries queue on PostgreSQL; SQLite serialises whole transactions (BEGIN IMMEDIATE).
 _MARK_ATTEMPT_PAID = (
-    update(_attempts).where(_attempts.c.id == bindparam("attempt")).values(status=AttemptStatus.PAID)
+    update(_attempts)
+    .where(_attempts.c.id == bindparam("attempt"), _attempts.c.status != AttemptStatus.PAID)
+    .values(status=AttemptStatus.PAID)
 )
+_PAYABLE = sorted(status for status, allowed in ORDER_TRANSITIONS.items() if OrderStatus.PAID in allowed)
 _MARK_ORDER_PAID = (
     update(_orders)
-    .where(_orders.c.id == bindparam("order"))
+    .where(_orders.c.id == bindparam("order"), _orders.c.status.in_(_PAYABLE))
     .values(
         status=OrderStatus.PAID,
         paid_amount=bindparam("paid", type_=_orders.c.paid_amount.type),
@@ -317,22 +324,16 @@ def apply_locked(
         return Applied(ok=True, changed=False)  # a duplicate: already applied
     transaction_id = str(resource.get("transaction_id", ""))
     if locked.order_status is OrderStatus.PAID:
-        # A second, distinct payment of the same order (two attempts both paid): real money to return.
-        _set_attempt_paid(locked.attempt_id)
-        flag_for_review(
-            merchant_id=merchant.id,
-            kind="double_payment",
-            reason="order paid twice; refund the extra payment",
-            reference=reference,
-            details={"order_id": locked.order_id, "transaction_id": transaction_id},
-        )
-        return Applied(ok=True, changed=True, reason="double payment flagged")
+        if not _set_attempt_paid(locked.attempt_id):
+            return Applied(ok=True, changed=False)  # a concurrent duplicate applied it first
+        return _double_payment(merchant, locked, reference, transaction_id)
     if OrderStatus.PAID not in ORDER_TRANSITIONS[locked.order_status]:
         return _refuse(
             merchant, f"order in state {locked.order_status.value} cannot become paid", reference, resource
         )
-    _set_attempt_paid(locked.attempt_id)
-    db.session.execute(
+    if not _set_attempt_paid(locked.attempt_id):
+        return Applied(ok=True, changed=False)  # a concurrent duplicate applied it first
+    marked = db.session.execute(
         _MARK_ORDER_PAID,
         {
             "order": locked.order_id,
@@ -343,6 +344,9 @@ def apply_locked(
         },
     )
     _forget_loaded(Order, locked.order_id)
+    if marked.rowcount != 1:  # type: ignore[attr-defined]
+        # Another attempt of this order was paid between our read and our write.
+        return _double_payment(merchant, locked, reference, transaction_id)
     emit(
         Event(
             type=ORDER_PAID,
@@ -365,9 +369,25 @@ def apply_locked(
     return Applied(ok=True, changed=True)
 
 
-def _set_attempt_paid(attempt_id: int) -> None:
-    db.session.execute(_MARK_ATTEMPT_PAID, {"attempt": attempt_id})
+def _set_attempt_paid(attempt_id: int) -> bool:
+    """Mark the attempt paid; False (nothing changed) if it already was."""
+    marked = db.session.execute(_MARK_ATTEMPT_PAID, {"attempt": attempt_id})
     _forget_loaded(PaymentAttempt, attempt_id)
+    return bool(marked.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def _double_payment(
+    merchant: PayingMerchant, locked: LockedPayment, reference: str, transaction_id: str
+) -> Applied:
+    # A second, distinct payment of the same order (two attempts both paid): real money to return.
+    flag_for_review(
+        merchant_id=merchant.id,
+        kind="double_payment",
+        reason="order paid twice; refund the extra payment",
+        reference=reference,
+        details={"order_id": locked.order_id, "transaction_id": transaction_id},
+    )
+    return Applied(ok=True, changed=True, reason="double payment flagged")
 
 
 def _forget_loaded(model: type[Base], row_id: int) -> None:
@@ -459,19 +479,33 @@ def close_order(*, order_id: int) -> bool:
     if _query_and_apply(merchant, order):
         return False
     client = pay_client(merchant, order_id=order.id)
-    for attempt in db.session.scalars(
+    active = db.session.scalars(
         select(PaymentAttempt).where(
             PaymentAttempt.order_id == order.id, PaymentAttempt.status == AttemptStatus.ACTIVE
         )
-    ):
+    ).all()
+    for attempt in active:
         try:
             client.close_order(attempt.out_trade_no)
         except WeChatError as exc:
             if exc.code not in ("ORDER_NOT_EXIST", "ORDERNOTEXIST", "ORDER_CLOSED", "ORDERCLOSED"):
                 raise
-        attempt.status = AttemptStatus.CLOSED
-    order.status = OrderStatus.CLOSED
-    order.closed_at = utcnow()
+    # The guard: pending → closed by a conditional UPDATE. A notification applied meanwhile (it cannot
+    # on PostgreSQL, which holds the order's lock; it would on an engine that does not) leaves it paid.
+    if not guarded_update(
+        Order,
+        order.id,
+        Order.status == OrderStatus.PENDING_PAYMENT,
+        status=OrderStatus.CLOSED,
+        closed_at=utcnow(),
+    ):
+        return False
+    db.session.execute(
+        update(PaymentAttempt)
+        .where(PaymentAttempt.order_id == order.id, PaymentAttempt.status == AttemptStatus.ACTIVE)
+        .values(status=AttemptStatus.CLOSED)
+        .execution_options(synchronize_session="fetch")
+    )
     emit(
         Event(
             type=ORDER_CLOSED,

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, IdPK, str_enum, utcnow
@@ -52,7 +52,12 @@ class Payout(Base):
     """
 
     __tablename__ = "payouts"
-    __table_args__ = (Index("ix_payouts_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_payouts_due", "status", "next_attempt_at"),
+        # One payout per withdrawal: a second approval, however concurrent, cannot create another
+        # (a proven-failed attempt is renumbered on the same row, never a new one).
+        UniqueConstraint("source_type", "source_id"),
+    )
 
     id: Mapped[IdPK]
     merchant_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("merchants.id"), index=True)

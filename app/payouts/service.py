@@ -21,6 +21,7 @@ from sqlalchemy import or_, select, update
 
 from app.core.db import utcnow
 from app.core.errors import Conflict, NotFound
+from app.core.guards import guarded_update
 from app.core.money import Money
 from app.core.ratelimit import take
 from app.extensions import db
@@ -172,12 +173,27 @@ def claim_payout(
 
 
 def _locked(payout_id: int) -> Payout | None:
+    # Operator actions only (app.payouts.operations); passes prove their claim with _claimed instead.
     return db.session.scalar(
         select(Payout)
         .where(Payout.id == payout_id)
         .with_for_update()
         .execution_options(populate_existing=True)
     )
+
+
+def _claimed(payout_id: int, token: str) -> Payout | None:
+    """The row, loaded fresh, if the claim ``token`` is still on it; None otherwise.
+
+    The proof is a conditional UPDATE (``WHERE claim_token = …``), not a read: it holds on every engine,
+    and on PostgreSQL it also keeps the row locked until this transaction ends, so a new claim taken
+    after our lease ran out waits for our outcome and then sees it.
+    """
+    if not guarded_update(Payout, payout_id, Payout.claim_token == token, updated_at=utcnow()):
+        return None
+    return db.session.scalars(
+        select(Payout).where(Payout.id == payout_id).execution_options(populate_existing=True)
+    ).one()
 
 
 @dataclass(frozen=True)
@@ -191,8 +207,8 @@ def begin_pass(payout_id: int, token: str, *, now: datetime | None = None) -> Pa
     """Under the row lock: what this pass will do. A CREATED row becomes SUBMITTING and its money moves
     withdrawing → payouts in flight — both saved (caller commits) before the first call."""
     now = now or utcnow()
-    payout = _locked(payout_id)
-    if payout is None or payout.claim_token != token or payout.status not in OPEN_STATUSES:
+    payout = _claimed(payout_id, token)
+    if payout is None or payout.status not in OPEN_STATUSES:
         return None
     assert payout.bill_no is not None
     action: Action
@@ -258,15 +274,13 @@ def _throttled(merchant: Merchant, order: PayoutOrder, calls: tuple[str, ...]) -
 def record_outcome(
     payout_id: int, token: str, outcome: Outcome, *, now: datetime | None = None
 ) -> Payout | None:
-    """Apply ``outcome`` under the row lock if the claim is still ours, and release the claim."""
+    """Apply ``outcome`` if the claim is still ours (proven by a conditional UPDATE), and release the claim."""
     now = now or utcnow()
-    payout = _locked(payout_id)
+    payout = _claimed(payout_id, token)
     if payout is None:
-        return None
-    if payout.claim_token != token:
         # Our lease ran out and another pass owns the row: it will learn the same facts by query.
         logger.warning("payout %s: claim lost, outcome %s not applied", payout_id, outcome.kind)
-        return payout
+        return db.session.get(Payout, payout_id)
     payout.submit_calls += outcome.calls.count("submit")
     payout.query_calls += outcome.calls.count("query")
     _note(payout, f"wechat:{outcome.kind}", calls=list(outcome.calls), state=outcome.state, code=outcome.code)

@@ -24,6 +24,8 @@ class RebateGrant(Base):
     __tablename__ = "rebate_grants"
     __table_args__ = (
         UniqueConstraint("order_id", "rule_version_id", "rule_id", "beneficiary"),
+        # A red packet is spent on one order: its redemption (and each leg it triggers) is booked once.
+        UniqueConstraint("red_packet_id", "beneficiary"),
         Index("ix_rebate_grants_status_order", "status", "order_id"),
     )
 

@@ -12,12 +12,13 @@ import logging
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import BigInteger, case, func, select
+from sqlalchemy import BigInteger, and_, case, func, or_, select
 
 from app.campaigns.models import Campaign, CampaignStatus, RuleVersion
 from app.campaigns.service import count_skip
 from app.core.db import utcnow
-from app.core.errors import DomainError
+from app.core.errors import ConcurrentChange, DomainError
+from app.core.guards import guarded_update
 from app.core.money import Money
 from app.events.bus import Event
 from app.extensions import db
@@ -86,8 +87,26 @@ def on_order_paid(event: Event) -> None:
 
 
 def _redeem(order: Order, packet_id: int) -> RedPacket | None:
-    packet = db.session.scalar(select(RedPacket).where(RedPacket.id == packet_id).with_for_update())
-    if packet is None or packet.status is not RedPacketStatus.RESERVED or packet.order_id != order.id:
+    # The guard: reserved for this order → redeemed, in one conditional UPDATE (a packet spent on two
+    # orders cannot be redeemed twice; the unique (red_packet_id, beneficiary) of grants backs it up).
+    # A late payment of an order closed meanwhile finds its packet released (issued again): the payment
+    # used it, so it is redeemed for this order unless another order has taken it since.
+    redeemed = guarded_update(
+        RedPacket,
+        packet_id,
+        RedPacket.merchant_id == order.merchant_id,
+        or_(
+            and_(RedPacket.status == RedPacketStatus.RESERVED, RedPacket.order_id == order.id),
+            and_(RedPacket.status == RedPacketStatus.ISSUED, RedPacket.consumer_id == order.consumer_id),
+        ),
+        status=RedPacketStatus.REDEEMED,
+        order_id=order.id,
+        redeemed_at=order.paid_at or utcnow(),
+    )
+    packet = db.session.scalar(
+        select(RedPacket).where(RedPacket.id == packet_id).execution_options(populate_existing=True)
+    )
+    if packet is None or not redeemed:
         # The payment happened with this discount; a packet that is no longer ours to redeem needs a person.
         flag_for_review(
             merchant_id=order.merchant_id,
@@ -97,8 +116,6 @@ def _redeem(order: Order, packet_id: int) -> RedPacket | None:
             details={"order_id": order.id},
         )
         return None
-    packet.status = RedPacketStatus.REDEEMED
-    packet.redeemed_at = order.paid_at or utcnow()
     accounts = campaign_accounts(packet.merchant_id, packet.campaign_id)
     _grant(
         order=order,
@@ -371,6 +388,18 @@ def available_from(order: Order, window_days: int) -> datetime | None:
 
 def _settle(grant: RebateGrant) -> None:
     assert grant.consumer_id is not None
+    net = grant.amount - grant.reversed
+    # The guard: pending → available only if no clawback changed the grant since it was read (a refund
+    # racing the sweep); otherwise the next sweep settles what is left.
+    if not guarded_update(
+        RebateGrant,
+        grant.id,
+        RebateGrant.status == GrantStatus.PENDING,
+        RebateGrant.reversed == grant.reversed,
+        status=GrantStatus.AVAILABLE,
+        settled_at=utcnow(),
+    ):
+        return
     wallet = consumer_accounts(grant.merchant_id, grant.consumer_id)
     # Read the debt under the wallet's locks (taken in id order, as the ledger takes them), so a
     # withdrawal netting the same debt cannot make this repayment stale.
@@ -381,7 +410,6 @@ def _settle(grant: RebateGrant) -> None:
         .with_for_update()
         .execution_options(populate_existing=True)
     ).all()
-    net = grant.amount - grant.reversed
     owed = -wallet.debt.balance if wallet.debt.balance.is_negative else Money(0)
     repay = min(net, owed)
     lines = [(wallet.pending, -net), (wallet.debt, repay), (wallet.available, net - repay)]
@@ -396,8 +424,6 @@ def _settle(grant: RebateGrant) -> None:
             rule_version_id=grant.rule_version_id,
             memo="after-sales window passed" + (f"; {repay.fen} fen repaid debt" if repay.fen else ""),
         )
-    grant.status = GrantStatus.AVAILABLE
-    grant.settled_at = utcnow()
     campaign = db.session.get(Campaign, grant.campaign_id)
     if campaign is not None and campaign.pays_out_as_cash and (net - repay).fen > 0:
         _pay_out_as_cash(grant, net - repay)
@@ -469,6 +495,16 @@ def _claw_back(grant: RebateGrant, delta: Money, refund_id: int) -> None:
             taken = min(delta, available) if not available.is_negative else Money(0)
             lines = [(wallet.available, -taken), (wallet.debt, -(delta - taken)), (budget, delta)]
     if delta.fen > 0:
+        # The guard: the grant is still as read (status and reversed); a settlement or another refund
+        # that changed it meanwhile makes this refund's transaction fail and be redelivered, re-read.
+        if not guarded_update(
+            RebateGrant,
+            grant.id,
+            RebateGrant.status == grant.status,
+            RebateGrant.reversed == grant.reversed,
+            reversed=grant.reversed + delta,
+        ):
+            raise ConcurrentChange(f"rebate grant {grant.id} changed during a clawback")
         post_entry(
             key=key,
             reason=EntryReason.CLAWBACK,
@@ -479,4 +515,3 @@ def _claw_back(grant: RebateGrant, delta: Money, refund_id: int) -> None:
             rule_version_id=grant.rule_version_id,
             memo=memo,
         )
-        grant.reversed = grant.reversed + delta

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select, update
 
 from app.core.db import utcnow
-from app.core.errors import Conflict, InvalidInput
+from app.core.errors import Conflict, DomainError, InvalidInput
+from app.core.guards import guarded_update
 from app.core.money import Money
 from app.extensions import db
 from app.ledger.accounts import campaign_accounts
@@ -134,69 +135,107 @@ class _AlreadyIssued(Exception):
 
 
 def apply_to_order(order: Order, red_packet_id: int) -> Discount:
-    """Reserve the consumer's packet for ``order`` (payment resolver); raises if it cannot be used."""
+    """Reserve the consumer's packet for ``order`` (payment resolver); raises if it cannot be used.
+
+    The guard is one conditional UPDATE: the packet is the consumer's, valid now, within its minimum
+    spend, and either free or already reserved for this very order. Two orders racing for one packet:
+    exactly one UPDATE changes the row, the other answers 409 with the packet's state.
+    """
+    now = utcnow()
+    reserved = guarded_update(
+        RedPacket,
+        red_packet_id,
+        RedPacket.merchant_id == order.merchant_id,
+        RedPacket.consumer_id == order.consumer_id,
+        RedPacket.valid_from <= now,
+        RedPacket.valid_until > now,
+        RedPacket.min_spend <= order.total,
+        or_(
+            RedPacket.status == RedPacketStatus.ISSUED,
+            and_(RedPacket.status == RedPacketStatus.RESERVED, RedPacket.order_id == order.id),
+        ),
+        status=RedPacketStatus.RESERVED,
+        order_id=order.id,
+    )
     packet = db.session.scalar(
         select(RedPacket)
         .where(RedPacket.id == red_packet_id, RedPacket.merchant_id == order.merchant_id)
-        .with_for_update()
+        .execution_options(populate_existing=True)
     )
     if packet is None or packet.consumer_id != order.consumer_id:
         raise InvalidInput("unknown red packet", details={"fields": {"red_packet_id": ["unknown"]}})
-    now = utcnow()
-    if not (packet.status is RedPacketStatus.RESERVED and packet.order_id == order.id):
-        if packet.status is RedPacketStatus.RESERVED:
-            raise Conflict("this red packet is being used for another order", details={"status": "reserved"})
-        if packet.status is not RedPacketStatus.ISSUED:
-            raise Conflict(
-                f"this red packet is {packet.status.value}", details={"status": packet.status.value}
-            )
+    if not reserved:
+        raise _why_not_usable(packet, order, now)
+    # At least one fen is always paid through WeChat.
+    return Discount(min(packet.face_value, order.total - Money(1)), packet.id)
+
+
+def _why_not_usable(packet: RedPacket, order: Order, now: datetime) -> DomainError:
+    """The reason the reserving UPDATE matched no row, read after it (for the answer only)."""
+    if packet.status is RedPacketStatus.RESERVED and packet.order_id != order.id:
+        return Conflict("this red packet is being used for another order", details={"status": "reserved"})
+    if packet.status not in (RedPacketStatus.ISSUED, RedPacketStatus.RESERVED):
+        return Conflict(f"this red packet is {packet.status.value}", details={"status": packet.status.value})
     if not packet.valid_from <= now < packet.valid_until:
-        raise Conflict(
+        return Conflict(
             "this red packet is not valid now", details={"valid_until": packet.valid_until.isoformat()}
         )
     if order.total < packet.min_spend:
-        raise InvalidInput(
+        return InvalidInput(
             f"this red packet needs an order of at least {packet.min_spend.fen} fen",
             details={
                 "fields": {"red_packet_id": ["below minimum spend"]},
                 "min_spend_fen": packet.min_spend.fen,
             },
         )
-    packet.status = RedPacketStatus.RESERVED
-    packet.order_id = order.id
-    # At least one fen is always paid through WeChat.
-    return Discount(min(packet.face_value, order.total - Money(1)), packet.id)
+    return Conflict("this red packet changed meanwhile; try again", details={"status": packet.status.value})
 
 
 def release_from_order(order_id: int, red_packet_id: int | None = None) -> int:
-    """Give packets reserved for an unpaid order back to their owners (order closed or terms changed)."""
-    query = select(RedPacket).where(
+    """Give packets reserved for an unpaid order back to their owners (order closed or terms changed).
+
+    One conditional UPDATE (``WHERE order_id = … AND status = 'reserved'``): a packet redeemed or
+    re-reserved meanwhile is left alone.
+    """
+    db.session.flush()
+    query = update(RedPacket).where(
         RedPacket.order_id == order_id, RedPacket.status == RedPacketStatus.RESERVED
     )
     if red_packet_id is not None:
         query = query.where(RedPacket.id == red_packet_id)
-    released = 0
-    for packet in db.session.scalars(query.with_for_update()):
-        packet.status = RedPacketStatus.ISSUED
-        packet.order_id = None
-        released += 1
-    return released
+    result = db.session.execute(
+        query.values(status=RedPacketStatus.ISSUED, order_id=None).execution_options(
+            synchronize_session="fetch"
+        )
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def expire_red_packets(now: datetime | None = None, limit: int = 500) -> int:
-    """Expire unused packets past their validity and return their reservation to the campaign budget."""
+    """Expire unused packets past their validity and return their reservation to the campaign budget.
+
+    Each packet is expired by ``UPDATE … WHERE status = 'issued'``: one reserved for an order at the
+    same moment keeps its reservation (the order may still be paid); only an expired one is released.
+    """
     now = now or utcnow()
-    packets = db.session.scalars(
-        select(RedPacket)
+    packet_ids = db.session.scalars(
+        select(RedPacket.id)
         .where(RedPacket.status == RedPacketStatus.ISSUED, RedPacket.valid_until <= now)
         .order_by(RedPacket.id)
         .limit(limit)
-        .with_for_update(skip_locked=True)
     ).all()
-    for packet in packets:
+    expired = 0
+    for packet_id in packet_ids:
+        if not guarded_update(
+            RedPacket, packet_id, RedPacket.status == RedPacketStatus.ISSUED, status=RedPacketStatus.EXPIRED
+        ):
+            continue
+        packet = db.session.scalars(
+            select(RedPacket).where(RedPacket.id == packet_id).execution_options(populate_existing=True)
+        ).one()
         release_reservation(packet, packet.reserved, reason=EntryReason.RELEASE, key=f"rp-expire:{packet.id}")
-        packet.status = RedPacketStatus.EXPIRED
-    return len(packets)
+        expired += 1
+    return expired
 
 
 def release_reservation(packet: RedPacket, amount: Money, *, reason: EntryReason, key: str) -> None:

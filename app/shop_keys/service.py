@@ -17,6 +17,7 @@ from app.auth.principals import ShopPrincipal
 from app.auth.tokens import new_token, token_digest
 from app.core.db import utcnow
 from app.core.errors import Conflict, NotFound, Unauthenticated
+from app.core.guards import guarded_update
 from app.core.tx import commit
 from app.extensions import db
 from app.merchants.models import Merchant, MerchantStatus
@@ -109,18 +110,23 @@ def list_shop_keys(*, merchant_id: int) -> list[ShopApiKey]:
 
 
 def _revoke(merchant_id: int, key_id: int, now: datetime) -> tuple[ShopApiKey, bool]:
-    """The key (of this merchant only), revoked under a row lock; whether this call revoked it."""
+    """The key (of this merchant only) and whether this call revoked it: ``UPDATE … WHERE revoked_at IS
+    NULL`` decides, so of two concurrent revocations exactly one is recorded (and audited) as the revoker."""
+    revoked = guarded_update(
+        ShopApiKey,
+        key_id,
+        ShopApiKey.merchant_id == merchant_id,
+        ShopApiKey.revoked_at.is_(None),
+        revoked_at=now,
+    )
     record = db.session.scalar(
         select(ShopApiKey)
         .where(ShopApiKey.id == key_id, ShopApiKey.merchant_id == merchant_id)
-        .with_for_update()
+        .execution_options(populate_existing=True)
     )
     if record is None:
         raise NotFound("no such shop key")
-    if record.revoked_at is not None:
-        return record, False
-    record.revoked_at = now
-    return record, True
+    return record, revoked
 
 
 def revoke_shop_key(*, merchant_id: int, key_id: int, actor: Actor) -> None:

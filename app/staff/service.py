@@ -155,6 +155,8 @@ def _member_view(membership: StaffMembership, account: StaffAccount) -> MemberVi
 
 
 def _locked_membership(merchant_id: int, staff_id: int) -> StaffMembership:
+    # Role changes move no money. The owner-count check below is read-then-write: it relies on these row
+    # locks on PostgreSQL and on BEGIN IMMEDIATE (one writer at a time) on SQLite.
     membership = db.session.scalar(
         select(StaffMembership)
         .where(StaffMembership.merchant_id == merchant_id, StaffMembership.staff_id == staff_id)

@@ -1,8 +1,15 @@
-"""Withdrawals: available → withdrawing atomically, policy checks under the consumer's lock, review.
+"""Withdrawals: available → withdrawing atomically, policy checks, review.
 
-Concurrency: every request of one consumer first locks that consumer's *available* ledger account, so
-the idempotency-key lookup, the daily-limit sum and the ledger move are serialised per consumer; the
-ledger itself refuses any overdraft. Same client key → the same withdrawal (no second movement).
+Guards (each holds on PostgreSQL and SQLite at any isolation level; see docs/operations.md):
+- the same client key → the same withdrawal: the unique ``(merchant, consumer, idempotency_key)``
+  decides, a loser of that insert returns the winner's withdrawal;
+- the daily limit: a counter row per consumer and Beijing day, taken with ``UPDATE … WHERE used + n
+  <= limit`` (:mod:`app.limits.service`), given back when the withdrawal is rejected;
+- the money: the ledger's conditional balance UPDATE refuses any overdraft;
+- review: approve and reject are ``UPDATE … WHERE status = 'pending_review'``, so exactly one decision
+  wins, and the unique ``payouts(source_type, source_id)`` allows one payout per withdrawal.
+The consumer's wallet rows are still locked first on PostgreSQL: that only makes a consumer's
+concurrent requests queue instead of losing, it is not what keeps them right.
 """
 
 from __future__ import annotations
@@ -11,16 +18,19 @@ import hashlib
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from app.audit.service import Actor, record_audit
 from app.core.db import utcnow
 from app.core.errors import Conflict, InvalidInput, NotFound
+from app.core.guards import guarded_update
 from app.core.money import Money
 from app.extensions import db
 from app.ledger.accounts import consumer_accounts
 from app.ledger.models import EntryReason, LedgerAccount
 from app.ledger.service import Overdraft, post_entry
+from app.limits.service import WITHDRAWAL_DAILY_FEN, give_back, take, used
 from app.merchants.models import Merchant
 from app.payouts.models import Payout, PayoutStatus
 from app.payouts.service import create_payout
@@ -33,14 +43,6 @@ def _note(withdrawal: Withdrawal, event: str, **extra: object) -> None:
         *withdrawal.history,
         {"at": utcnow().isoformat(), "event": event, "status": withdrawal.status.value, **extra},
     ]
-
-
-def _move(withdrawal: Withdrawal, target: WithdrawalStatus) -> None:
-    if target not in WITHDRAWAL_TRANSITIONS[withdrawal.status]:
-        raise Conflict(
-            f"withdrawal is {withdrawal.status.value}", details={"status": withdrawal.status.value}
-        )
-    withdrawal.status = target
 
 
 def _key_digest(key: str) -> str:
@@ -72,20 +74,9 @@ def request_withdrawal(
         .with_for_update()
         .execution_options(populate_existing=True)
     ).all()
-    existing = db.session.scalar(
-        select(Withdrawal).where(
-            Withdrawal.merchant_id == merchant_id,
-            Withdrawal.consumer_id == consumer_id,
-            Withdrawal.idempotency_key == idempotency_key,
-        )
-    )
+    existing = _by_key(merchant_id, consumer_id, idempotency_key)
     if existing is not None:
-        if existing.amount != amount:
-            raise Conflict(
-                "this idempotency_key was used for another amount",
-                details={"idempotency_key": idempotency_key, "amount_fen": existing.amount.fen},
-            )
-        return existing, False
+        return _same_request(existing, amount, idempotency_key), False
     if amount < merchant.withdrawal_min:
         raise InvalidInput(
             f"the minimum withdrawal is {merchant.withdrawal_min.fen} fen",
@@ -96,21 +87,6 @@ def request_withdrawal(
         raise InvalidInput(
             "the fee would take the whole amount", details={"fields": {"amount_fen": ["too small"]}}
         )
-    used = db.session.scalar(
-        select(func.coalesce(func.sum(Withdrawal.amount), 0)).where(
-            Withdrawal.merchant_id == merchant_id,
-            Withdrawal.consumer_id == consumer_id,
-            Withdrawal.status != WithdrawalStatus.REJECTED,
-            Withdrawal.created_at >= beijing_day_start(now),
-        )
-    )
-    used_fen = int(used.fen if isinstance(used, Money) else used or 0)
-    if used_fen + amount.fen > merchant.withdrawal_daily_limit.fen:
-        raise Conflict(
-            "today's withdrawal limit would be exceeded",
-            details={"limit_fen": merchant.withdrawal_daily_limit.fen, "used_fen": used_fen},
-        )
-
     withdrawal = Withdrawal(
         merchant_id=merchant_id,
         consumer_id=consumer_id,
@@ -121,8 +97,34 @@ def request_withdrawal(
         history=[],
         created_at=now,
     )
-    db.session.add(withdrawal)
-    db.session.flush()
+    try:
+        with db.session.begin_nested():
+            db.session.add(withdrawal)
+    except IntegrityError:
+        # A concurrent request with this key inserted first and has committed: its withdrawal is ours.
+        winner = _by_key(merchant_id, consumer_id, idempotency_key)
+        if winner is None:
+            raise
+        return _same_request(winner, amount, idempotency_key), False
+    day = beijing_day_start(now)
+    limit = merchant.withdrawal_daily_limit.fen
+    taken = take(
+        merchant_id=merchant_id,
+        name=WITHDRAWAL_DAILY_FEN,
+        subject_id=consumer_id,
+        window_start=day,
+        amount=amount.fen,
+        limit=limit,
+    )
+    if taken is None:
+        used_fen = used(
+            merchant_id=merchant_id, name=WITHDRAWAL_DAILY_FEN, subject_id=consumer_id, window_start=day
+        )
+        raise Conflict(
+            "today's withdrawal limit would be exceeded",
+            details={"limit_fen": limit, "used_fen": used_fen},
+        )
+
     key = f"withdrawal:{merchant_id}:{consumer_id}:{_key_digest(idempotency_key)}"
     owed = -wallet.debt.balance if wallet.debt.balance.is_negative else Money(0)
     netted = debt_to_net(wallet.available.balance, owed)
@@ -153,13 +155,65 @@ def request_withdrawal(
         ) from exc
     _note(withdrawal, "requested", amount_fen=amount.fen, fee_fen=fee.fen, debt_netted_fen=netted.fen)
     if amount <= merchant.withdrawal_auto_approve_max:
-        _approve(withdrawal, merchant, reviewer=None)
+        _approve(
+            _decide(merchant_id, withdrawal.id, WithdrawalStatus.APPROVED, None), merchant, reviewer=None
+        )
     return withdrawal, True
 
 
+def _by_key(merchant_id: int, consumer_id: int, idempotency_key: str) -> Withdrawal | None:
+    return db.session.scalar(
+        select(Withdrawal).where(
+            Withdrawal.merchant_id == merchant_id,
+            Withdrawal.consumer_id == consumer_id,
+            Withdrawal.idempotency_key == idempotency_key,
+        )
+    )
+
+
+def _same_request(existing: Withdrawal, amount: Money, idempotency_key: str) -> Withdrawal:
+    if existing.amount != amount:
+        raise Conflict(
+            "this idempotency_key was used for another amount",
+            details={"idempotency_key": idempotency_key, "amount_fen": existing.amount.fen},
+        )
+    return existing
+
+
+def _decide(
+    merchant_id: int, withdrawal_id: int, target: WithdrawalStatus, reviewer: int | None
+) -> Withdrawal:
+    """Move a withdrawal out of review with one conditional UPDATE: exactly one concurrent decision wins.
+
+    The losers get a 409 with the state the winner left (404 if there is no such withdrawal).
+    """
+    assert target in WITHDRAWAL_TRANSITIONS[WithdrawalStatus.PENDING_REVIEW]
+    decided = guarded_update(
+        Withdrawal,
+        withdrawal_id,
+        Withdrawal.merchant_id == merchant_id,
+        Withdrawal.status == WithdrawalStatus.PENDING_REVIEW,
+        status=target,
+        reviewed_by=reviewer,
+        updated_at=utcnow(),
+    )
+    withdrawal = db.session.scalar(
+        select(Withdrawal)
+        .where(Withdrawal.id == withdrawal_id, Withdrawal.merchant_id == merchant_id)
+        .execution_options(populate_existing=True)
+    )
+    if withdrawal is None:
+        raise NotFound("no such withdrawal")
+    if not decided:
+        raise Conflict(
+            f"withdrawal is {withdrawal.status.value}",
+            details={"status": withdrawal.status.value, "payout_id": withdrawal.payout_id},
+        )
+    return withdrawal
+
+
 def _approve(withdrawal: Withdrawal, merchant: Merchant, reviewer: int | None) -> None:
-    _move(withdrawal, WithdrawalStatus.APPROVED)
-    withdrawal.reviewed_by = reviewer
+    """Create the payout of a withdrawal that :func:`_decide` has just moved to approved."""
     payout = create_payout(
         merchant=merchant,
         consumer_id=withdrawal.consumer_id,
@@ -172,21 +226,9 @@ def _approve(withdrawal: Withdrawal, merchant: Merchant, reviewer: int | None) -
     _note(withdrawal, "approved" if reviewer is not None else "auto_approved", payout_id=payout.id)
 
 
-def _locked(merchant_id: int, withdrawal_id: int) -> Withdrawal:
-    withdrawal = db.session.scalar(
-        select(Withdrawal)
-        .where(Withdrawal.id == withdrawal_id, Withdrawal.merchant_id == merchant_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    if withdrawal is None:
-        raise NotFound("no such withdrawal")
-    return withdrawal
-
-
 def approve_withdrawal(*, merchant_id: int, withdrawal_id: int, staff_id: int, actor: Actor) -> Withdrawal:
     """Finance approves a withdrawal under review: its payout is created and queued."""
-    withdrawal = _locked(merchant_id, withdrawal_id)
+    withdrawal = _decide(merchant_id, withdrawal_id, WithdrawalStatus.APPROVED, staff_id)
     merchant = db.session.get(Merchant, merchant_id)
     assert merchant is not None
     _approve(withdrawal, merchant, reviewer=staff_id)
@@ -206,10 +248,15 @@ def reject_withdrawal(
     *, merchant_id: int, withdrawal_id: int, reason: str, staff_id: int, actor: Actor
 ) -> Withdrawal:
     """Finance rejects a withdrawal under review: the money returns to available; the user sees ``reason``."""
-    withdrawal = _locked(merchant_id, withdrawal_id)
-    _move(withdrawal, WithdrawalStatus.REJECTED)
+    withdrawal = _decide(merchant_id, withdrawal_id, WithdrawalStatus.REJECTED, staff_id)
     withdrawal.reason = reason[:255]
-    withdrawal.reviewed_by = staff_id
+    give_back(
+        merchant_id=merchant_id,
+        name=WITHDRAWAL_DAILY_FEN,
+        subject_id=withdrawal.consumer_id,
+        window_start=beijing_day_start(withdrawal.created_at),
+        amount=withdrawal.amount.fen,
+    )
     wallet = consumer_accounts(merchant_id, withdrawal.consumer_id)
     post_entry(
         key=f"withdrawal:{withdrawal.id}:reject",

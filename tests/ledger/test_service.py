@@ -228,21 +228,21 @@ def test_an_entry_never_moves_money_between_merchants(merchant: Merchant) -> Non
         move(mine, theirs, 100, merchant_id=merchant.id)
 
 
-def test_accounts_lock_in_ascending_id_order(merchant: Merchant, db_session: Session) -> None:
+def test_accounts_are_written_in_ascending_id_order(merchant: Merchant, db_session: Session) -> None:
     wallet = consumer_accounts(merchant.id, 48)
     fund(wallet.available, 100, merchant_id=merchant.id)
-    seen: list[tuple[str, Any]] = []
+    written: list[int] = []
 
     def record(
         conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
     ) -> None:
-        if "FOR UPDATE" in statement:
-            seen.append((statement, parameters))
+        if statement.startswith("UPDATE ledger_accounts"):
+            written.append(parameters["account"])
 
     engine = db_session.get_bind()
     event.listen(engine, "before_cursor_execute", record)
     try:
-        # Lines name the higher id first: the lock order must not follow the caller's order.
+        # Lines name the higher id first: the write (and so lock) order must not follow the caller's.
         post_entry(
             key=next_key(),
             reason=EntryReason.SETTLE,
@@ -254,11 +254,28 @@ def test_accounts_lock_in_ascending_id_order(merchant: Merchant, db_session: Ses
     finally:
         event.remove(engine, "before_cursor_execute", record)
 
-    assert len(seen) == 1
-    statement, parameters = seen[0]
-    assert "ORDER BY ledger_accounts.id" in statement
-    locked_ids = [value for value in parameters.values() if isinstance(value, int)]
-    assert locked_ids == sorted([wallet.available.id, wallet.debt.id])
+    assert written == sorted([wallet.available.id, wallet.debt.id])
+    assert (balance(wallet.available), balance(wallet.debt)) == (Money(90), Money(10))
+
+
+def test_a_refused_entry_leaves_every_balance_as_it_was(merchant: Merchant) -> None:
+    wallet = consumer_accounts(merchant.id, 49)
+    list(wallet)  # created in declaration order: pending before available
+    fund(wallet.available, 100, merchant_id=merchant.id)
+    # The pending leg (lower id, written first) succeeds before available refuses: it must be undone.
+    lines = [(wallet.pending, Money(150)), (wallet.available, Money(-150))]
+    assert wallet.pending.id < wallet.available.id
+    with pytest.raises(Overdraft) as refused:
+        post_entry(
+            key=next_key(),
+            reason=EntryReason.SETTLE,
+            cause_type="test",
+            cause_id="undo",
+            lines=lines,
+            merchant_id=merchant.id,
+        )
+    assert refused.value.details["shortfall_fen"] == 50
+    assert (balance(wallet.pending), balance(wallet.available)) == (Money(0), Money(100))
 
 
 def test_account_for_finds_or_creates_one_account(merchant: Merchant) -> None:

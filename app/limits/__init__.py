@@ -1,0 +1,1 @@
+"""Limits kept in counter rows: taken with one conditional UPDATE, never summed then compared."""
