@@ -115,7 +115,9 @@ def _connect_domains(app: Flask) -> None:
     """Wire the domains through their seams: payment events to the rebate engine, red packets into pay."""
     from app.events.bus import ORDER_CLOSED, ORDER_PAID, REFUND_SUCCEEDED, subscribe
     from app.ledger.accounts import install_account_cache_hooks
+    from app.limits import checks as limit_checks
     from app.payments.discounts import set_discount_resolver
+    from app.payouts import checks as payout_checks
     from app.rebates import checks as rebate_checks
     from app.rebates import service as rebates
     from app.red_packets.service import apply_to_order, release_from_order
@@ -126,6 +128,8 @@ def _connect_domains(app: Flask) -> None:
     subscribe(app, ORDER_CLOSED, rebates.on_order_closed)
     set_discount_resolver(app, apply_to_order, release_from_order)
     rebate_checks.register()
+    payout_checks.register()
+    limit_checks.register()
 
 
 def _flask_config(settings: Settings) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from app.core.errors import DomainError
 from app.extensions import db
 from app.merchants.models import Merchant
 from app.payouts import service
@@ -25,7 +26,16 @@ def process_payout(payout_id: int) -> str:
         db.session.commit()
         if token is None:
             return "skipped"
-        step = service.begin_pass(payout_id, token)
+        try:
+            step = service.begin_pass(payout_id, token)
+        except DomainError as exc:
+            # Nothing of the pass was kept (e.g. Overdraft: the money is not in withdrawing any more);
+            # say so on the row, in a transaction of its own, instead of failing silently every lease.
+            db.session.rollback()
+            service.refuse_pass(payout_id, token, exc)
+            db.session.commit()
+            logger.warning("payout %s: pass refused: %s", payout_id, exc.message)
+            return "refused"
         if step is None:
             service.release_claim(payout_id, token)
             db.session.commit()

@@ -98,7 +98,7 @@ REPEATED_PASSES = 3  # `payouts check` flags an open payout failing the same way
 # Outcomes that are progress, not failure: they break a run of failures.
 _PROGRESS = frozenset({"accepted", "succeeded", "failed"})
 # A pass refused before it called WeChat, noted with the refusal's code (e.g. the ledger's Overdraft,
-# "insufficient_funds"). app.payouts.service.begin_pass notes none yet: a refused pass leaves no trace.
+# "insufficient_funds") by app.payouts.service.refuse_pass.
 REFUSED_EVENT = "pass:refused"
 NO_OUTCOME = "NO_OUTCOME"  # a pass began and the next one began without an outcome of the first on record
 

@@ -20,7 +20,7 @@ from flask import current_app
 from sqlalchemy import or_, select, update
 
 from app.core.db import utcnow
-from app.core.errors import Conflict, NotFound
+from app.core.errors import Conflict, DomainError, NotFound
 from app.core.guards import guarded_update
 from app.core.money import Money
 from app.core.ratelimit import take
@@ -349,6 +349,33 @@ def record_outcome(
         payout.tries += 1
     payout.claimed_until = None
     payout.claim_token = None
+    return payout
+
+
+def refuse_pass(
+    payout_id: int, token: str, error: DomainError, *, now: datetime | None = None
+) -> Payout | None:
+    """Record that a pass could not begin (``error``, e.g. the money is no longer in withdrawing), back off
+    and release the claim: the row says why it is stuck, and ``payouts check`` counts repeats.
+
+    Called in a fresh transaction after the failed one was rolled back.
+    """
+    now = now or utcnow()
+    payout = _claimed(payout_id, token)
+    if payout is None:
+        return None
+    _note(payout, "pass:refused", code=error.code, message=error.message[:200])
+    payout.next_attempt_at = now + backoff(payout.tries)
+    payout.tries += 1
+    payout.claimed_until = None
+    payout.claim_token = None
+    flag_for_review(
+        merchant_id=payout.merchant_id,
+        kind="payout_refused",
+        reason=f"a payout pass was refused before calling WeChat: {error.code}",
+        reference=f"payout:{payout.id}:refused",
+        details={"payout_id": payout.id, "code": error.code, "message": error.message[:200]},
+    )
     return payout
 
 

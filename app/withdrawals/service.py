@@ -87,25 +87,6 @@ def request_withdrawal(
         raise InvalidInput(
             "the fee would take the whole amount", details={"fields": {"amount_fen": ["too small"]}}
         )
-    withdrawal = Withdrawal(
-        merchant_id=merchant_id,
-        consumer_id=consumer_id,
-        idempotency_key=idempotency_key,
-        amount=amount,
-        fee=fee,
-        status=WithdrawalStatus.PENDING_REVIEW,
-        history=[],
-        created_at=now,
-    )
-    try:
-        with db.session.begin_nested():
-            db.session.add(withdrawal)
-    except IntegrityError:
-        # A concurrent request with this key inserted first and has committed: its withdrawal is ours.
-        winner = _by_key(merchant_id, consumer_id, idempotency_key)
-        if winner is None:
-            raise
-        return _same_request(winner, amount, idempotency_key), False
     day = beijing_day_start(now)
     limit = merchant.withdrawal_daily_limit.fen
     taken = take(
@@ -124,6 +105,32 @@ def request_withdrawal(
             "today's withdrawal limit would be exceeded",
             details={"limit_fen": limit, "used_fen": used_fen},
         )
+    withdrawal = Withdrawal(
+        merchant_id=merchant_id,
+        consumer_id=consumer_id,
+        idempotency_key=idempotency_key,
+        amount=amount,
+        fee=fee,
+        status=WithdrawalStatus.PENDING_REVIEW,
+        history=[],
+        created_at=now,
+    )
+    try:
+        with db.session.begin_nested():
+            db.session.add(withdrawal)
+    except IntegrityError:
+        # A concurrent request with this key inserted first and has committed: its withdrawal is ours.
+        winner = _by_key(merchant_id, consumer_id, idempotency_key)
+        if winner is None:
+            raise
+        give_back(
+            merchant_id=merchant_id,
+            name=WITHDRAWAL_DAILY_FEN,
+            subject_id=consumer_id,
+            window_start=day,
+            amount=amount.fen,
+        )
+        return _same_request(winner, amount, idempotency_key), False
 
     key = f"withdrawal:{merchant_id}:{consumer_id}:{_key_digest(idempotency_key)}"
     owed = -wallet.debt.balance if wallet.debt.balance.is_negative else Money(0)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
-from datetime import timedelta
 
 import pytest
 from sqlalchemy import inspect, text, update
@@ -18,13 +17,13 @@ from app.extensions import db
 from app.ledger.accounts import consumer_accounts, platform_account
 from app.ledger.checks import registered_checks, unregister_check
 from app.ledger.models import AccountKind, EntryReason
-from app.ledger.service import Overdraft, post_entry
+from app.ledger.service import post_entry
 from app.limits import checks as limit_checks
 from app.payments.reconciliation import CHINA
 from app.payouts import checks as payout_checks
 from app.payouts.models import Payout, PayoutStatus
 from app.payouts.reconciliation import PaidBill, unexplained_paid_bills
-from app.payouts.service import create_payout, lease_length
+from app.payouts.service import create_payout
 from app.withdrawals.models import Withdrawal, WithdrawalStatus
 from tests.payouts.conftest import Payee
 
@@ -269,40 +268,34 @@ def test_the_same_failure_three_passes_running_fails_payouts_check(payee: Payee)
     assert _cli(payee, "payouts", "check")[0] == 0
 
 
-def test_a_pass_refused_by_the_ledger_records_nothing_and_is_flagged_by_its_lease(payee: Payee) -> None:
+def test_a_pass_refused_by_the_ledger_is_recorded_and_flagged_when_it_repeats(payee: Payee) -> None:
     """Issue #18's orphan: a second payout of one withdrawal, its money already sent by the first. Its pass
-    raises Overdraft in begin_pass; the rollback leaves only the claim — no history, no count."""
+    is refused by the ledger (Overdraft) before any WeChat call: the refusal is noted on the row, the claim
+    released with a backoff, a review item opened — and three in a row fail `payouts check`."""
     _allow_payouts_per_withdrawal()
     created = payee.withdraw(1000, "orphan")
     first = payee.payout_of(created.json["id"])
     second = _second_payout(payee, _withdrawal(created.json["id"]))
     assert payee.run(first) == "accepted"
-    with pytest.raises(Overdraft):
-        payee.run(second)
-    db.session.refresh(second)
-    assert second.status is PayoutStatus.CREATED
-    assert [h["event"] for h in second.history] == ["created"]  # the refusal left no trace
-    assert second.claim_token is not None
-    assert _cli(payee, "payouts", "check")[0] == 0  # its lease is still running
+    sent_before = len(payee.sandbox_payouts())
 
-    # Three leases later, the last one run out.
-    now = utcnow()
-    db.session.execute(
-        update(Payout)
-        .where(Payout.id == second.id)
-        .values(
-            created_at=now - 3 * lease_length() - timedelta(minutes=1),
-            claimed_until=now - timedelta(seconds=1),
-        )
-    )
-    db.session.commit()
+    assert payee.run(second) == "refused"
+    assert second.status is PayoutStatus.CREATED and second.claim_token is None
+    assert second.next_attempt_at > utcnow()  # backed off
+    refused = [h for h in second.history if h["event"] == "pass:refused"]
+    assert [h["code"] for h in refused] == ["insufficient_funds"]
+    assert _cli(payee, "payouts", "check")[0] == 0  # once is not yet "pass after pass"
 
+    assert payee.run(second) == "refused"
+    assert payee.run(second) == "refused"
     code, lines = _cli(payee, "payouts", "check")
 
     assert code == 1
-    assert any(
-        line.startswith(f"{second.id}\t{second.bill_no}\tcreated\tclaimed, lease ran out") for line in lines
+    assert (
+        f"{second.id}\t{second.bill_no}\tcreated\tsame failure on 3 passes running: insufficient_funds"
+        in lines
     )
+    assert len(payee.sandbox_payouts()) == sent_before  # WeChat never heard of the refused payout
     assert (
         f"payout {second.id} (created): withdrawal {created.json['id']} (approved) points at payout {first.id}"
         in (payout_checks.withdrawal_and_payout_agree())
