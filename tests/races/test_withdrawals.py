@@ -84,7 +84,11 @@ def test_eight_approvals_of_one_withdrawal_make_one_payout_paid_once(race: Race)
     race.configure(withdrawal_auto_approve_max=Money(0))
 
     def one_round(_: int) -> None:
-        buyer, withdrawal_id = _under_review(race, 3000, REVIEWED_FEN)
+        buyer, withdrawal_id = _under_review(race, 5000, REVIEWED_FEN)
+        # The same consumer's other withdrawal waits for review meanwhile: no second payout may be
+        # funded from its money, and finance can still reject it afterwards.
+        bystander = _withdraw(race, buyer, REVIEWED_FEN, f"w-{race.next()}")
+        assert bystander.status == 201 and bystander.body["status"] == "pending_review", str(bystander)
         in_flight = race.balance(AccountKind.PAYOUTS_IN_FLIGHT)
         settled = race.balance(AccountKind.PAYOUTS_SETTLED)
 
@@ -96,6 +100,7 @@ def test_eight_approvals_of_one_withdrawal_make_one_payout_paid_once(race: Race)
         _user_confirms_every_bill(race, buyer)
         second = _two_workers_per_payout(race, payouts)
         shown = race.get(f"{WITHDRAWALS}/{withdrawal_id}", headers=race.mp_headers(buyer))
+        rejected = race.console_post(f"{CONSOLE}/{bystander.body['id']}/reject", json={"reason": "later"})
 
         assert {
             "approvals answered 200": sum(a.status == 200 for a in answers),
@@ -107,16 +112,18 @@ def test_eight_approvals_of_one_withdrawal_make_one_payout_paid_once(race: Race)
             "in flight (delta)": race.balance(AccountKind.PAYOUTS_IN_FLIGHT) - in_flight,
             "settled (delta)": race.balance(AccountKind.PAYOUTS_SETTLED) - settled,
             "shown to the consumer": shown.body.get("status") if shown.ok else str(shown),
+            "the other withdrawal rejected": str(rejected),
         } == {
             "approvals answered 200": 1,
             "other answers": [],
             "payouts": 1,
             "payout job crashes": [],
             "paid by WeChat (fen)": [REVIEWED_FEN],
-            "wallet": {"available": 3000 - REVIEWED_FEN, "pending": 0, "withdrawing": 0, "debt": 0},
+            "wallet": {"available": 5000 - REVIEWED_FEN, "pending": 0, "withdrawing": 0, "debt": 0},
             "in flight (delta)": 0,
             "settled (delta)": REVIEWED_FEN,
             "shown to the consumer": "paid",
+            "the other withdrawal rejected": "200",
         }
 
     race.rounds(one_round)
