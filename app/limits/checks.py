@@ -13,34 +13,37 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import BigInteger, select, type_coerce
+from sqlalchemy import BigInteger, literal, select, type_coerce
 
+from app.core.calendar import beijing_day_start, beijing_month_start, beijing_week_start
 from app.extensions import db
 from app.ledger.checks import MAX_LISTED, register_check
 from app.limits.models import LimitCounter
-from app.limits.service import WITHDRAWAL_DAILY_FEN
+from app.limits.service import BUYER_DAY_FEN, BUYER_MONTH_FEN, BUYER_WEEK_FEN, WITHDRAWAL_DAILY_FEN
+from app.rebates.models import RebateGrant
+from app.rebates.rules import Beneficiary
 from app.withdrawals.models import Withdrawal, WithdrawalStatus
-from app.withdrawals.rules import beijing_day_start
 
-# (merchant, subject, window start) → what the rows say was used in that window.
-Window = tuple[int, int, datetime]
+# (merchant, scope, subject, window start) → what the rows say was used in that window.
+Window = tuple[int, int, int, datetime]
 
 
 @dataclass(frozen=True)
 class Rule:
     """How one limit's counters are derived: the window a moment falls in, and each counted row's
-    (merchant, subject, moment, amount)."""
+    (merchant, scope, subject, moment, amount)."""
 
     window_of: Callable[[datetime], datetime]
-    rows: Callable[[], Iterator[tuple[int, int, datetime, int]]]
+    rows: Callable[[], Iterator[tuple[int, int, int, datetime, int]]]
     counted: str  # what a row is, for the message
 
 
-def _withdrawals() -> Iterator[tuple[int, int, datetime, int]]:
-    # Every withdrawal but a rejected one counts on the day (Beijing) it was created.
+def _withdrawals() -> Iterator[tuple[int, int, int, datetime, int]]:
+    # Every withdrawal but a rejected one counts on the day (Beijing) it was created (merchant-wide: scope 0).
     yield from db.session.execute(
         select(
             Withdrawal.merchant_id,
+            literal(0, BigInteger),
             Withdrawal.consumer_id,
             Withdrawal.created_at,
             type_coerce(Withdrawal.amount, BigInteger),
@@ -51,8 +54,28 @@ def _withdrawals() -> Iterator[tuple[int, int, datetime, int]]:
     ).tuples()
 
 
+def _buyer_grants() -> Iterator[tuple[int, int, int, datetime, int]]:
+    # Every grant to a buyer counts for its campaign (scope) at its booking time, reversed or not (a
+    # refund claws the money back but does not give the cap back).
+    yield from db.session.execute(
+        select(
+            RebateGrant.merchant_id,
+            RebateGrant.campaign_id,
+            RebateGrant.consumer_id,
+            RebateGrant.created_at,
+            type_coerce(RebateGrant.amount, BigInteger),
+        )
+        .where(RebateGrant.beneficiary == Beneficiary.BUYER.value, RebateGrant.consumer_id.is_not(None))
+        .order_by(RebateGrant.id)
+        .execution_options(yield_per=1000)
+    ).tuples()  # type: ignore[misc]
+
+
 RULES: dict[str, Rule] = {
     WITHDRAWAL_DAILY_FEN: Rule(window_of=beijing_day_start, rows=_withdrawals, counted="withdrawals"),
+    BUYER_DAY_FEN: Rule(window_of=beijing_day_start, rows=_buyer_grants, counted="buyer grants"),
+    BUYER_WEEK_FEN: Rule(window_of=beijing_week_start, rows=_buyer_grants, counted="buyer grants"),
+    BUYER_MONTH_FEN: Rule(window_of=beijing_month_start, rows=_buyer_grants, counted="buyer grants"),
 }
 
 
@@ -61,8 +84,8 @@ def _derived(rule: Rule) -> tuple[dict[Window, int], dict[Window, int]]:
     and PostgreSQL spell differently. Memory grows with the windows, not the rows."""
     fen: dict[Window, int] = defaultdict(int)
     count: dict[Window, int] = defaultdict(int)
-    for merchant_id, subject_id, at, amount in rule.rows():
-        window = (merchant_id, subject_id, rule.window_of(at))
+    for merchant_id, scope_id, subject_id, at, amount in rule.rows():
+        window = (merchant_id, scope_id, subject_id, rule.window_of(at))
         fen[window] += int(amount)
         count[window] += 1
     return fen, count
@@ -73,11 +96,12 @@ def counters_match_rows() -> list[str]:
     counted row lies in a counter."""
     violations: list[str] = []
     counters: dict[str, dict[Window, tuple[int, int]]] = defaultdict(dict)
-    for counter_id, merchant_id, name, subject_id, window_start, used in db.session.execute(
+    for counter_id, merchant_id, name, scope_id, subject_id, window_start, used in db.session.execute(
         select(
             LimitCounter.id,
             LimitCounter.merchant_id,
             LimitCounter.name,
+            LimitCounter.scope_id,
             LimitCounter.subject_id,
             LimitCounter.window_start,
             LimitCounter.used,
@@ -91,22 +115,22 @@ def counters_match_rows() -> list[str]:
             violations.append(
                 f"counter {counter_id} ({name}): window {window_start.isoformat()} is not a window start"
             )
-        counters[name][(merchant_id, subject_id, window_start)] = (counter_id, int(used))
+        counters[name][(merchant_id, scope_id, subject_id, window_start)] = (counter_id, int(used))
 
     for name, rule in RULES.items():
         fen, count = _derived(rule)
         for window, (counter_id, used) in counters[name].items():
             if used != fen.get(window, 0):
                 violations.append(
-                    f"counter {counter_id} ({name}, merchant {window[0]}, subject {window[1]}, "
-                    f"{window[2].isoformat()}): used {used}, its {count.get(window, 0)} {rule.counted} "
+                    f"counter {counter_id} ({name}, merchant {window[0]}, scope {window[1]}, subject {window[2]}, "
+                    f"{window[3].isoformat()}): used {used}, its {count.get(window, 0)} {rule.counted} "
                     f"sum to {fen.get(window, 0)}"
                 )
         for window in sorted(set(fen) - set(counters[name])):
-            merchant_id, subject_id, start = window
+            merchant_id, scope_id, subject_id, start = window
             violations.append(
                 f"{name}: {count[window]} {rule.counted} of subject {subject_id} at merchant {merchant_id} "
-                f"on {start.isoformat()} ({fen[window]}) lie in no counter"
+                f"(scope {scope_id}) on {start.isoformat()} ({fen[window]}) lie in no counter"
             )
         if len(violations) > MAX_LISTED:
             break

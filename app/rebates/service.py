@@ -16,6 +16,7 @@ from sqlalchemy import BigInteger, and_, case, func, or_, select
 
 from app.campaigns.models import Campaign, CampaignStatus, RuleVersion
 from app.campaigns.service import count_skip
+from app.core.calendar import beijing_day_start, beijing_month_start, beijing_week_start
 from app.core.db import utcnow
 from app.core.errors import ConcurrentChange, DomainError
 from app.core.guards import guarded_update
@@ -26,10 +27,11 @@ from app.invitations.service import attribution_for
 from app.ledger.accounts import campaign_accounts, consumer_accounts, merchant_accounts
 from app.ledger.models import EntryReason, LedgerAccount
 from app.ledger.service import Overdraft, post_entry
+from app.limits.service import BUYER_DAY_FEN, BUYER_MONTH_FEN, BUYER_WEEK_FEN, UNLIMITED, Window, take_all
 from app.merchants.models import Merchant
 from app.orders.models import Order, OrderStatus
 from app.rebates.models import GrantStatus, RebateGrant
-from app.rebates.ruledoc import stored_rules
+from app.rebates.ruledoc import Caps, stored_rules
 from app.rebates.rules import (
     Beneficiary,
     IssueRedPacket,
@@ -57,7 +59,10 @@ _MERCHANT_SIDE = {Beneficiary.ISSUER_MERCHANT.value, DISCOUNT}
 def on_order_paid(event: Event) -> None:
     packet_id = event.payload.get("red_packet_id")
     # Lock every campaign this order can touch, in id order, before any of their ledger accounts:
-    # campaign row then budget is the order every path keeps, and skip counts are then never lost.
+    # campaign row then budget is the order every path keeps, and skip counts (statistics, read then
+    # written) are then never lost. The lock guards no money: the budget is the ledger's conditional
+    # UPDATE, a packet's redemption its own, the per-buyer caps their counters; SQLite drops FOR UPDATE
+    # and serialises whole transactions instead.
     packet_campaign = (
         db.session.scalar(select(RedPacket.campaign_id).where(RedPacket.id == int(packet_id)))
         if packet_id
@@ -176,10 +181,9 @@ def _order_facts(order: Order, packet: RedPacket | None) -> OrderFacts:
 
 
 def _user_facts(campaign_id: int, consumer_id: int, now: datetime) -> UserFacts:
-    local = now.astimezone(CHINA)
-    day = local.replace(hour=0, minute=0, second=0, microsecond=0)
-    week = day - timedelta(days=day.weekday())
-    month = day.replace(day=1)
+    """What the buyer was granted by this campaign in ``now``'s Beijing day, week and month (by the
+    grants' booking time, the same windows the buyer counters use)."""
+    day, week, month = beijing_day_start(now), beijing_week_start(now), beijing_month_start(now)
 
     # One statement for the three windows (a week can start in the previous month, or the other way).
     def since(start: datetime) -> Any:
@@ -233,6 +237,8 @@ def _book_packet_legs(order: Order, packet: RedPacket, facts: OrderFacts) -> Non
             basis=grant.basis,
             reason=EntryReason.REBATE_PENDING,
             red_packet_id=packet.id,
+            booked_at=utcnow(),
+            caps=None,  # a packet's legs were frozen (and reserved) when it was issued: counted, not capped
         )
         packet.reserved = packet.reserved - grant.amount
     release_reservation(packet, packet.reserved, reason=EntryReason.RELEASE, key=f"rp-release:{packet.id}")
@@ -243,11 +249,14 @@ def _book_campaign(order: Order, campaign: Campaign, facts: OrderFacts) -> None:
     version = db.session.get(RuleVersion, campaign.current_version_id)
     assert version is not None
     accounts = campaign_accounts(order.merchant_id, campaign.id)
+    rules = stored_rules(version.document)
+    # One booking moment for the caps' facts, the grants and their counters, so all three agree.
+    booked_at = utcnow()
     # The spent packet's legs were booked from its reservation; cash-back on a packet order still applies.
     evaluation = evaluate(
         facts,
-        _user_facts(campaign.id, order.consumer_id, facts.paid_at),
-        stored_rules(version.document),
+        _user_facts(campaign.id, order.consumer_id, booked_at),
+        rules,
         now=facts.paid_at,
         budget_remaining=accounts.budget.balance,
         redemption_legs=False,
@@ -279,6 +288,8 @@ def _book_campaign(order: Order, campaign: Campaign, facts: OrderFacts) -> None:
                     source=accounts.budget,
                     basis=grant.basis,
                     reason=EntryReason.REBATE_PENDING,
+                    booked_at=booked_at,
+                    caps=rules.caps,
                 )
         except Overdraft:
             # A parallel order took the budget first: the campaign never overspends; it says so.
@@ -305,8 +316,14 @@ def _grant(
     basis: str,
     reason: EntryReason,
     red_packet_id: int | None = None,
+    booked_at: datetime | None = None,
+    caps: Caps | None = None,
 ) -> RebateGrant | None:
-    """Credit one grant once (the entry key is the grant's natural key); None if booked before or zero."""
+    """Credit one grant once (the entry key is the grant's natural key); None if booked before or zero.
+
+    A buyer's grant is also counted in the campaign's day, week and month counters of that buyer, each
+    within its cap (``caps``): the guard that two orders booked at once cannot pass a per-user cap.
+    """
     if amount.fen <= 0:
         return None
     key = f"grant:{order.id}:{rule_version_id}:{rule_id}:{beneficiary}"
@@ -322,6 +339,9 @@ def _grant(
     )
     if entry is None:
         return None
+    booked_at = booked_at or utcnow()
+    if beneficiary == Beneficiary.BUYER.value and consumer_id is not None:
+        _count_for_buyer(order.merchant_id, campaign_id, consumer_id, amount, booked_at, caps)
     grant = RebateGrant(
         merchant_id=order.merchant_id,
         campaign_id=campaign_id,
@@ -334,9 +354,28 @@ def _grant(
         amount=amount,
         basis=basis[:255],
         status=GrantStatus.AVAILABLE if beneficiary in _MERCHANT_SIDE else GrantStatus.PENDING,
+        created_at=booked_at,
     )
     db.session.add(grant)
     return grant
+
+
+def _count_for_buyer(
+    merchant_id: int, campaign_id: int, buyer_id: int, amount: Money, at: datetime, caps: Caps | None
+) -> None:
+    def cap(limit: Money | None) -> int:
+        return limit.fen if caps is not None and limit is not None else UNLIMITED
+
+    caps_or_none = caps or Caps()
+    windows = [
+        Window(BUYER_DAY_FEN, beijing_day_start(at), cap(caps_or_none.per_user_day_fen), campaign_id),
+        Window(BUYER_WEEK_FEN, beijing_week_start(at), cap(caps_or_none.per_user_week_fen), campaign_id),
+        Window(BUYER_MONTH_FEN, beijing_month_start(at), cap(caps_or_none.per_user_month_fen), campaign_id),
+    ]
+    if not take_all(merchant_id=merchant_id, subject_id=buyer_id, amount=amount.fen, windows=windows):
+        # The rules, reading the buyer's grants, said this fits; the counters say a concurrent booking
+        # took the room first. Nothing is kept: the payment's transaction is retried and re-evaluated.
+        raise ConcurrentChange(f"a per-user cap of campaign {campaign_id} was reached by a concurrent order")
 
 
 # ---------------------------------------------------------------- order.closed

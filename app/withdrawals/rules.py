@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-
+from app.core.calendar import beijing_day_start
 from app.core.money import Money
 
-BEIJING = timedelta(hours=8)
+__all__ = ["beijing_day_start", "debt_to_net", "fee_for"]  # the day a daily limit counts in
 
 
 def fee_for(amount: Money, fee_bp: int) -> Money:
@@ -22,9 +21,3 @@ def debt_to_net(available: Money, debt: Money) -> Money:
     if debt.fen <= 0 or available.fen <= 0:
         return Money(0)
     return Money(min(available.fen, debt.fen))
-
-
-def beijing_day_start(now: datetime) -> datetime:
-    """00:00 Beijing time of ``now``'s Beijing day, in UTC: daily limits reset at Beijing midnight."""
-    local = now.astimezone(UTC) + BEIJING
-    return datetime(local.year, local.month, local.day, tzinfo=UTC) - BEIJING

@@ -21,6 +21,7 @@ def upgrade():
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('merchant_id', sa.BigInteger(), nullable=False),
     sa.Column('name', sa.String(length=40), nullable=False),
+    sa.Column('scope_id', sa.BigInteger(), nullable=False),
     sa.Column('subject_id', sa.BigInteger(), nullable=False),
     sa.Column('window_start', sa.DateTime(timezone=True), nullable=False),
     sa.Column('used', sa.BigInteger(), nullable=False),
@@ -28,7 +29,7 @@ def upgrade():
     sa.CheckConstraint('used >= 0', name=op.f('ck_limit_counters_used_not_negative')),
     sa.ForeignKeyConstraint(['merchant_id'], ['merchants.id'], name=op.f('fk_limit_counters_merchant_id_merchants')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_limit_counters')),
-    sa.UniqueConstraint('merchant_id', 'name', 'subject_id', 'window_start', name=op.f('uq_limit_counters_merchant_id_name_subject_id_window_start'))
+    sa.UniqueConstraint('merchant_id', 'name', 'scope_id', 'subject_id', 'window_start', name='uq_limit_counters_window')
     )
     with op.batch_alter_table('payouts', schema=None) as batch_op:
         batch_op.create_unique_constraint(batch_op.f('uq_payouts_source_type_source_id'), ['source_type', 'source_id'])

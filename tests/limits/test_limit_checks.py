@@ -108,7 +108,7 @@ def test_a_counter_below_its_withdrawals_fails_and_ledger_check_exits_1(
     counter = _counter(merchant, alice, 1000)
 
     assert counters_match_rows() == [
-        f"counter {counter.id} ({WITHDRAWAL_DAILY_FEN}, merchant {merchant.id}, subject {alice}, "
+        f"counter {counter.id} ({WITHDRAWAL_DAILY_FEN}, merchant {merchant.id}, scope 0, subject {alice}, "
         f"{DAY.isoformat()}): used 1000, its 14 withdrawals sum to 1400"
     ]
     code, lines = _check(app)
@@ -123,7 +123,7 @@ def test_a_rejected_withdrawal_not_given_back_fails(merchant: Merchant) -> None:
     _withdrawal(merchant, alice, 200, DAY, WithdrawalStatus.REJECTED)
     counter = _counter(merchant, alice, 500)
     assert counters_match_rows() == [
-        f"counter {counter.id} ({WITHDRAWAL_DAILY_FEN}, merchant {merchant.id}, subject {alice}, "
+        f"counter {counter.id} ({WITHDRAWAL_DAILY_FEN}, merchant {merchant.id}, scope 0, subject {alice}, "
         f"{DAY.isoformat()}): used 500, its 1 withdrawals sum to 300"
     ]
 
@@ -138,9 +138,9 @@ def test_a_withdrawal_in_no_counter_fails(merchant: Merchant) -> None:
     violations = counters_match_rows()
 
     assert violations == [
-        f"counter {wrong.id} ({WITHDRAWAL_DAILY_FEN}, merchant {merchant.id}, subject {alice}, "
+        f"counter {wrong.id} ({WITHDRAWAL_DAILY_FEN}, merchant {merchant.id}, scope 0, subject {alice}, "
         f"{(DAY - timedelta(days=1)).isoformat()}): used 700, its 0 withdrawals sum to 0",
-        f"{WITHDRAWAL_DAILY_FEN}: 2 withdrawals of subject {alice} at merchant {merchant.id} "
+        f"{WITHDRAWAL_DAILY_FEN}: 2 withdrawals of subject {alice} at merchant {merchant.id} (scope 0) "
         f"on {DAY.isoformat()} (700) lie in no counter",
     ]
 
@@ -157,9 +157,9 @@ def test_a_counter_of_another_merchant_does_not_count(merchant: Merchant) -> Non
     _withdrawal(merchant, alice, 300, DAY)
     stray = _counter(other, alice, 300)
     assert counters_match_rows() == [
-        f"counter {stray.id} ({WITHDRAWAL_DAILY_FEN}, merchant {other.id}, subject {alice}, "
+        f"counter {stray.id} ({WITHDRAWAL_DAILY_FEN}, merchant {other.id}, scope 0, subject {alice}, "
         f"{DAY.isoformat()}): used 300, its 0 withdrawals sum to 0",
-        f"{WITHDRAWAL_DAILY_FEN}: 1 withdrawals of subject {alice} at merchant {merchant.id} "
+        f"{WITHDRAWAL_DAILY_FEN}: 1 withdrawals of subject {alice} at merchant {merchant.id} (scope 0) "
         f"on {DAY.isoformat()} (300) lie in no counter",
     ]
 

@@ -12,7 +12,12 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.core.calendar import beijing_day_start
+from app.core.db import utcnow
 from app.core.money import Money
+from app.limits.checks import counters_match_rows
+from app.limits.models import LimitCounter
+from app.limits.service import BUYER_DAY_FEN, BUYER_MONTH_FEN, BUYER_WEEK_FEN, take
 from app.rebates.models import RebateGrant
 from app.rebates.service import _user_facts
 from tests.campaign_setup import start_campaign
@@ -131,3 +136,85 @@ def test_the_windows_start_at_midnight_monday_and_the_first_in_china(
     facts = _user_facts(campaign, shop.consumer_id, now)
 
     assert (facts.granted_today.fen, facts.granted_this_week.fen, facts.granted_this_month.fen) == expected
+
+
+def _counters(db_session: Session, campaign: int, consumer_id: int) -> dict[str, int]:
+    return {
+        counter.name: counter.used
+        for counter in db_session.scalars(
+            select(LimitCounter).where(
+                LimitCounter.scope_id == campaign, LimitCounter.subject_id == consumer_id
+            )
+        )
+    }
+
+
+def test_every_buyer_grant_is_counted_in_the_campaigns_day_week_and_month_counters(
+    shop: Shop, app: Flask, client: FlaskClient, db_session: Session
+) -> None:
+    rules: dict[str, Any] = {"rules": [RATIO], "caps": {"per_user_day_fen": 1500}}
+    campaign = start_campaign(shop, app, client, rules)
+
+    for number in range(3):
+        _pay(shop, f"CAP-C{number}", 10000)
+
+    assert _buyer_grants(db_session, campaign) == [1000, 500]
+    # Uncapped windows are counted too, so a cap added by a later rules version starts from the truth.
+    assert _counters(db_session, campaign, shop.consumer_id) == {
+        BUYER_DAY_FEN: 1500,
+        BUYER_WEEK_FEN: 1500,
+        BUYER_MONTH_FEN: 1500,
+    }
+    assert counters_match_rows() == []
+
+
+def test_a_cap_taken_by_a_concurrent_booking_refuses_the_grant_and_keeps_nothing(
+    shop: Shop, app: Flask, client: FlaskClient, db_session: Session
+) -> None:
+    rules: dict[str, Any] = {"rules": [RATIO], "caps": {"per_user_day_fen": 1500}}
+    campaign = start_campaign(shop, app, client, rules)
+    # Another order of this buyer is being booked right now: its 1000 fen are in the day's counter, its
+    # grant not yet visible. Reading the grants, the rules still see 1500 fen of room.
+    assert take(
+        merchant_id=shop.merchant.id,
+        name=BUYER_DAY_FEN,
+        scope_id=campaign,
+        subject_id=shop.consumer_id,
+        window_start=beijing_day_start(utcnow()),
+        amount=1000,
+        limit=1500,
+    )
+    db_session.commit()
+    _, out_trade_no = shop.prepared("CAP-RACE", 10000)
+    headers, body = shop.forger.signed(shop.forger.transaction(out_trade_no, 10000))
+
+    answer = shop.notify(headers, body)
+
+    # The counter refused the 1000 fen grant the rules allowed: the notification fails as a whole (its
+    # transaction is rolled back; WeChat delivers it again and the rules then see the other grant).
+    assert (answer.status_code, answer.json["error"]["code"]) == (409, "concurrent_change")
+    assert _buyer_grants(db_session, campaign) == []
+    # All or none: the week and month counters, which had room, were moved back at once.
+    assert _counters(db_session, campaign, shop.consumer_id) == {
+        BUYER_DAY_FEN: 1000,
+        BUYER_WEEK_FEN: 0,
+        BUYER_MONTH_FEN: 0,
+    }
+
+
+def test_a_buyer_counter_that_disagrees_with_the_grants_fails_the_ledger_check(
+    shop: Shop, app: Flask, client: FlaskClient, db_session: Session
+) -> None:
+    campaign = start_campaign(shop, app, client, {"rules": [RATIO]})
+    _pay(shop, "CAP-BAD", 10000)
+    week = db_session.scalars(
+        select(LimitCounter).where(LimitCounter.scope_id == campaign, LimitCounter.name == BUYER_WEEK_FEN)
+    ).one()
+    week.used = 900  # as if a grant had been counted short
+    db_session.flush()
+
+    violations = counters_match_rows()
+
+    assert len(violations) == 1
+    assert violations[0].startswith(f"counter {week.id} ({BUYER_WEEK_FEN}, merchant {shop.merchant.id}, ")
+    assert violations[0].endswith("used 900, its 1 buyer grants sum to 1000")
