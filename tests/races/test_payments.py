@@ -216,7 +216,7 @@ def _trade_state(race: Race, out_trade_no: str) -> str:
 
 
 def test_a_late_payment_against_the_close_sweep_ends_paid_or_closed_never_both(race: Race) -> None:
-    def one_round(_: int) -> None:
+    def one_round(round_no: int) -> None:
         buyer = race.buyer()
         order_id = race.register(buyer, 3000)[0]
         opened = race.pay(buyer, order_id)
@@ -224,8 +224,8 @@ def test_a_late_payment_against_the_close_sweep_ends_paid_or_closed_never_both(r
         (out_trade_no,) = race.out_trade_nos(order_id)
         later = utcnow() + timedelta(days=1)  # the sweep's clock: the time to pay has run out
 
-        paid, swept = race.race(
-            [lambda: race.user_pays(out_trade_no), lambda: race.call(close_expired_orders, now=later)]
+        paid, swept = race.staggered(
+            round_no, lambda: race.user_pays(out_trade_no), lambda: race.call(close_expired_orders, now=later)
         )
         race.assert_clean([swept])
         # The next sweep (every minute in production) finishes what a sweep that lost the race left open.

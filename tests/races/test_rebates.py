@@ -94,7 +94,7 @@ def test_a_refund_racing_the_settlement_of_its_rebate_reverses_it_exactly_once(r
     def settle() -> Answer:
         return race.call(settle_due, now=utcnow() + window)
 
-    def one_round(_: int) -> None:
+    def one_round(round_no: int) -> None:
         buyer = race.buyer()
         order_id, out_order_no = race.register(buyer, 10_000)
         assert race.pay(buyer, order_id).ok
@@ -116,7 +116,7 @@ def test_a_refund_racing_the_settlement_of_its_rebate_reverses_it_exactly_once(r
                 headers=race.shop_headers,
             )
 
-        asked, first_sweep = race.race([ask_refund, settle])
+        asked, first_sweep = race.staggered(round_no, ask_refund, settle)
         race.assert_clean([asked, first_sweep])
         if asked.busy:
             asked = ask_refund()  # the shop retries after Retry-After
@@ -135,7 +135,7 @@ def test_a_refund_racing_the_settlement_of_its_rebate_reverses_it_exactly_once(r
                 )
             )
 
-        resolved, second_sweep = race.race([wechat_refunds, settle])
+        resolved, second_sweep = race.staggered(round_no, wechat_refunds, settle)
         race.assert_clean([second_sweep])
         last_sweep = settle()
         race.assert_clean([last_sweep])
