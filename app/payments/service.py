@@ -488,6 +488,11 @@ def close_order(*, order_id: int) -> bool:
         try:
             client.close_order(attempt.out_trade_no)
         except WeChatError as exc:
+            if exc.code in ("ORDERPAID", "ORDER_PAID"):
+                # Paid between our query and the close: apply the payment now (its notification will
+                # find it applied) instead of failing the sweep.
+                _query_and_apply(merchant, order)
+                return False
             if exc.code not in ("ORDER_NOT_EXIST", "ORDERNOTEXIST", "ORDER_CLOSED", "ORDERCLOSED"):
                 raise
     # The guard: pending → closed by a conditional UPDATE. A notification applied meanwhile (it cannot

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -119,3 +121,23 @@ def test_an_order_wechat_cannot_vouch_for_is_not_closed(shop: Shop, db_session: 
     # The next sweep, with WeChat answering, closes it.
     assert close_expired_orders(now=utcnow() + timedelta(days=1)) == 1
     assert shop.order("SO-Q8")["status"] == "closed"
+
+
+def test_a_close_answered_orderpaid_applies_the_payment_instead_of_failing_the_sweep(
+    shop: Shop, db_session: Session, caplog: pytest.LogCaptureFixture
+) -> None:
+    order, out_trade_no = shop.prepared("SO-Q9", 2100)
+    # The user paid between the sweep's query and its close: WeChat refuses the close with ORDERPAID.
+    shop.sandbox.post("/faults", {"api": "v3.close", "mode": "error", "code": "ORDERPAID", "count": 1})
+
+    with caplog.at_level(logging.WARNING, logger="hongli.payments"):
+        assert close_expired_orders(now=utcnow() + timedelta(days=1)) == 0
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []  # not a failure
+
+    assert shop.order("SO-Q9")["status"] == "pending_payment"  # not closed; the query found no payment yet
+    assert _events(db_session, "order.closed") == []
+    shop.sandbox.post(f"/transactions/{out_trade_no}/pay", {"mchid": shop.merchant.mchid, "deliver": False})
+    assert close_expired_orders(now=utcnow() + timedelta(days=1)) == 0
+    found = shop.order("SO-Q9")
+    assert (found["status"], found["paid_fen"]) == ("paid", 2100)
+    assert _events(db_session, "order.paid") == [order["id"]]
