@@ -121,6 +121,7 @@ def _connect_domains(app: Flask) -> None:
     from app.rebates import checks as rebate_checks
     from app.rebates import service as rebates
     from app.red_packets.service import apply_to_order, release_from_order
+    from app.withdrawals import checks as withdrawal_checks
 
     install_account_cache_hooks()
     subscribe(app, ORDER_PAID, rebates.on_order_paid)
@@ -130,6 +131,7 @@ def _connect_domains(app: Flask) -> None:
     rebate_checks.register()
     payout_checks.register()
     limit_checks.register()
+    withdrawal_checks.register()
 
 
 def _flask_config(settings: Settings) -> dict[str, Any]:

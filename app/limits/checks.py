@@ -2,8 +2,8 @@
 
 A counter is only a guard if it says what its rows say: every ``limit_counters`` row must equal the sum its
 limit's rule derives from the rows (e.g. the day's withdrawals), and every row the limit counts must lie in a
-counter. Each limit name has a :class:`Rule` here; a counter whose name has none is a violation, so a new
-limit cannot go unchecked.
+counter. Each limit name has a :class:`Rule`, registered by the domain whose rows it counts
+(:func:`register_limit`); a counter whose name has none is a violation, so a new limit cannot go unchecked.
 """
 
 from __future__ import annotations
@@ -13,16 +13,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import BigInteger, literal, select, type_coerce
+from sqlalchemy import select
 
-from app.core.calendar import beijing_day_start, beijing_month_start, beijing_week_start
 from app.extensions import db
 from app.ledger.checks import MAX_LISTED, register_check
 from app.limits.models import LimitCounter
-from app.limits.service import BUYER_DAY_FEN, BUYER_MONTH_FEN, BUYER_WEEK_FEN, WITHDRAWAL_DAILY_FEN
-from app.rebates.models import RebateGrant
-from app.rebates.rules import Beneficiary
-from app.withdrawals.models import Withdrawal, WithdrawalStatus
 
 # (merchant, scope, subject, window start) → what the rows say was used in that window.
 Window = tuple[int, int, int, datetime]
@@ -38,45 +33,13 @@ class Rule:
     counted: str  # what a row is, for the message
 
 
-def _withdrawals() -> Iterator[tuple[int, int, int, datetime, int]]:
-    # Every withdrawal but a rejected one counts on the day (Beijing) it was created (merchant-wide: scope 0).
-    yield from db.session.execute(
-        select(
-            Withdrawal.merchant_id,
-            literal(0, BigInteger),
-            Withdrawal.consumer_id,
-            Withdrawal.created_at,
-            type_coerce(Withdrawal.amount, BigInteger),
-        )
-        .where(Withdrawal.status != WithdrawalStatus.REJECTED)
-        .order_by(Withdrawal.id)
-        .execution_options(yield_per=1000)
-    ).tuples()
+# Each limit's rule, registered by the domain that owns the rows it counts (at start-up, in create_app).
+_RULES: dict[str, Rule] = {}
 
 
-def _buyer_grants() -> Iterator[tuple[int, int, int, datetime, int]]:
-    # Every grant to a buyer counts for its campaign (scope) at its booking time, reversed or not (a
-    # refund claws the money back but does not give the cap back).
-    yield from db.session.execute(
-        select(
-            RebateGrant.merchant_id,
-            RebateGrant.campaign_id,
-            RebateGrant.consumer_id,
-            RebateGrant.created_at,
-            type_coerce(RebateGrant.amount, BigInteger),
-        )
-        .where(RebateGrant.beneficiary == Beneficiary.BUYER.value, RebateGrant.consumer_id.is_not(None))
-        .order_by(RebateGrant.id)
-        .execution_options(yield_per=1000)
-    ).tuples()  # type: ignore[misc]
-
-
-RULES: dict[str, Rule] = {
-    WITHDRAWAL_DAILY_FEN: Rule(window_of=beijing_day_start, rows=_withdrawals, counted="withdrawals"),
-    BUYER_DAY_FEN: Rule(window_of=beijing_day_start, rows=_buyer_grants, counted="buyer grants"),
-    BUYER_WEEK_FEN: Rule(window_of=beijing_week_start, rows=_buyer_grants, counted="buyer grants"),
-    BUYER_MONTH_FEN: Rule(window_of=beijing_month_start, rows=_buyer_grants, counted="buyer grants"),
-}
+def register_limit(name: str, rule: Rule) -> None:
+    """Say how the counters of limit ``name`` are derived from their rows (idempotent: replaces)."""
+    _RULES[name] = rule
 
 
 def _derived(rule: Rule) -> tuple[dict[Window, int], dict[Window, int]]:
@@ -107,7 +70,7 @@ def counters_match_rows() -> list[str]:
             LimitCounter.used,
         ).order_by(LimitCounter.id)
     ):
-        rule = RULES.get(name)
+        rule = _RULES.get(name)
         if rule is None:
             violations.append(f"counter {counter_id}: limit {name!r} has no rule to check it against")
             continue
@@ -117,7 +80,7 @@ def counters_match_rows() -> list[str]:
             )
         counters[name][(merchant_id, scope_id, subject_id, window_start)] = (counter_id, int(used))
 
-    for name, rule in RULES.items():
+    for name, rule in _RULES.items():
         fen, count = _derived(rule)
         for window, (counter_id, used) in counters[name].items():
             if used != fen.get(window, 0):

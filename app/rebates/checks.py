@@ -7,6 +7,8 @@ clean), capped like the ledger's own checks. :func:`register` adds them to the l
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
@@ -26,9 +28,12 @@ from sqlalchemy import (
 from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement
 
+from app.core.calendar import beijing_day_start, beijing_month_start, beijing_week_start
 from app.extensions import db
 from app.ledger.checks import MAX_LISTED, register_check
 from app.ledger.models import AccountKind, EntryReason, JournalEntry, LedgerAccount, OwnerType, Posting
+from app.limits.checks import Rule, register_limit
+from app.limits.service import BUYER_DAY_FEN, BUYER_MONTH_FEN, BUYER_WEEK_FEN
 from app.orders.models import Order, OrderStatus
 from app.payments.models import AttemptStatus, PaymentAttempt
 from app.rebates.models import RebateGrant
@@ -482,8 +487,32 @@ def red_packet_redeemed_once() -> list[str]:
     return _capped(violations)
 
 
+def _buyer_grants() -> Iterator[tuple[int, int, int, datetime, int]]:
+    # Every grant to a buyer counts for its campaign (scope) at its booking time, reversed or not (a
+    # refund claws the money back but does not give the cap back).
+    yield from db.session.execute(
+        select(
+            RebateGrant.merchant_id,
+            RebateGrant.campaign_id,
+            RebateGrant.consumer_id,
+            RebateGrant.created_at,
+            type_coerce(RebateGrant.amount, BigInteger),
+        )
+        .where(RebateGrant.beneficiary == Beneficiary.BUYER.value, RebateGrant.consumer_id.is_not(None))
+        .order_by(RebateGrant.id)
+        .execution_options(yield_per=1000)
+    ).tuples()  # type: ignore[misc]
+
+
 def register() -> None:
-    """Add the rebate engine's checks to ``ledger check`` (idempotent: re-registering replaces)."""
+    """Add the rebate engine's checks to ``ledger check`` (idempotent: re-registering replaces), and the
+    rules of the per-buyer cap counters to the limit-counter check."""
+    for name, window_of in (
+        (BUYER_DAY_FEN, beijing_day_start),
+        (BUYER_WEEK_FEN, beijing_week_start),
+        (BUYER_MONTH_FEN, beijing_month_start),
+    ):
+        register_limit(name, Rule(window_of=window_of, rows=_buyer_grants, counted="buyer grants"))
     register_check("rebates.one_credit_per_source_event", one_credit_per_source_event)
     register_check("rebates.campaign_never_overspent", campaign_never_overspent)
     register_check("rebates.red_packet_reservation_consistent", red_packet_reservation_consistent)
