@@ -174,15 +174,12 @@ def merchant_summary(merchant: Merchant) -> dict[str, Any]:
         "pay_serial_no": merchant.pay_serial_no,
         "wechatpay_public_key_id": merchant.wechatpay_public_key_id,
         "platform_certificates": len(merchant.platform_certificates_pem or []),
-        "payout_rail": merchant.payout_rail.value if merchant.payout_rail else None,
-        "withdrawal_min_fen": merchant.withdrawal_min.fen if merchant.withdrawal_min else None,
+        "payout_rail": merchant.payout_rail.value,
+        # Never "x if x else None": Money(0) is falsy, and 0 fen is a policy (no minimum, review everything).
+        "withdrawal_min_fen": merchant.withdrawal_min.fen,
         "withdrawal_fee_bp": merchant.withdrawal_fee_bp,
-        "withdrawal_daily_limit_fen": merchant.withdrawal_daily_limit.fen
-        if merchant.withdrawal_daily_limit
-        else None,
-        "withdrawal_auto_approve_max_fen": (
-            merchant.withdrawal_auto_approve_max.fen if merchant.withdrawal_auto_approve_max else None
-        ),
+        "withdrawal_daily_limit_fen": merchant.withdrawal_daily_limit.fen,
+        "withdrawal_auto_approve_max_fen": merchant.withdrawal_auto_approve_max.fen,
         "after_sales_window_days": merchant.after_sales_window_days,
         "h5_origins": list(merchant.h5_origins or []),
         "secrets": secrets.configured() if secrets else {},

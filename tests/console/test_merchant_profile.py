@@ -58,6 +58,21 @@ def test_owner_patches_policy_and_unnamed_fields_keep_their_values(
     assert entry.before["withdrawal_min_fen"] == 100 and entry.after["withdrawal_min_fen"] == 200
 
 
+def test_a_zero_fen_policy_reads_back_as_zero_and_round_trips(
+    client: FlaskClient, merchant: Merchant, db_session: Session
+) -> None:
+    owner = Console(client, "acme").login("owner@acme.test")
+    zero = {"withdrawal_min_fen": 0, "withdrawal_auto_approve_max_fen": 0}
+    assert owner.patch(PROFILE, json={"payouts": zero}).status_code == 200
+
+    body = owner.get(PROFILE).json
+
+    # 0 fen is a policy (no minimum; every withdrawal reviewed), not "unset".
+    assert (body["withdrawal_min_fen"], body["withdrawal_auto_approve_max_fen"]) == (0, 0)
+    again = {key: body[key] for key in zero}
+    assert owner.patch(PROFILE, json={"payouts": again}).status_code == 200
+
+
 @pytest.mark.parametrize(
     "body",
     [
