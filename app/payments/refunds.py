@@ -97,8 +97,9 @@ def _lock_refund_and_order(*where: ColumnElement[bool]) -> tuple[Refund, Order] 
     """The refund matching ``where`` and its order, both locked and read fresh — the order first.
 
     Every path that changes an order's refund totals locks the order before its refunds (requests,
-    notifications, submissions), so they serialise without deadlocks and none works from a stale
-    ``refund_committed`` (a lost update would free money still held by another refund).
+    notifications, submissions), so on PostgreSQL they queue without deadlocks. The locks are not the
+    guard (SQLite drops them and serialises whole transactions): the refund's transitions are
+    conditional UPDATEs and the order's totals relative ones (see :func:`_move`, :func:`_finish`).
     """
     order_id = db.session.scalar(select(Refund.order_id).where(*where))
     if order_id is None:
@@ -175,7 +176,7 @@ def _apply_status(refund: Refund, order: Order, wechat_status: str, resource: di
             )
         return
     if target is RefundStatus.PROCESSING:
-        refund.status = target
+        _move(refund, target)
         return
     _finish(refund, order, target, success_time=resource.get("success_time"))
 
@@ -188,15 +189,21 @@ def _finish(
     failure_code: str | None = None,
     success_time: object = None,
 ) -> None:
-    refund.status = status
-    refund.failure_code = failure_code
+    succeeded = status is RefundStatus.SUCCEEDED
+    _move(
+        refund,
+        status,
+        failure_code=failure_code,
+        **({"succeeded_at": _parse_time(success_time) or utcnow()} if succeeded else {}),
+    )
+    # The order's totals move by relative UPDATEs (``SET refunded = refunded + n``): no total is ever
+    # written from a value read before.
     if status in (RefundStatus.CLOSED, RefundStatus.FAILED):
         # The money was not returned: it is refundable again.
-        order.refund_committed = order.refund_committed - refund.amount
+        guarded_update(Order, order.id, refund_committed=Order.refund_committed - refund.amount)
         return
-    if status is RefundStatus.SUCCEEDED:
-        refund.succeeded_at = _parse_time(success_time) or utcnow()
-        order.refunded = order.refunded + refund.amount
+    if succeeded:
+        guarded_update(Order, order.id, refunded=Order.refunded + refund.amount)
         emit(
             Event(
                 type=REFUND_SUCCEEDED,
@@ -214,6 +221,13 @@ def _finish(
                 },
             )
         )
+
+
+def _move(refund: Refund, target: RefundStatus, **values: object) -> None:
+    """The refund's transition as ``UPDATE … WHERE status = <as read>``: a notification and the submit job
+    racing on one refund cannot both apply it; the loser's transaction fails and is retried, re-read."""
+    if not guarded_update(Refund, refund.id, Refund.status == refund.status, status=target, **values):
+        raise ConcurrentChange(f"refund {refund.id} changed meanwhile")
 
 
 def _parse_time(value: object) -> datetime | None:

@@ -471,6 +471,8 @@ def close_expired_orders(now: datetime | None = None, limit: int = 200) -> int:
 
 def close_order(*, order_id: int) -> bool:
     """Close one unpaid order at WeChat and here; True if closed (False if it turned out paid)."""
+    # The lock makes a notification of this order wait on PostgreSQL; the guard is the conditional
+    # pending → closed UPDATE below (and the paid UPDATE's own condition on the notification's side).
     order = db.session.scalar(select(Order).where(Order.id == order_id).with_for_update())
     if order is None or order.status is not OrderStatus.PENDING_PAYMENT:
         return False

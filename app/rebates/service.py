@@ -399,6 +399,8 @@ def settle_due(now: datetime | None = None, limit: int = 500) -> int:
         .where(RebateGrant.status == GrantStatus.PENDING, Order.received_at.is_not(None))
         .order_by(RebateGrant.id)
         .limit(limit)
+        # skip_locked only spreads concurrent sweeps over different grants; _settle's conditional
+        # UPDATE is what settles a grant once, and not after a clawback changed it.
         .with_for_update(of=RebateGrant, skip_locked=True)
     ).all()
     settled = 0
@@ -440,8 +442,11 @@ def _settle(grant: RebateGrant) -> None:
     ):
         return
     wallet = consumer_accounts(grant.merchant_id, grant.consumer_id)
-    # Read the debt under the wallet's locks (taken in id order, as the ledger takes them), so a
-    # withdrawal netting the same debt cannot make this repayment stale.
+    # Read the debt under the wallet's locks (taken in id order, as the ledger takes them), so on
+    # PostgreSQL a withdrawal netting the same debt waits rather than making this repayment stale (on
+    # SQLite the transaction is serial). This read-then-write relies on that: a stale debt would repay
+    # too much into the debt bucket (no money lost, but in the wrong bucket); pending itself is guarded
+    # by the ledger's conditional UPDATE, and the grant by the conditional settle above.
     db.session.scalars(
         select(LedgerAccount)
         .where(LedgerAccount.id.in_([account.id for account in wallet]))
@@ -496,6 +501,7 @@ def on_refund_succeeded(event: Event) -> None:
     refunded = int(event.payload["refunded_total_fen"])
     paid = int(event.payload["paid_fen"])
     refund_id = event.subject_id
+    # The lock queues a concurrent settlement on PostgreSQL; the guard is _claw_back's conditional UPDATE.
     for grant in db.session.scalars(
         select(RebateGrant).where(RebateGrant.order_id == order_id).order_by(RebateGrant.id).with_for_update()
     ):

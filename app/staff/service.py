@@ -337,6 +337,8 @@ def verify_login(*, email: str, password: str, ip: str | None, now: datetime | N
         limit=security.login_attempts_per_account_per_minute,
         window_seconds=60,
     )
+    # The lock makes concurrent wrong passwords count one by one on PostgreSQL (SQLite: serial). No money
+    # moves here, and the Redis limiter above bounds attempts per minute whatever the database does.
     account = db.session.scalar(
         select(StaffAccount).where(StaffAccount.email == normalized).with_for_update()
     )
