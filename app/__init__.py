@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import Connection, Engine, event
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.settings import Settings, load_settings
@@ -29,6 +28,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from app.consumers.views import mp as mp_identity_blp
     from app.core.http import init_http
     from app.core.logging import configure_logging
+    from app.core.sqlite import install_serialisation
     from app.extensions import api, db, migrate
     from app.health.views import blp as health_blp
     from app.invitations.views import blp as invitations_blp
@@ -70,7 +70,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     if settings.database.is_sqlite:
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
         with app.app_context():
-            install_sqlite_serialisation(db.engine, busy_timeout_ms=settings.database.sqlite_busy_timeout_ms)
+            install_serialisation(db.engine, busy_timeout_ms=settings.database.sqlite_busy_timeout_ms)
     install_session_hooks()
     init_queue(app, settings)
     init_sealer(app, settings)
@@ -169,31 +169,3 @@ def _sqlite_in_instance(url: str) -> str:
         if relative and relative != ":memory:":
             return "sqlite:///" + str(Path(__file__).resolve().parent.parent / relative)
     return url
-
-
-def install_sqlite_serialisation(engine: Engine, *, busy_timeout_ms: int) -> None:
-    """Make every SQLite transaction take the database's write lock when it begins (``BEGIN IMMEDIATE``).
-
-    pysqlite on its own begins a transaction only at the first INSERT/UPDATE/DELETE, so the reads a
-    guard makes before its write run outside any transaction, and ``FOR UPDATE`` is dropped: two
-    requests would both read "pending" and both write. Taken at BEGIN, the one write lock makes every
-    transaction serial (the embedded default is as safe as PostgreSQL, only slower); a transaction that
-    cannot get it within ``busy_timeout_ms`` fails with "database is locked", answered as a 503 with
-    Retry-After (see :mod:`app.core.http`). The recipe is SQLAlchemy's own ("Serializable isolation /
-    Savepoints / Transactional DDL" in the pysqlite dialect documentation).
-    """
-
-    def on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # pysqlite emits no BEGIN of its own; we do, below
-        cursor = dbapi_connection.cursor()
-        # WAL lets readers outside a transaction (and other processes' pings) proceed while one writes.
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        cursor.close()
-
-    def on_begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    event.listen(engine, "connect", on_connect)
-    event.listen(engine, "begin", on_begin)

@@ -13,6 +13,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from app.core.errors import DomainError, RateLimited
+from app.core.sqlite import SAFE_METHODS, expect_reads_only
 
 logger = logging.getLogger("hongli.http")
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -69,9 +70,10 @@ def _handle_concurrency(exc: DBAPIError) -> tuple[Response, int] | None:
         return response, status
     unique = sqlstate == "23505" or "UNIQUE constraint failed" in str(exc.orig)  # PostgreSQL, SQLite
     if isinstance(exc, IntegrityError) and unique:
-        # A unique constraint decided between two concurrent requests and no service caught it:
-        # the other request won; asking again shows its result.
-        logger.warning("unique constraint decided a concurrent request: %s", exc.orig)
+        # A unique constraint decided between two concurrent requests and no service caught it: the
+        # other request won; asking again shows its result. Logged as an error, with the traceback: a
+        # backstop constraint (one payout per withdrawal, …) firing means a guard upstream was missed.
+        logger.error("a unique constraint refused a write no service expected", exc_info=exc)
         return error_response(
             409, "concurrent_conflict", "a concurrent request did this first; fetch the current state"
         )
@@ -85,6 +87,14 @@ def _handle_unexpected(exc: Exception) -> tuple[Response, int]:
         return answer
     logger.exception("unhandled error")
     return error_response(500, "internal_error", "internal server error; quote the request id to support")
+
+
+def _expect_writes_unless_safe() -> None:
+    expect_reads_only(request.method in SAFE_METHODS)
+
+
+def _forget_request(_exc: BaseException | None) -> None:
+    expect_reads_only(False)  # what runs next in this thread (a job, a CLI command) may write
 
 
 def _assign_request_id() -> None:
@@ -113,6 +123,8 @@ def _finish_request(response: Response) -> Response:
 def init_http(app: Flask) -> None:
     """Install request ids, the access log and the error handlers (after flask-smorest's own)."""
     app.before_request(_assign_request_id)
+    app.before_request(_expect_writes_unless_safe)
+    app.teardown_request(_forget_request)
     app.after_request(_finish_request)
     app.register_error_handler(DomainError, _handle_domain_error)
     app.register_error_handler(HTTPException, _handle_http_exception)

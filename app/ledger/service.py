@@ -134,6 +134,8 @@ def post_entry(
         moved = db.session.execute(_MOVE_BALANCE, {"account": account_id, "delta": delta}).first()
         if moved is None:
             _undo(applied)
+            for account, _ in legs:  # their balances in this session were set from the moves just undone
+                db.session.expire(account, ["balance"])
             # A replay of an entry that already drained the account is a replay, not an overdraft.
             if find_entry(key) is not None:
                 return None

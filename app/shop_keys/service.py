@@ -190,7 +190,7 @@ def authenticate_shop_key(token: str, now: datetime | None = None) -> ShopPrinci
     if touched.rowcount:  # type: ignore[attr-defined]
         # The guard runs before the view does anything, so this commit carries only the touch; a
         # read-only view would otherwise roll it back.
-        commit()
+        commit(final=False)
     return ShopPrincipal(merchant_id=row.merchant_id, key_id=row.id)
 
 

@@ -65,11 +65,12 @@ def request_withdrawal(
     # Every bucket looked up (created if new) before any is locked: creating one can wait on another
     # transaction creating it, which must never happen while holding the wallet's locks.
     list(wallet)
-    # The per-consumer lock (see module docstring), available and debt together in ascending id order
-    # like post_entry; populate_existing: the balances used below are the ones read under the lock.
+    # The per-consumer lock (see module docstring): every bucket of the wallet in ascending id order, as
+    # post_entry and a settlement take them, so whatever this request moves later is already held and
+    # no lock is taken out of order; populate_existing: the balances below are read under the lock.
     db.session.scalars(
         select(LedgerAccount)
-        .where(LedgerAccount.id.in_([wallet.available.id, wallet.debt.id]))
+        .where(LedgerAccount.id.in_([account.id for account in wallet]))
         .order_by(LedgerAccount.id)
         .with_for_update()
         .execution_options(populate_existing=True)
@@ -257,13 +258,6 @@ def reject_withdrawal(
     """Finance rejects a withdrawal under review: the money returns to available; the user sees ``reason``."""
     withdrawal = _decide(merchant_id, withdrawal_id, WithdrawalStatus.REJECTED, staff_id)
     withdrawal.reason = reason[:255]
-    give_back(
-        merchant_id=merchant_id,
-        name=WITHDRAWAL_DAILY_FEN,
-        subject_id=withdrawal.consumer_id,
-        window_start=beijing_day_start(withdrawal.created_at),
-        amount=withdrawal.amount.fen,
-    )
     wallet = consumer_accounts(merchant_id, withdrawal.consumer_id)
     post_entry(
         key=f"withdrawal:{withdrawal.id}:reject",
@@ -273,6 +267,15 @@ def reject_withdrawal(
         lines=[(wallet.withdrawing, -withdrawal.amount), (wallet.available, withdrawal.amount)],
         merchant_id=merchant_id,
         memo=f"withdrawal rejected: {reason}"[:255],
+    )
+    # The counter after the wallet, as a request takes them (wallet, then counter): on PostgreSQL a
+    # reject and a new request of the same consumer then queue instead of deadlocking.
+    give_back(
+        merchant_id=merchant_id,
+        name=WITHDRAWAL_DAILY_FEN,
+        subject_id=withdrawal.consumer_id,
+        window_start=beijing_day_start(withdrawal.created_at),
+        amount=withdrawal.amount.fen,
     )
     _note(withdrawal, "rejected", reason=withdrawal.reason)
     record_audit(

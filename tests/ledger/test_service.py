@@ -276,6 +276,8 @@ def test_a_refused_entry_leaves_every_balance_as_it_was(merchant: Merchant) -> N
         )
     assert refused.value.details["shortfall_fen"] == 50
     assert (balance(wallet.pending), balance(wallet.available)) == (Money(0), Money(100))
+    # The session's copies agree with the database (a caller that catches Overdraft reads on).
+    assert (wallet.pending.balance, wallet.available.balance) == (Money(0), Money(100))
 
 
 def test_account_for_finds_or_creates_one_account(merchant: Merchant) -> None:
