@@ -29,6 +29,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from app.core.http import init_http
     from app.core.logging import configure_logging
     from app.core.sqlite import install_serialisation
+    from app.devclock import init_dev_clock
     from app.extensions import api, db, migrate
     from app.health.views import blp as health_blp
     from app.invitations.views import blp as invitations_blp
@@ -108,6 +109,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.cli.add_command(ledger_cli)
     app.cli.add_command(payouts_cli)
     app.cli.add_command(budgets_cli)
+    init_dev_clock(app, settings)  # the development clock (never in production) and `flask dev`
     return app
 
 

@@ -96,3 +96,25 @@ def query_uncertain_payouts() -> int:
     if failures:
         raise RuntimeError(f"overdue query passes failed for payouts {failures}")
     return len(ids)
+
+
+def run_due_payouts() -> int:
+    """Every due payout gets its pass now, in this process (``flask dev run-due``; the periodic sweep
+    queues them for the worker instead). Returns how many passes ran; raises after trying them all if
+    any pass failed."""
+    try:
+        ids = service.due_payout_ids()
+        db.session.rollback()
+    except Exception:
+        db.session.rollback()
+        raise
+    failures: list[int] = []
+    for payout_id in ids:
+        try:
+            process_payout(payout_id)
+        except Exception:
+            logger.exception("payout %s: pass failed", payout_id)
+            failures.append(payout_id)
+    if failures:
+        raise RuntimeError(f"passes failed for payouts {failures}")
+    return len(ids)

@@ -22,6 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, mapped_column, registry
 from sqlalchemy.types import TypeDecorator
 
+from app.core.clock import business_offset
 from app.core.money import Money
 
 # Deterministic constraint names keep Alembic autogenerate stable across PostgreSQL and SQLite.
@@ -40,8 +41,9 @@ IdPK = Annotated[int, mapped_column(BigIntId, primary_key=True)]
 
 
 def utcnow() -> datetime:
-    """The current time, timezone-aware UTC (the only kind stored)."""
-    return datetime.now(UTC)
+    """The current business time, timezone-aware UTC (the only kind stored): real time, plus the
+    development clock's offset outside production (see app/core/clock.py)."""
+    return datetime.now(UTC) + business_offset()
 
 
 class MoneyType(TypeDecorator[Money]):
