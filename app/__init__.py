@@ -27,6 +27,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from app.consumers.views import h5 as h5_oauth_blp
     from app.consumers.views import mp as mp_identity_blp
     from app.core.http import init_http
+    from app.core.inputs import init_inputs, install_converters
     from app.core.logging import configure_logging
     from app.core.sqlite import install_serialisation
     from app.devclock import init_dev_clock
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     init_sealer(app, settings)
     init_merchant_snapshots(app)
 
+    install_converters(app)  # before any route is added: <int:…> segments are bounded ids
     api.init_app(app)
     api.register_blueprint(health_blp)
     api.register_blueprint(mp_identity_blp)
@@ -99,6 +101,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(pay_notify_bp)
     app.register_blueprint(apidocs_bp)
     init_http(app)  # after flask-smorest, so our error envelope replaces its handlers
+    init_inputs(app)  # after the request id is assigned, so a refused body is logged with it
     _connect_domains(app)
 
     app.cli.add_command(worker_command)

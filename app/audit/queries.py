@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from app.audit.models import AuditEntry
 from app.core.errors import InvalidInput
+from app.core.inputs import ID_MAX
 from app.extensions import db
 
 MAX_PAGE = 200
@@ -21,7 +22,8 @@ class AuditPage:
 
 def _decode_cursor(cursor: str) -> int:
     # The cursor is the id of the last entry seen; clients treat it as opaque.
-    if not cursor.isdigit() or len(cursor) > 19:
+    # ASCII digits only: str.isdigit() also accepts '²', which int() refuses.
+    if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 19 and int(cursor) <= ID_MAX):
         raise InvalidInput("not a cursor from a previous page", details={"field": "cursor"})
     return int(cursor)
 

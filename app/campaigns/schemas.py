@@ -5,7 +5,7 @@ from typing import Any
 from marshmallow import Schema, fields, validate
 
 from app.campaigns.simulation import Tally, ratio, roi
-from app.core.fields import MoneyField
+from app.core.fields import BUDGET_DEPOSIT_MAX_FEN, ORDER_MAX_FEN, IdField, MoneyField
 
 
 class CampaignCreateSchema(Schema):
@@ -26,7 +26,7 @@ class RulesSchema(Schema):
 
 
 class FundSchema(Schema):
-    amount_fen = MoneyField(required=True, minimum=1)
+    amount_fen = MoneyField(required=True, minimum=1, maximum=BUDGET_DEPOSIT_MAX_FEN)
     source = fields.String(required=True, validate=validate.OneOf(["merchant", "platform"]))
     idempotency_key = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9_\-:.]{8,64}$"))
 
@@ -82,8 +82,10 @@ class PreviewRedPacketSchema(Schema):
 
 
 class PreviewOrderSchema(Schema):
-    total_fen = MoneyField(required=True, minimum=1)
-    paid_fen = MoneyField(metadata={"description": "Default: total less the red packet's face value."})
+    total_fen = MoneyField(required=True, minimum=1, maximum=ORDER_MAX_FEN)
+    paid_fen = MoneyField(
+        maximum=ORDER_MAX_FEN, metadata={"description": "Default: total less the red packet's face value."}
+    )
     red_packet = fields.Nested(PreviewRedPacketSchema)
     is_first_paid_order = fields.Boolean(load_default=False)
     has_inviter = fields.Boolean(load_default=False)
@@ -271,7 +273,7 @@ def replay_view(replayed: Any) -> dict[str, Any]:
 
 
 class IssueRedPacketSchema(Schema):
-    consumer_id = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+    consumer_id = IdField(required=True)
     rule_id = fields.String(required=True, validate=validate.Length(min=1, max=64))
     idempotency_key = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9_\-:.]{8,64}$"))
 

@@ -4,7 +4,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from app.core.fields import MoneyField
+from app.core.fields import ORDER_MAX_FEN, IdField, MoneyField
 
 OUT_NO = validate.Regexp(r"^[A-Za-z0-9_\-|*@]{1,64}$", error="1-64 letters, digits or _-|*@")
 
@@ -14,13 +14,13 @@ class OrderItemSchema(Schema):
     name = fields.String(required=True, validate=validate.Length(min=1, max=120))
     category = fields.String(load_default=None, validate=validate.Length(max=64))
     quantity = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=100_000))
-    unit_price_fen = MoneyField(required=True)
+    unit_price_fen = MoneyField(required=True, maximum=ORDER_MAX_FEN)
 
 
 class ConsumerRefSchema(Schema):
     """The buyer: a Hongli consumer id, or an openid under the merchant's mini-program / official account."""
 
-    id = fields.Integer(strict=True, load_default=None)
+    id = IdField(load_default=None)
     openid = fields.String(load_default=None, validate=validate.Length(min=1, max=64))
 
     @validates_schema
@@ -32,8 +32,8 @@ class ConsumerRefSchema(Schema):
 class RegisterOrderSchema(Schema):
     out_order_no = fields.String(required=True, validate=OUT_NO)
     consumer = fields.Nested(ConsumerRefSchema, required=True)
-    total_fen = MoneyField(required=True, minimum=1)
-    shipping_fen = MoneyField(load_default=None)
+    total_fen = MoneyField(required=True, minimum=1, maximum=ORDER_MAX_FEN)
+    shipping_fen = MoneyField(load_default=None, maximum=ORDER_MAX_FEN)
     items = fields.List(
         fields.Nested(OrderItemSchema), required=True, validate=validate.Length(min=1, max=200)
     )

@@ -2,12 +2,12 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from app.core.fields import MoneyField
+from app.core.fields import REFUND_MAX_FEN, IdField, MoneyField
 from app.orders.schemas import OUT_NO
 
 
 class PayRequestSchema(Schema):
-    red_packet_id = fields.Integer(strict=True, load_default=None)
+    red_packet_id = IdField(load_default=None)
 
 
 class PaymentParamsSchema(Schema):
@@ -31,7 +31,7 @@ class PaymentSchema(Schema):
 
 class RefundRequestSchema(Schema):
     out_refund_no = fields.String(required=True, validate=OUT_NO)
-    amount_fen = MoneyField(required=True, minimum=1)
+    amount_fen = MoneyField(required=True, minimum=1, maximum=REFUND_MAX_FEN)
     reason = fields.String(load_default=None, validate=validate.Length(max=80))
 
 

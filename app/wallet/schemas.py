@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from app.core.fields import MoneyField
+from app.core.fields import IdField, MoneyField
 
 
 class WalletSchema(Schema):
@@ -14,7 +14,7 @@ class WalletSchema(Schema):
 
 class TimelineQuerySchema(Schema):
     limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
-    before = fields.Integer(load_default=None)
+    before = IdField(text=True, load_default=None)
 
 
 class LineSchema(Schema):
