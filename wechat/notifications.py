@@ -93,7 +93,7 @@ def parse_notification(
         if exc.code == "DECRYPT_FAILED":
             raise _reject(exc.message, exc.code, body, hook) from exc
         raise
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise _reject(f"malformed notification: {exc}", "MALFORMED", body, hook) from exc
     emit(
         hook,

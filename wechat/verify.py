@@ -197,7 +197,8 @@ class PlatformKeys:
         if signature.startswith(SIGNTEST_PREFIX):
             # §3.3 rule 3: signature-probe traffic never verifies and must not be processed.
             raise VerificationError("signature probe (WECHATPAY/SIGNTEST/)", code="SIGNATURE_PROBE")
-        if not timestamp.isdigit() or len(timestamp) > 12:
+        # ASCII digits only: str.isdigit() also accepts '²³', which int() refuses.
+        if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
             raise VerificationError("malformed Wechatpay-Timestamp", code="TIMESTAMP_MALFORMED")
         if abs(self._clock() - int(timestamp)) >= self._max_skew:
             raise VerificationError("Wechatpay-Timestamp outside the ±5 minute window", code="TIMESTAMP_SKEW")

@@ -41,6 +41,36 @@ class Answer:
         return self.status < 300
 
 
+# What a decrypted resource's fields must be when present (refunds §4, transfer bills §6.1): one check
+# before any domain code reads them, so a wrong type is refused like a wrong value.
+_TEXT_FIELDS = frozenset(
+    {
+        "mchid", "sp_mchid", "sub_mchid", "appid", "out_trade_no", "transaction_id", "trade_state",
+        "trade_type", "success_time", "out_refund_no", "refund_id", "refund_status", "out_bill_no",
+        "transfer_bill_no", "state", "fail_reason", "create_time", "update_time",
+    }
+)  # fmt: skip
+_AMOUNT_INTEGERS = frozenset({"total", "payer_total", "refund", "payer_refund", "discount_refund"})
+
+
+def _malformed(resource: Mapping[str, Any]) -> str | None:
+    """Why a verified resource cannot be read (a field of the wrong type), else None."""
+    for name in _TEXT_FIELDS & resource.keys():
+        if not isinstance(resource[name], str):
+            return f"{name} is not a string"
+    amount = resource.get("amount")
+    if amount is None:
+        return None
+    if not isinstance(amount, dict):
+        return "amount is not an object"
+    for name in _AMOUNT_INTEGERS & amount.keys():
+        if type(amount[name]) is not int:
+            return f"amount.{name} is not an integer"
+    if not isinstance(amount.get("currency", "CNY"), str):
+        return "amount.currency is not a string"
+    return None
+
+
 def _order_of(merchant: MerchantSnapshot, out_trade_no: object) -> int | None:
     if not isinstance(out_trade_no, str) or not out_trade_no:
         return None
@@ -96,6 +126,11 @@ def handle_v3_notification(*, slug: str, headers: Mapping[str, str], body: bytes
         applied = apply_locked(merchant=merchant, resource=resource, source="notification", locked=locked)
         return Answer(204) if applied.ok else Answer(400, applied.reason)
     log.write(_order_of(merchant, resource.get("out_trade_no")))
+    if malformed := _malformed(resource):
+        # Signed by WeChat yet unreadable: change nothing and answer a failure (WeChat retries, the log
+        # shows it). Payments need no such check: their refusals (terms_mismatch, …) read any type.
+        logger.warning("refused a %s notification for %s: %s", notification.event_type, slug, malformed)
+        return Answer(400, f"malformed resource: {malformed}")
     if notification.event_type.startswith("REFUND."):
         applied_refund = apply_refund_notification(
             merchant=merchant, event_type=notification.event_type, resource=resource
@@ -135,10 +170,11 @@ def handle_v2_notification(*, slug: str, body: bytes) -> tuple[bool, str]:
     fields: dict[str, Any] = dict(notification.fields)
     if not notification.succeeded:
         return True, "OK"  # a failed payment changes nothing; acknowledge so WeChat stops
-    try:
-        total = int(str(fields.get("total_fee", "")))
-    except ValueError:
+    raw_total = str(fields.get("total_fee", ""))
+    # ASCII digits only (int() would read '١٢' as 12); 12 digits is far beyond any payment.
+    if not (raw_total.isascii() and raw_total.isdigit()) or len(raw_total) > 12:
         return False, "bad total_fee"
+    total = int(raw_total)
     resource = {
         "mchid": fields.get("mch_id"),
         "appid": fields.get("appid"),

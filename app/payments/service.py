@@ -220,7 +220,9 @@ def terms_mismatch(resource: dict[str, Any], asked_fen: int) -> str | None:
     """Why ``resource`` is not a successful payment of exactly ``asked_fen`` CNY, else None."""
     if resource.get("trade_state") != "SUCCESS":
         return f"trade_state is {resource.get('trade_state')!r}, not SUCCESS"
-    amount = resource.get("amount") or {}
+    amount = resource.get("amount")
+    if not isinstance(amount, dict):
+        return f"amount {amount!r} is not an object"
     total = amount.get("total")
     if type(total) is not int or total != asked_fen or amount.get("currency", "CNY") != "CNY":
         return f"paid amount {total!r} differs from the {asked_fen} fen asked"

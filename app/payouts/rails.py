@@ -179,7 +179,7 @@ def _transfer_answer(answer: dict[str, Any]) -> Outcome:
 
 def _fen(value: object) -> int | None:
     text = _text(value)
-    return int(text) if text is not None and text.isdigit() else None
+    return int(text) if text is not None and text.isascii() and text.isdigit() else None
 
 
 def _text(value: object) -> str | None:

@@ -44,6 +44,15 @@ BUSINESS_MISMATCHES: dict[str, Callable[[Forger, str], dict[str, Any]]] = {
     "wrong_appid": lambda f, no: f.transaction(no, TOTAL, appid="wx0000000000000000"),
     "unknown_out_trade_no": lambda f, no: f.transaction("HL99999999P1", TOTAL),
     "trade_state_not_success": lambda f, no: f.transaction(no, TOTAL, trade_state="NOTPAY"),
+    # Wrong types anywhere in the decrypted resource: refused like a wrong value, never a traceback.
+    "amount_is_a_string": lambda f, no: f.transaction(no, TOTAL, amount="8800"),
+    "amount_is_null": lambda f, no: f.transaction(no, TOTAL, amount=None),
+    "amount_is_a_list": lambda f, no: f.transaction(no, TOTAL, amount=[TOTAL]),
+    "amount_total_is_a_float": lambda f, no: f.transaction(no, TOTAL, amount={"total": 8800.0}),
+    "amount_total_is_huge": lambda f, no: f.transaction(no, TOTAL, amount={"total": 10**30}),
+    "currency_is_an_object": lambda f, no: f.transaction(no, TOTAL, amount={"total": TOTAL, "currency": {}}),
+    "trade_state_is_a_list": lambda f, no: f.transaction(no, TOTAL, trade_state=["SUCCESS"]),
+    "mchid_is_a_number": lambda f, no: f.transaction(no, TOTAL, mchid=1900000109),
 }
 
 
@@ -100,6 +109,15 @@ SIGNATURE_FAILURES: dict[str, tuple[Callable[[Forger, bytes], dict[str, str]], s
     "signtest_probe": (
         lambda f, b: f.headers(b, signature="WECHATPAY/SIGNTEST/" + "A" * 40),
         "SIGNATURE_PROBE",
+    ),
+    # str.isdigit() accepts these; int() does not (issue 19: it was a 500 with no signature needed).
+    "unicode_digit_timestamp": (
+        lambda f, b: f.headers(b) | {"Wechatpay-Timestamp": "²³"},
+        "TIMESTAMP_MALFORMED",
+    ),
+    "arabic_indic_digit_timestamp": (
+        lambda f, b: f.headers(b) | {"Wechatpay-Timestamp": "١٧٠٠٠٠٠٠٠٠"},
+        "TIMESTAMP_MALFORMED",
     ),
     "missing_signature": (
         lambda f, b: {k: v for k, v in f.headers(b).items() if k != "Wechatpay-Signature"},
@@ -179,3 +197,25 @@ def test_the_honest_forgery_is_accepted(shop: Shop, db_session: Session) -> None
     assert [
         e.subject_id for e in db_session.scalars(select(DomainEvent).where(DomainEvent.type == "order.paid"))
     ] == [order["id"]]
+
+
+@pytest.mark.parametrize("out_bill_no", [{"no": "PB1"}, 42, None, ["PB1"]], ids=repr)
+def test_transfer_bill_notification_of_wrong_types_is_refused(
+    shop: Shop, db_session: Session, out_bill_no: Any
+) -> None:
+    resource = {"mchid": shop.merchant.mchid, "out_bill_no": out_bill_no, "state": "SUCCESS"}
+
+    response = shop.notify(*shop.forger.signed(resource, event_type="MCHTRANSFER.BILL.FINISHED"))
+
+    _assert_wechat_failure(response, 400)
+
+
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+def test_a_signed_body_nested_too_deep_is_refused(shop: Shop, db_session: Session, depth: int) -> None:
+    body = (
+        b'{"id": "x", "event_type": "TRANSACTION.SUCCESS", "resource": ' + b"[" * depth + b"]" * depth + b"}"
+    )
+
+    response = shop.notify(shop.forger.headers(body), body)
+
+    _assert_wechat_failure(response, 401)

@@ -120,6 +120,42 @@ def test_refund_notification_with_another_amount_is_refused(shop: Shop, db_sessi
     assert shop.order("SO-F3")["refunded_fen"] == 0
 
 
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"amount": "1000"},
+        {"amount": [1000]},
+        {"amount": {"total": 3000, "refund": "1000"}},
+        {"amount": {"total": 3000, "refund": 1000, "currency": 156}},
+        {"refund_status": ["SUCCESS"]},
+        {"out_refund_no": 1},
+        {"mchid": None},
+        {"success_time": {}},
+    ],
+    ids=lambda changes: "-".join(f"{k}={v!r}" for k, v in changes.items()),
+)
+def test_refund_notification_of_wrong_types_is_refused(
+    shop: Shop, db_session: Session, changes: dict[str, Any]
+) -> None:
+    _paid(shop, "SO-F5", 3000)
+    shop.refund("SO-F5", "RF-5", 1000)
+    refund = _refund(db_session, "RF-5")
+    submit_refund(refund.id)
+    resource = {
+        "mchid": shop.merchant.mchid,
+        "out_trade_no": shop.out_trade_no(refund.order_id),
+        "out_refund_no": refund.wechat_refund_no,
+        "refund_id": refund.refund_id,
+        "refund_status": "SUCCESS",
+        "success_time": "2026-01-01T10:00:00+08:00",
+        "amount": {"total": 3000, "refund": 1000, "payer_total": 3000, "payer_refund": 1000},
+    } | changes
+    response = shop.notify(*shop.forger.signed(resource, event_type="REFUND.SUCCESS"))
+    assert response.status_code == 400 and response.json["code"] == "FAIL"
+    assert _refund(db_session, "RF-5").status.value == "processing"
+    assert shop.order("SO-F5")["refunded_fen"] == 0
+
+
 def test_refunds_never_exceed_what_was_paid(shop: Shop, db_session: Session) -> None:
     _paid(shop, "SO-F4", 2500)
     over = shop.refund("SO-F4", "RF-0", 2501)

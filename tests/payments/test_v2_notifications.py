@@ -130,3 +130,15 @@ def test_unknown_merchant_is_refused(shop: Shop, db_session: Session) -> None:
         _notify_v2(shop, shop.forger.v2_payment(out_trade_no, 1200), slug="nobody")["return_code"] == "FAIL"
     )
     _unchanged(shop, db_session, "SO-V8")
+
+
+@pytest.mark.parametrize("total_fee", ["١٢٠٠", "１２００", "²", "1" + "0" * 5_000, "-1200", "12.00", ""])
+def test_signed_total_fee_that_is_not_ascii_digits_is_refused(
+    shop: Shop, db_session: Session, total_fee: str
+) -> None:
+    order = shop.register("SO-V2D", 1200)
+    shop.pay_params(order["id"])
+    body = shop.forger.v2_payment(shop.out_trade_no(order["id"]), 1200, total_fee=total_fee)
+
+    assert _notify_v2(shop, body)["return_code"] == "FAIL"
+    _unchanged(shop, db_session, "SO-V2D")
