@@ -7,7 +7,16 @@ from flask_smorest import Api
 from flask_sqlalchemy import SQLAlchemy
 
 from app.core.db import Base
+from app.core.error_schemas import ErrorEnvelopeSchema
+
+
+class HongliApi(Api):
+    """flask-smorest's Api declaring our error envelope (rendered by :mod:`app.core.http`) as the
+    body of every error response in ``/openapi.json``, instead of its own ``{code, status, errors}``."""
+
+    ERROR_SCHEMA = ErrorEnvelopeSchema
+
 
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
-api = Api()
+api = HongliApi()

@@ -16,6 +16,7 @@ from app.auth.guards import (
     staff_required,
 )
 from app.auth.principals import Role
+from app.core.error_schemas import ErrorEnvelopeSchema
 from app.core.tx import commit
 from app.extensions import db
 from app.gateway.log import events_for_order
@@ -51,7 +52,9 @@ def _merchant() -> Merchant:
 @shop.arguments(RegisterOrderSchema)
 @shop.response(201, OrderSchema)
 @shop.alt_response(200, schema=OrderSchema, description="The same order registered before (same body).")
-@shop.alt_response(409, description="out_order_no registered with a different body.")
+@shop.alt_response(
+    409, schema=ErrorEnvelopeSchema, description="out_order_no registered with a different body."
+)
 def register_order(body: dict[str, Any]) -> tuple[Order, int]:
     """Register an order; idempotent on `out_order_no` (same body → same order)."""
     order, created = service.register_order(merchant=_merchant(), document=body)

@@ -8,6 +8,7 @@ from flask_smorest import Blueprint
 
 from app.auth.guards import current_actor, current_merchant_id, current_staff, public, staff_required
 from app.auth.principals import Role
+from app.core.error_schemas import ErrorEnvelopeSchema
 from app.core.tx import commit
 from app.staff.schemas import (
     AddMemberSchema,
@@ -38,8 +39,16 @@ blp = Blueprint(
 @public
 @blp.arguments(LoginSchema)
 @blp.response(200, SessionSchema)
-@blp.alt_response(401, description="Wrong email or password (the same answer for an unknown email).")
-@blp.alt_response(429, description="Rate limited or locked after failed logins; see Retry-After.")
+@blp.alt_response(
+    401,
+    schema=ErrorEnvelopeSchema,
+    description="Wrong email or password (the same answer for an unknown email).",
+)
+@blp.alt_response(
+    429,
+    schema=ErrorEnvelopeSchema,
+    description="Rate limited or locked after failed logins; see Retry-After.",
+)
 def log_in(data: dict[str, Any]) -> ConsoleSession:
     """Log in with email and password; sets the session cookie and returns the CSRF token."""
     result = open_session(email=data["email"], password=data["password"])
