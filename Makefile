@@ -11,7 +11,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(VENV)/bin/python -m pip install --quiet -r requirements-dev.txt
 	@touch $(STAMP)
 
-## run: the whole system (web :8000, worker, WeChat sandbox :8900, SQLite, local Redis)
+## run: the whole system (web :8000, worker, WeChat sandbox :8900, SQLite, local Redis; other ports: HONGLI_RUN_* in README)
 run: $(STAMP)
 	@scripts/run.sh
 
