@@ -190,6 +190,9 @@ class PlatformKeys:
         if not (timestamp and nonce and signature and serial):
             # §3.3 rule 2: a signed-looking success without signature headers is forged.
             raise VerificationError("missing Wechatpay-* signature headers", code="SIGNATURE_MISSING")
+        if not all(value.isascii() for value in (nonce, signature, serial)):
+            # WeChat sends ASCII only; anything else cannot even be put into the signed message.
+            raise VerificationError("non-ASCII Wechatpay-* header", code="HEADER_MALFORMED")
         if sig_type is not None and sig_type != AUTH_SCHEMA:
             raise VerificationError(
                 f"unsupported Wechatpay-Signature-Type {sig_type!r}", code="SIGNATURE_TYPE"

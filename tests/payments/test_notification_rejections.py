@@ -219,3 +219,50 @@ def test_a_signed_body_nested_too_deep_is_refused(shop: Shop, db_session: Sessio
     response = shop.notify(shop.forger.headers(body), body)
 
     _assert_wechat_failure(response, 401)
+
+
+HOSTILE_HEADER_VALUES = [
+    "²³",
+    "١٧٠٠٠٠٠٠٠٠",
+    "9" * 5_000,
+    "-1",
+    "1e9",
+    " 1700000000",
+    "x" * 10_000,
+    "\x00",
+    "",
+]
+HOSTILE_BODIES = [
+    b"",
+    b"not json",
+    b"\xff\xfe",
+    b"[" * 100_000 + b"]" * 100_000,
+    b"1" + b"0" * 5_000,
+    b'{"resource": "x"}',
+    b'{"resource": {"algorithm": "AEAD_AES_256_GCM", "nonce": [], "ciphertext": {}}}',
+    b'"' + b"x" * 1_100_000 + b'"',
+]
+
+
+def test_no_hostile_unsigned_notification_is_a_5xx(
+    shop: Shop, db_session: Session, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever arrives at the WeChat endpoints unsigned or half-signed, the answer is WeChat's own failure
+    format (v3: 4xx ``{"code": "FAIL"}``; v2: XML), nothing changes and no traceback is logged."""
+    _, out_trade_no = shop.prepared("SO-R9", TOTAL)
+    honest = shop.forger.body(shop.forger.transaction(out_trade_no, TOTAL))
+    caplog.set_level("INFO")
+    for header in ("Wechatpay-Timestamp", "Wechatpay-Nonce", "Wechatpay-Serial", "Wechatpay-Signature"):
+        for value in HOSTILE_HEADER_VALUES:
+            response = shop.notify(shop.forger.headers(honest) | {header: value}, honest)
+            assert 400 <= response.status_code < 500, (header, value[:20], response.status_code)
+            if response.status_code != 413:
+                assert response.json["code"] == "FAIL", (header, value[:20], response.json)
+    for body in HOSTILE_BODIES:
+        for headers in (shop.forger.headers(honest), shop.forger.headers(body)):
+            response = shop.notify(headers, body)
+            assert 400 <= response.status_code < 500, (body[:20], response.status_code)
+        v2 = shop.client.post(f"/wechat/{shop.merchant.slug}/pay/notify-v2", data=body)
+        assert v2.status_code in (200, 413), (body[:20], v2.status_code)
+    _assert_nothing_changed(shop, db_session, "SO-R9")
+    assert [r for r in caplog.records if r.exc_info or r.levelno >= 40] == []
