@@ -6,6 +6,7 @@ import click
 from flask.cli import AppGroup
 
 from app.campaigns.service import deposit_budget
+from app.core.fields import BUDGET_DEPOSIT_MAX_FEN
 from app.core.money import Money
 from app.extensions import db
 from app.merchants.service import get_merchant
@@ -15,7 +16,7 @@ budgets_cli = AppGroup("budgets", help="Record money entering marketing budgets 
 
 @budgets_cli.command("deposit")
 @click.option("--merchant", "slug", required=True)
-@click.option("--amount-fen", type=click.IntRange(min=1), required=True)
+@click.option("--amount-fen", type=click.IntRange(min=1, max=BUDGET_DEPOSIT_MAX_FEN), required=True)
 @click.option("--key", required=True, help="Idempotency key, e.g. the bank transfer reference.")
 def deposit_command(slug: str, amount_fen: int, key: str) -> None:
     """A merchant paid money in for its campaigns: credit its marketing budget (once per key)."""
@@ -25,7 +26,7 @@ def deposit_command(slug: str, amount_fen: int, key: str) -> None:
 
 
 @budgets_cli.command("fund-platform")
-@click.option("--amount-fen", type=click.IntRange(min=1), required=True)
+@click.option("--amount-fen", type=click.IntRange(min=1, max=BUDGET_DEPOSIT_MAX_FEN), required=True)
 @click.option("--key", required=True)
 def fund_platform_command(amount_fen: int, key: str) -> None:
     """The platform adds money to its marketing budget (once per key)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
@@ -174,3 +175,23 @@ def test_hostile_headers_are_refused_not_a_500(shop: Shop, owner: Console, heade
 def test_nul_in_the_url_is_a_422(shop: Shop, url: str) -> None:
     headers = shop.shop_headers if "/shop/" in url else shop.consumer_headers
     assert _envelope(shop.client.get(url, headers=headers), 422)["code"] == "validation_error"
+
+
+@pytest.mark.parametrize("amount", [str(BUDGET_DEPOSIT_MAX_FEN + 1), str(2**63), "1" + "0" * 5_000, "²"])
+def test_a_cli_budget_deposit_beyond_its_ceiling_is_refused(shop: Shop, app: Flask, amount: str) -> None:
+    for args in (
+        [
+            "budgets",
+            "deposit",
+            "--merchant",
+            shop.merchant.slug,
+            "--amount-fen",
+            amount,
+            "--key",
+            "bank-edge-1",
+        ],
+        ["budgets", "fund-platform", "--amount-fen", amount, "--key", "bank-edge-2"],
+    ):
+        result = app.test_cli_runner().invoke(args=args)
+        assert result.exit_code == 2 and result.exception is not None, result.output
+        assert "--amount-fen" in result.output
