@@ -10,15 +10,17 @@ retries otherwise (§3.10).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import select
 
 from app.extensions import db
 from app.gateway.clients import platform_keys
 from app.gateway.log import PendingLog
+from app.merchants.schemas import SLUG
 from app.merchants.snapshots import MerchantSnapshot, merchant_snapshot
 from app.payments.models import PaymentAttempt
 from app.payments.refunds import apply_refund_notification
@@ -29,6 +31,7 @@ from wechat.pay_v2 import parse_v2_notification
 
 logger = logging.getLogger("hongli.notifications")
 T = TypeVar("T")
+_SLUG = cast(re.Pattern[str], SLUG.regex)
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,11 @@ def _malformed(resource: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _merchant(slug: str) -> MerchantSnapshot | None:
+    # A URL segment that cannot be a slug (NUL, 5,000 characters, …) is never looked up.
+    return merchant_snapshot(slug) if _SLUG.match(slug) else None
+
+
 def _order_of(merchant: MerchantSnapshot, out_trade_no: object) -> int | None:
     if not isinstance(out_trade_no, str) or not out_trade_no:
         return None
@@ -102,7 +110,7 @@ def handle_v3_notification(*, slug: str, headers: Mapping[str, str], body: bytes
     A payment is applied under the lock of its attempt and order, taken before anything is written;
     concurrent repeats queue there and find it applied.
     """
-    merchant = merchant_snapshot(slug)
+    merchant = _merchant(slug)
     if merchant is None:
         return Answer(404, "unknown merchant")
     log = PendingLog(merchant.id)
@@ -154,7 +162,7 @@ def _v2_key(merchant: MerchantSnapshot) -> str:
 
 def handle_v2_notification(*, slug: str, body: bytes) -> tuple[bool, str]:
     """Verify and apply a legacy v2 payment notification; (success, message) for the XML reply."""
-    merchant = merchant_snapshot(slug)
+    merchant = _merchant(slug)
     if merchant is None:
         return False, "unknown merchant"
     log = PendingLog(merchant.id)

@@ -266,3 +266,14 @@ def test_no_hostile_unsigned_notification_is_a_5xx(
         assert v2.status_code in (200, 413), (body[:20], v2.status_code)
     _assert_nothing_changed(shop, db_session, "SO-R9")
     assert [r for r in caplog.records if r.exc_info or r.levelno >= 40] == []
+
+
+@pytest.mark.parametrize("slug", ["%00", "acme%00tea", "x" * 5_000, "²", "%F0%9F%92%B0", "ACME-TEA"])
+def test_a_url_that_names_no_merchant_is_refused(
+    shop: Shop, caplog: pytest.LogCaptureFixture, slug: str
+) -> None:
+    honest = shop.forger.body(shop.forger.transaction("HL1P1", TOTAL))
+    _assert_wechat_failure(shop.notify(shop.forger.headers(honest), honest, slug=slug), 404)
+    v2 = shop.client.post(f"/wechat/{slug}/pay/notify-v2", data=shop.forger.v2_payment("HL1P1", TOTAL))
+    assert v2.status_code == 200 and b"FAIL" in v2.data
+    assert [r for r in caplog.records if r.exc_info or r.levelno >= 40] == []
