@@ -21,6 +21,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from app.apidocs.views import bp as apidocs_bp
     from app.audit.views import blp as audit_blp
     from app.behaviour.views import blp as behaviour_blp
+    from app.books.views import blp as books_blp
     from app.campaigns.cli import budgets_cli
     from app.campaigns.views import blp as campaigns_blp
     from app.console.views import blp as console_blp
@@ -91,6 +92,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     api.register_blueprint(shop_orders_blp)
     api.register_blueprint(mp_orders_blp)
     api.register_blueprint(console_orders_blp)
+    api.register_blueprint(books_blp)
     api.register_blueprint(behaviour_blp)
     api.register_blueprint(campaigns_blp)
     api.register_blueprint(wallet_blp)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 from flask.cli import AppGroup
 
+from app.audit.service import CLI
 from app.campaigns.service import deposit_budget
 from app.core.fields import BUDGET_DEPOSIT_MAX_FEN
 from app.core.money import Money
@@ -20,7 +21,7 @@ budgets_cli = AppGroup("budgets", help="Record money entering marketing budgets 
 @click.option("--key", required=True, help="Idempotency key, e.g. the bank transfer reference.")
 def deposit_command(slug: str, amount_fen: int, key: str) -> None:
     """A merchant paid money in for its campaigns: credit its marketing budget (once per key)."""
-    done = deposit_budget(key=key, amount=Money(amount_fen), merchant_id=get_merchant(slug).id)
+    done = deposit_budget(key=key, amount=Money(amount_fen), merchant_id=get_merchant(slug).id, actor=CLI)
     db.session.commit()
     click.echo(f"deposited {amount_fen} fen for {slug}" if done else f"deposit {key} was recorded before")
 
@@ -30,6 +31,6 @@ def deposit_command(slug: str, amount_fen: int, key: str) -> None:
 @click.option("--key", required=True)
 def fund_platform_command(amount_fen: int, key: str) -> None:
     """The platform adds money to its marketing budget (once per key)."""
-    done = deposit_budget(key=key, amount=Money(amount_fen), merchant_id=None)
+    done = deposit_budget(key=key, amount=Money(amount_fen), merchant_id=None, actor=CLI)
     db.session.commit()
     click.echo(f"funded the platform budget with {amount_fen} fen" if done else f"{key} was recorded before")

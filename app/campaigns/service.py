@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from app.audit.service import Actor, record_audit
+from app.audit.service import SYSTEM, Actor, record_audit
 from app.campaigns.models import CAMPAIGN_TRANSITIONS, Campaign, CampaignStatus, RuleVersion
 from app.consumers.models import Consumer
 from app.core.db import utcnow
@@ -181,10 +181,10 @@ def advance_schedules(now: datetime | None = None) -> int:
     return changed
 
 
-def deposit_budget(*, key: str, amount: Money, merchant_id: int | None) -> bool:
+def deposit_budget(*, key: str, amount: Money, merchant_id: int | None, actor: Actor = SYSTEM) -> bool:
     """Money paid in from outside the ledger (a bank transfer): into ``merchant_id``'s marketing budget,
-    or the platform's when None. Once per ``key``: False (nothing written) if it was recorded before.
-    The caller commits."""
+    or the platform's when None. Once per ``key``: False (nothing written, no audit entry) if it was
+    recorded before; the deposit that took effect is audited as ``actor``'s. The caller commits."""
     if merchant_id is not None:
         target, entry_key, cause, memo = (
             merchant_accounts(merchant_id).budget,
@@ -208,7 +208,17 @@ def deposit_budget(*, key: str, amount: Money, merchant_id: int | None) -> bool:
         merchant_id=merchant_id,
         memo=memo,
     )
-    return entry is not None
+    if entry is None:
+        return False
+    record_audit(
+        actor=actor,
+        action="budget.deposit",
+        target_type="merchant" if merchant_id is not None else "platform",
+        target_id=merchant_id,
+        merchant_id=merchant_id,
+        after={"amount_fen": amount.fen, "key": key, "entry_id": entry.id},
+    )
+    return True
 
 
 def fund_campaign(
@@ -236,7 +246,7 @@ def fund_campaign(
         origin = merchant_accounts(merchant_id).budget
     else:
         origin = platform_account(AccountKind.PLATFORM_MARKETING_BUDGET)
-    post_entry(
+    entry = post_entry(
         key=key,
         reason=EntryReason.BUDGET_TRANSFER,
         cause_type="campaign",
@@ -245,6 +255,8 @@ def fund_campaign(
         merchant_id=merchant_id,
         memo=f"fund campaign {campaign.id} from the {source} budget",
     )
+    if entry is None:
+        return  # a replay of a request that took effect: one effect, one audit entry
     record_audit(
         actor=actor,
         action="campaign.fund",
