@@ -248,6 +248,7 @@ cat <<MSG
     worker         RQ with scheduler and periodic jobs
     demo logins    $CREDENTIALS (console owner, shop API key)
     instance       $INSTANCE (logs: log/; settings for flask commands: . $ENV_FILE)
+    walk-through   docs/quickstart.md: in another terminal, INSTANCE=$INSTANCE then paste its blocks
   Ctrl-C stops everything.
 
 MSG

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from typing import Any
+
+from marshmallow import Schema, fields, post_dump, validate
 
 from app.core.fields import REFUND_MAX_FEN, IdField, MoneyField
 from app.orders.schemas import OUT_NO
@@ -20,6 +22,18 @@ class PaymentParamsSchema(Schema):
     paySign = fields.String()
 
 
+class SandboxPaymentSchema(Schema):
+    """Outside production only: what the WeChat sandbox needs to complete this payment as the consumer
+    (there is no ``wx.requestPayment`` in a sandbox). Never present when ``env = "production"``."""
+
+    out_trade_no = fields.String(metadata={"description": "WeChat's order number for this attempt"})
+    mchid = fields.String()
+    method = fields.String(metadata={"example": "POST"})
+    url = fields.String(metadata={"description": "the sandbox admin route that pays the order"})
+    body = fields.Dict(keys=fields.String(), values=fields.String())
+    curl = fields.String(metadata={"description": "the same call, ready to paste"})
+
+
 class PaymentSchema(Schema):
     order_id = fields.Integer(attribute="order.id")
     payable_fen = MoneyField(attribute="attempt.amount")
@@ -27,6 +41,16 @@ class PaymentSchema(Schema):
     red_packet_id = fields.Integer(attribute="attempt.red_packet_id", allow_none=True)
     expires_at = fields.DateTime(attribute="attempt.expires_at")
     payment = fields.Nested(PaymentParamsSchema, attribute="attempt.payment_params")
+    sandbox = fields.Nested(
+        SandboxPaymentSchema,
+        metadata={"description": "outside production only (absent in production): how to pay in the sandbox"},
+    )
+
+    @post_dump
+    def _no_sandbox_in_production(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        if data.get("sandbox") is None:
+            data.pop("sandbox", None)
+        return data
 
 
 class RefundRequestSchema(Schema):

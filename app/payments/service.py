@@ -6,6 +6,7 @@ notification or a verified order-query response — so neither path is trusted m
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -29,7 +30,7 @@ from app.orders.service import get_consumer_order
 from app.payments.discounts import release_discount, resolve_discount
 from app.payments.models import AttemptStatus, PaymentAttempt
 from app.reviews.service import flag_for_review
-from app.settings import Settings
+from app.settings import Env, Settings
 from wechat.errors import WeChatError
 
 logger = logging.getLogger("hongli.payments")
@@ -48,9 +49,38 @@ def notify_url(merchant: Merchant) -> str:
 
 
 @dataclass(frozen=True)
+class SandboxPayment:
+    """Outside production: how to complete the payment as the consumer, in the WeChat sandbox."""
+
+    out_trade_no: str
+    mchid: str
+    method: str
+    url: str
+    body: dict[str, str]
+    curl: str
+
+
+@dataclass(frozen=True)
 class PaymentRequest:
     order: Order
     attempt: PaymentAttempt
+    sandbox: SandboxPayment | None = None
+
+
+def _sandbox_payment(merchant: Merchant, attempt: PaymentAttempt) -> SandboxPayment | None:
+    """The sandbox admin call that pays this attempt (``wx.requestPayment`` has no sandbox). Never in
+    production: there WeChat's order number is no business of the client's."""
+    settings = _settings()
+    if settings.env is Env.PRODUCTION:
+        return None
+    url = f"{settings.wechat.pay_base_url}/_sandbox/transactions/{attempt.out_trade_no}/pay"
+    body = {"mchid": merchant.mchid or ""}
+    curl = f"curl -s -X POST {url} -H 'Content-Type: application/json' -d '{json.dumps(body)}'"
+    return SandboxPayment(attempt.out_trade_no, body["mchid"], "POST", url, body, curl)
+
+
+def _payment_request(merchant: Merchant, order: Order, attempt: PaymentAttempt) -> PaymentRequest:
+    return PaymentRequest(order, attempt, _sandbox_payment(merchant, attempt))
 
 
 def _payer_openid(*, consumer_id: int, appid: str) -> str:
@@ -93,7 +123,7 @@ def prepare_payment(
         if same_terms and attempt.expires_at - _REUSE_MARGIN > now:
             if attempt.payment_params is None:
                 _submit_prepay(merchant, order, attempt)  # an earlier try ended ambiguously: same number
-            return PaymentRequest(order, attempt)
+            return _payment_request(merchant, order, attempt)
     for attempt in active:
         if _supersede(merchant, order, attempt):
             raise Conflict("this order is already paid", details={"status": "paid"})
@@ -126,7 +156,7 @@ def prepare_payment(
     db.session.commit()
     order = get_consumer_order(merchant_id=merchant.id, consumer_id=consumer_id, order_id=order_id, lock=True)
     _submit_prepay(merchant, order, attempt)
-    return PaymentRequest(order, attempt)
+    return _payment_request(merchant, order, attempt)
 
 
 def _submit_prepay(merchant: Merchant, order: Order, attempt: PaymentAttempt) -> None:
