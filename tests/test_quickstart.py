@@ -153,10 +153,14 @@ def test_quickstart_as_written(run: Run, tmp_path: Path) -> None:
     )
 
     # The grants of the second order, as printed, are the rebate_grants rows: 10 % issuer, 5 % buyer.
-    grant_lines = [line for lines in outputs for line in lines if " fen  " in line]
-    printed_grants = {line.split()[0]: int(line.split()[1]) for line in grant_lines}
-    rows = db.execute("SELECT * FROM rebate_grants WHERE order_id = ?", (second["id"],)).fetchall()
-    assert printed_grants == {row["beneficiary"]: row["amount"] for row in rows}
+    shown_grants = _one(printed, "beneficiary", "amount_fen", "basis", "status")
+    rows = db.execute(
+        "SELECT * FROM rebate_grants WHERE order_id = ? ORDER BY id", (second["id"],)
+    ).fetchall()
+    assert [(g["beneficiary"], g["amount_fen"], g["basis"]) for g in shown_grants] == [
+        (row["beneficiary"], row["amount"], row["basis"]) for row in rows
+    ]
+    printed_grants = {g["beneficiary"]: g["amount_fen"] for g in shown_grants}
     assert printed_grants == {"red_packet_discount": 1000, "issuer_merchant": 500, "buyer": 250}
     buyer_grant = next(row for row in rows if row["beneficiary"] == "buyer")
     assert buyer_grant["status"] == "available" and buyer_grant["settled_at"] is not None
@@ -171,6 +175,15 @@ def test_quickstart_as_written(run: Run, tmp_path: Path) -> None:
     assert stats["budget_reserved_fen"] == balance("campaign", campaign, "campaign_reserved") == 0
     funded = _one(printed, "budget_remaining_fen", "budget_reserved_fen", "id")
     assert funded[0]["budget_remaining_fen"] == 100000
+
+    # The merchant's money: deposited, all given to the campaign, and what it earned on the second order.
+    (deposit,) = _one(printed, "amount_fen", "budget_fen", "replayed")
+    assert (deposit["amount_fen"], deposit["budget_fen"]) == (100000, 100000)
+    merchant = rows[0]["merchant_id"]
+    (money,) = _one(printed, "rebate_fen", "budget_fen")
+    assert money["budget_fen"] == balance("merchant", merchant, "merchant_budget") == 0
+    earned = printed_grants["red_packet_discount"] + printed_grants["issuer_merchant"]
+    assert money["rebate_fen"] == balance("merchant", merchant, "merchant_rebate") == earned
 
     # The wallet: pending 250, then available 250 after settlement, then all paid out.
     wallets = _one(printed, "pending_fen", "available_fen", "withdrawing_fen", "debt_fen")
