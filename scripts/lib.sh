@@ -29,6 +29,20 @@ ensure_redis_server() {
   fi
 }
 
+# Make sure a command-line tool exists (ensure_tool COMMAND DEBIAN_PACKAGE): Debian's package when root.
+# The quickstart walk-through (docs/quickstart.md, run by tests/test_quickstart.py) needs jq and curl.
+ensure_tool() {
+  command -v "$1" >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && [ "${HONGLI_NO_APT:-}" != 1 ]; then
+    echo "hongli: $1 is missing; installing Debian's $2 package" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null
+    command -v "$1" >/dev/null 2>&1 || die "installing $2 failed"
+  else
+    die "$1 is not installed. Install it (Debian/Ubuntu: sudo apt-get install $2) and re-run."
+  fi
+}
+
 # Directory holding the PostgreSQL server binaries (initdb, pg_ctl, postgres).
 pg_bindir() {
   if command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/initdb" ]; then pg_config --bindir; return; fi

@@ -9,4 +9,7 @@ echo "== ruff"
 echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"
+. scripts/lib.sh
+ensure_tool jq jq      # the quickstart walk-through runs as written (tests/test_quickstart.py)
+ensure_tool curl curl
 exec scripts/with-services.sh .venv/bin/python -m pytest "$@"
