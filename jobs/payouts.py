@@ -79,23 +79,9 @@ def query_uncertain_payouts() -> int:
 
     try:
         ids = payouts_to_query()
-        db.session.rollback()
-    except Exception:
-        db.session.rollback()
-        raise
-    failures: list[int] = []
-    for payout_id in ids:
-        try:
-            service.make_due(payout_id)
-            db.session.commit()
-            process_payout(payout_id)
-        except Exception:
-            db.session.rollback()
-            logger.exception("payout %s: overdue query pass failed", payout_id)
-            failures.append(payout_id)
-    if failures:
-        raise RuntimeError(f"overdue query passes failed for payouts {failures}")
-    return len(ids)
+    finally:
+        db.session.rollback()  # a read only: end it before the passes open their own transactions
+    return _passes(ids, make_due=True, failed="overdue query passes failed")
 
 
 def run_due_payouts() -> int:
@@ -104,17 +90,25 @@ def run_due_payouts() -> int:
     any pass failed."""
     try:
         ids = service.due_payout_ids()
-        db.session.rollback()
-    except Exception:
-        db.session.rollback()
-        raise
+    finally:
+        db.session.rollback()  # a read only: end it before the passes open their own transactions
+    return _passes(ids, make_due=False, failed="passes failed")
+
+
+def _passes(ids: list[int], *, make_due: bool, failed: str) -> int:
+    """A pass for each payout of ``ids`` (made due first if asked); raises after trying them all if any
+    pass failed, naming them. Returns how many passes ran."""
     failures: list[int] = []
     for payout_id in ids:
         try:
+            if make_due:
+                service.make_due(payout_id)
+                db.session.commit()
             process_payout(payout_id)
         except Exception:
+            db.session.rollback()
             logger.exception("payout %s: pass failed", payout_id)
             failures.append(payout_id)
     if failures:
-        raise RuntimeError(f"passes failed for payouts {failures}")
+        raise RuntimeError(f"{failed} for payouts {failures}")
     return len(ids)

@@ -7,6 +7,7 @@ from marshmallow import Schema, fields, validate
 from app.consumers.models import ConsumerStatus
 from app.core.fields import BUDGET_DEPOSIT_MAX_FEN, IdField, MoneyField
 from app.orders.models import OrderStatus
+from app.orders.schemas import OrderSchema
 from app.withdrawals.schemas import WithdrawalSchema
 
 _FEN = {"type": "integer", "format": "int64", "description": "Amount in fen (1 yuan = 100 fen)."}
@@ -100,17 +101,6 @@ class OrderPageSchema(Schema):
     next_before = fields.Integer(allow_none=True)
 
 
-class OrderFullSchema(OrderRowSchema):
-    shipping_fen = MoneyField(attribute="shipping")
-    items = fields.List(fields.Dict())
-    promoter_code = fields.String(allow_none=True)
-    transaction_id = fields.String(allow_none=True)
-    closed_at = fields.DateTime(allow_none=True)
-    shipped_at = fields.DateTime(allow_none=True)
-    received_at = fields.DateTime(allow_none=True)
-    open_after_sale_ids = fields.List(fields.String())
-
-
 class AttemptSchema(Schema):
     id = fields.Integer()
     out_trade_no = fields.String()
@@ -159,7 +149,7 @@ class RefundRowSchema(Schema):
 
 
 class OrderDetailSchema(Schema):
-    order = fields.Nested(OrderFullSchema)
+    order = fields.Nested(OrderSchema)  # the same order the shop API shows
     payment_attempts = fields.List(fields.Nested(AttemptSchema))
     red_packets = fields.List(
         fields.Nested(SpentPacketSchema), metadata={"description": "the red packet spent on this order"}

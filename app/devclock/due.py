@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from rq.utils import import_attribute
 
 from app.extensions import db
+from app.queue.periodic import PERIODIC_JOBS
 
 logger = logging.getLogger("hongli.devclock")
 
@@ -22,19 +23,31 @@ class DueJob:
     replaces: str
 
 
-# Order matters: unpaid orders close before campaigns end; settlement before payouts (a cash campaign's
-# settled rebate leaves as a payout in the same run); the sandbox has already moved (its red-packet refunds
-# and transfer-bill timeouts happened), so the payout passes see WeChat's new states.
-DUE_JOBS: tuple[DueJob, ...] = (
-    DueJob("close-expired-orders", "jobs.payments.close_expired_orders", "close-expired-orders"),
-    DueJob("retry-requested-refunds", "jobs.payments.retry_requested_refunds", "retry-requested-refunds"),
-    DueJob("advance-campaigns", "jobs.rebates.advance_campaigns", "advance-campaigns"),
-    DueJob("settle-rebates", "jobs.rebates.settle_rebates", "settle-rebates"),
-    DueJob("expire-red-packets", "jobs.rebates.expire_packets", "expire-red-packets"),
-    # Synchronous, instead of queueing a pass per payout for the worker.
-    DueJob("run-due-payouts", "jobs.payouts.run_due_payouts", "enqueue-due-payouts"),
-    DueJob("query-uncertain-payouts", "jobs.payouts.query_uncertain_payouts", "query-uncertain-payouts"),
+# The periodic sweeps run now, by name, in this order (their functions are the periodic jobs' own). Order
+# matters: unpaid orders close before campaigns end; settlement before payouts (a cash campaign's settled
+# rebate leaves as a payout in the same run); the sandbox has already moved (its red-packet refunds and
+# transfer-bill timeouts happened), so the payout passes see WeChat's new states.
+_DUE_ORDER = (
+    "close-expired-orders",
+    "retry-requested-refunds",
+    "advance-campaigns",
+    "settle-rebates",
+    "expire-red-packets",
+    "enqueue-due-payouts",
+    "query-uncertain-payouts",
 )
+# Run synchronously here instead of what the periodic job does (queue a pass per payout for the worker).
+_IN_PROCESS = {
+    "enqueue-due-payouts": DueJob("run-due-payouts", "jobs.payouts.run_due_payouts", "enqueue-due-payouts")
+}
+
+
+def _due_jobs() -> tuple[DueJob, ...]:
+    periodic = {job.name: job for job in PERIODIC_JOBS}
+    return tuple(_IN_PROCESS.get(name) or DueJob(name, periodic[name].func, name) for name in _DUE_ORDER)
+
+
+DUE_JOBS = _due_jobs()
 # Periodic jobs that are not business deadlines: liveness, and the daily bill reconciliation (run it
 # with `flask --app wsgi reconcile …`).
 NOT_DUE_JOBS = frozenset({"heartbeat", "reconcile-trades"})
