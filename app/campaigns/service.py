@@ -3,10 +3,13 @@ the ledger)."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import JSON, BigInteger, func, select, update
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.dialects.postgresql import JSONB, array
 
 from app.audit.service import SYSTEM, Actor, record_audit
 from app.campaigns.models import CAMPAIGN_TRANSITIONS, Campaign, CampaignStatus, RuleVersion
@@ -286,10 +289,31 @@ def budget_view(campaign: Campaign) -> dict[str, int]:
     return {"budget_remaining_fen": remaining.fen, "budget_reserved_fen": reserved.fen}
 
 
-def count_skip(campaign: Campaign, reason: str) -> None:
-    stats = dict(campaign.skip_stats or {})
-    stats[reason] = int(stats.get(reason, 0)) + 1
-    campaign.skip_stats = stats
+def count_skips(campaign_id: int, reason: str, n: int = 1) -> None:
+    """Add ``n`` to the campaign's count of grants skipped for ``reason`` (``skip_stats``), in one
+    UPDATE that reads and writes the JSON in the database: paid orders book without locking the
+    campaign, so a read-modify-write in Python would lose counts. The row is locked from here to the
+    commit, so callers count last."""
+    db.session.execute(
+        update(Campaign)
+        .where(Campaign.id == campaign_id)
+        .values(skip_stats=_incremented(Campaign.skip_stats, reason, n))
+        .execution_options(synchronize_session=False)
+    )
+    loaded = db.session.identity_map.get(db.session.identity_key(Campaign, campaign_id))
+    if loaded is not None:
+        db.session.expire(loaded, ["skip_stats"])
+
+
+def _incremented(stats: Any, reason: str, n: int) -> Any:
+    """``stats`` (a JSON object column) with ``reason`` incremented by ``n``, as SQL of the bound engine."""
+    if db.session.get_bind().dialect.name == "sqlite":
+        path = "$." + json.dumps(reason)  # a quoted member name: any reason text
+        current = func.coalesce(func.json_extract(stats, path), 0)
+        return func.json_set(func.coalesce(stats, "{}"), path, current + n)
+    as_jsonb = func.coalesce(sql_cast(stats, JSONB), sql_cast("{}", JSONB))
+    current = func.coalesce(sql_cast(as_jsonb.op("->>")(reason), BigInteger), 0)
+    return sql_cast(func.jsonb_set(as_jsonb, array([reason]), func.to_jsonb(current + n)), JSON)
 
 
 # ---------------------------------------------------------------- red packets issued by staff
@@ -372,7 +396,7 @@ def issue_staff_red_packet(
     except Overdraft:
         # The refusal is an outcome worth keeping: the skip count and the audit entry are committed
         # before the 409 (as a failed login's count is).
-        count_skip(campaign, SkipReason.BUDGET_EXHAUSTED.value)
+        count_skips(campaign.id, SkipReason.BUDGET_EXHAUSTED.value)
         record_audit(
             actor=actor,
             action="campaign.red_packet.refused",

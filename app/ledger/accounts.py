@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import NamedTuple, cast
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Table, event, select
+from sqlalchemy import ColumnElement, String, Table, event, literal, select
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.orm import Session
 
 from app.core.db import insert_unless_exists, utcnow
@@ -227,4 +228,15 @@ def campaign_accounts(merchant_id: int, campaign_id: int) -> CampaignAccounts:
 
     return CampaignAccounts(
         budget=bucket(AccountKind.CAMPAIGN_BUDGET), reserved=bucket(AccountKind.CAMPAIGN_RESERVED)
+    )
+
+
+def natural_key_of(kind: AccountKind, owner_id: Any, merchant_id: Any) -> ColumnElement[str]:
+    """:func:`natural_key` as a SQL expression over columns (``owner_id``, ``merchant_id``): join an
+    owner's account in the statement that reads the owner (a campaign and its budget in one read)."""
+    return (
+        literal(f"{OWNER_OF_KIND[kind].value}:")
+        + sql_cast(owner_id, String)
+        + literal(f":{kind.value}:")
+        + sql_cast(merchant_id, String)
     )

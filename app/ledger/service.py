@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import NamedTuple, Protocol, cast
 
-from sqlalchemy import BigInteger, Table, bindparam, insert, or_, select, update
+from sqlalchemy import BigInteger, Table, TextualSelect, bindparam, insert, or_, select, update
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.core.db import insert_unless_exists, utcnow
@@ -74,33 +74,42 @@ class Overdraft(DomainError):
     code = "insufficient_funds"
 
 
+class Account(Protocol):
+    """What posting needs of an account: a :class:`LedgerAccount`, or an :class:`AccountRef` read with
+    another row (a campaign's budget alongside the campaign)."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def merchant_id(self) -> int | None: ...
+
+
+class AccountRef(NamedTuple):
+    id: int
+    merchant_id: int | None
+
+
 def _check_text(name: str, value: str, limit: int, *, required: bool = True) -> None:
     # PostgreSQL would refuse an over-long value, SQLite would silently keep it: refuse it the same way.
     if (required and not value) or len(value) > limit:
         raise ValueError(f"{name} must be 1..{limit} characters" if required else f"{name} exceeds {limit}")
 
 
-def post_entry(
-    *,
+def _validated(
     key: str,
-    reason: EntryReason,
     cause_type: str,
     cause_id: str,
-    lines: Sequence[tuple[LedgerAccount, Money]],
+    memo: str,
+    lines: Sequence[tuple[Account, Money]],
     merchant_id: int | None,
-    rule_version_id: int | None = None,
-    memo: str = "",
-) -> JournalEntry | None:
-    """Write one balanced entry and update the cached balances; None, changing nothing, if ``key`` was used.
-
-    Raises ValueError for empty or unbalanced lines, :class:`Overdraft` when an account that may not go
-    negative would; in both cases nothing is written.
-    """
+) -> tuple[list[tuple[Account, Money]], dict[int, int]]:
+    """The non-zero lines of one entry and its net delta per account id; raises for a bad entry."""
     _check_text("key", key, MAX_KEY_LENGTH)
     _check_text("cause_type", cause_type, 40)
     _check_text("cause_id", cause_id, 64)
     _check_text("memo", memo, 255, required=False)
-    legs: list[tuple[LedgerAccount, Money]] = []
+    legs: list[tuple[Account, Money]] = []
     for account, amount in lines:
         if not isinstance(amount, Money):
             raise TypeError(f"ledger amounts are Money, not {type(amount).__name__}")
@@ -120,6 +129,26 @@ def post_entry(
                 f"account {account.id} belongs to merchant {account.merchant_id}, not {merchant_id}"
             )
         deltas[account.id] += amount.fen
+    return legs, deltas
+
+
+def post_entry(
+    *,
+    key: str,
+    reason: EntryReason,
+    cause_type: str,
+    cause_id: str,
+    lines: Sequence[tuple[LedgerAccount, Money]],
+    merchant_id: int | None,
+    rule_version_id: int | None = None,
+    memo: str = "",
+) -> JournalEntry | None:
+    """Write one balanced entry and update the cached balances; None, changing nothing, if ``key`` was used.
+
+    Raises ValueError for empty or unbalanced lines, :class:`Overdraft` when an account that may not go
+    negative would; in both cases nothing is written.
+    """
+    legs, deltas = _validated(key, cause_type, cause_id, memo, lines, merchant_id)
 
     # Pending ORM changes first: the statements below are Core and would not flush them.
     db.session.flush()
@@ -173,6 +202,131 @@ def post_entry(
         ],
     )
     return entry
+
+
+# ---------------------------------------------------------------- several entries at once
+
+
+@dataclass(frozen=True)
+class Draft:
+    """One balanced entry of a :class:`Batch` (the arguments of :func:`post_entry`)."""
+
+    key: str
+    reason: EntryReason
+    cause_type: str
+    cause_id: str
+    lines: Sequence[tuple[Account, Money]]
+    rule_version_id: int | None = None
+    memo: str = ""
+
+
+class AlreadyPosted(DomainError):
+    """A batch's entry key was used before: the batch is a replay, and its caller must roll back."""
+
+    status = 409
+    code = "concurrent_conflict"
+
+
+_ENTRY_COLUMNS = (
+    "merchant_id",
+    "idempotency_key",
+    "reason",
+    "cause_type",
+    "cause_id",
+    "rule_version_id",
+    "memo",
+    "created_at",
+)
+_ENTRIES_UNLESS_POSTED: dict[int, TextualSelect] = {}
+
+
+def _entries_unless_posted(rows: int) -> TextualSelect:
+    if rows not in _ENTRIES_UNLESS_POSTED:
+        _ENTRIES_UNLESS_POSTED[rows] = insert_unless_exists(
+            _entries, _ENTRY_COLUMNS, key="idempotency_key", returning=("id", "idempotency_key"), rows=rows
+        )
+    return _ENTRIES_UNLESS_POSTED[rows]
+
+
+class Batch:
+    """Several entries of one merchant written in three statements (entries, postings, then one
+    conditional UPDATE per account), with every balance moved last.
+
+    A hot account (a campaign's budget, wanted by every order at once) is then locked only from the
+    batch's last statements to the commit, and every account a batch touches is locked in ascending id
+    order, after everything else the transaction wrote. The guards are :func:`post_entry`'s: the unique
+    entry keys and ``balance + delta >= 0``. Unlike :func:`post_entry`, a refused batch does not undo
+    what it wrote: :meth:`write` raises :class:`Overdraft` or :class:`AlreadyPosted` and the caller rolls
+    back (a savepoint around the batch and whatever else it booked).
+    """
+
+    def __init__(self, merchant_id: int) -> None:
+        self.merchant_id = merchant_id
+        self._drafts: list[tuple[Draft, list[tuple[Account, Money]]]] = []
+        self._deltas: dict[int, int] = defaultdict(int)
+
+    def __bool__(self) -> bool:
+        return bool(self._drafts)
+
+    def add(self, draft: Draft) -> None:
+        """Queue ``draft`` (checked now: ValueError/TypeError as :func:`post_entry`)."""
+        legs, deltas = _validated(
+            draft.key, draft.cause_type, draft.cause_id, draft.memo, draft.lines, self.merchant_id
+        )
+        if any(queued.key == draft.key for queued, _ in self._drafts):
+            raise ValueError(f"entry {draft.key!r} is already in this batch")
+        self._drafts.append((draft, legs))
+        for account_id, delta in deltas.items():
+            self._deltas[account_id] += delta
+
+    def write(self) -> None:
+        """Insert the entries and their postings, then move every balance (ascending ids)."""
+        if not self._drafts:
+            return
+        db.session.flush()  # pending ORM changes first: the statements below are Core
+        now = utcnow()
+        params: dict[str, object] = {}
+        for i, (draft, _) in enumerate(self._drafts):
+            suffix = "" if len(self._drafts) == 1 else f"_{i}"
+            values = (
+                self.merchant_id,
+                draft.key,
+                draft.reason,
+                draft.cause_type,
+                draft.cause_id,
+                draft.rule_version_id,
+                draft.memo,
+                now,
+            )
+            params |= {
+                f"{column}{suffix}": value for column, value in zip(_ENTRY_COLUMNS, values, strict=True)
+            }
+        ids = dict(
+            (key, entry_id)
+            for entry_id, key in db.session.execute(_entries_unless_posted(len(self._drafts)), params)
+        )
+        if len(ids) != len(self._drafts):
+            posted = sorted(draft.key for draft, _ in self._drafts if draft.key not in ids)
+            raise AlreadyPosted(f"entries already posted: {', '.join(posted)}")
+        db.session.execute(
+            _POSTINGS,
+            [
+                {"entry_id": ids[draft.key], "account_id": account.id, "amount": amount, "created_at": now}
+                for draft, legs in self._drafts
+                for account, amount in legs
+            ],
+        )
+        for account_id in sorted(self._deltas):
+            delta = self._deltas[account_id]
+            if not delta:
+                continue
+            moved = db.session.execute(_MOVE_BALANCE, {"account": account_id, "delta": delta}).first()
+            if moved is None:
+                raise _overdraft(account_id, delta)
+            # An account object of this session (a campaign's budget read earlier) shows the new balance.
+            loaded = db.session.identity_map.get(db.session.identity_key(LedgerAccount, account_id))
+            if loaded is not None:
+                set_committed_value(loaded, "balance", moved[0])
 
 
 def _undo(applied: list[tuple[int, int]]) -> None:

@@ -9,13 +9,16 @@ reserved red packet released. Every movement is a ledger entry with a key derive
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import BigInteger, and_, case, func, or_, select
+from sqlalchemy import BigInteger, Table, and_, bindparam, case, func, insert, or_, select
+from sqlalchemy.orm import aliased
 
 from app.campaigns.models import Campaign, CampaignStatus, RuleVersion
-from app.campaigns.service import count_skip
+from app.campaigns.service import count_skips
 from app.core.calendar import beijing_day_start, beijing_month_start, beijing_week_start
 from app.core.db import utcnow
 from app.core.errors import ConcurrentChange, DomainError
@@ -24,14 +27,14 @@ from app.core.money import Money
 from app.events.bus import Event
 from app.extensions import db
 from app.invitations.service import attribution_for
-from app.ledger.accounts import campaign_accounts, consumer_accounts, merchant_accounts
-from app.ledger.models import EntryReason, LedgerAccount
-from app.ledger.service import Overdraft, post_entry
+from app.ledger.accounts import campaign_accounts, consumer_accounts, merchant_accounts, natural_key_of
+from app.ledger.models import AccountKind, EntryReason, LedgerAccount
+from app.ledger.service import Account, AccountRef, Batch, Draft, Overdraft, post_entry
 from app.limits.service import BUYER_DAY_FEN, BUYER_MONTH_FEN, BUYER_WEEK_FEN, UNLIMITED, Window, take_all
 from app.merchants.models import Merchant
 from app.orders.models import Order, OrderStatus
 from app.rebates.models import GrantStatus, RebateGrant
-from app.rebates.ruledoc import Caps, stored_rules
+from app.rebates.ruledoc import Caps, DistributionRule, InviteRule, RuleSet, stored_rules
 from app.rebates.rules import (
     Beneficiary,
     IssueRedPacket,
@@ -43,7 +46,7 @@ from app.rebates.rules import (
     evaluate,
 )
 from app.red_packets.models import RedPacket, RedPacketStatus
-from app.red_packets.service import issue_granted_packet, release_from_order, release_reservation
+from app.red_packets.service import granted_packet_row, insert_packet, release_from_order
 from app.reviews.service import flag_for_review
 from app.withdrawals.service import request_withdrawal
 
@@ -56,46 +59,175 @@ _MERCHANT_SIDE = {Beneficiary.ISSUER_MERCHANT.value, DISCOUNT}
 # ---------------------------------------------------------------- booking (order.paid)
 
 
-def on_order_paid(event: Event) -> None:
-    packet_id = event.payload.get("red_packet_id")
-    # Lock every campaign this order can touch, in id order, before any of their ledger accounts:
-    # campaign row then budget is the order every path keeps, and skip counts (statistics, read then
-    # written) are then never lost. The lock guards no money: the budget is the ledger's conditional
-    # UPDATE, a packet's redemption its own, the per-buyer caps their counters; SQLite drops FOR UPDATE
-    # and serialises whole transactions instead.
-    packet_campaign = (
-        db.session.scalar(select(RedPacket.campaign_id).where(RedPacket.id == int(packet_id)))
-        if packet_id
-        else None
+class _LiveCampaign(NamedTuple):
+    """An active campaign as a paid order needs it: its current rules and its budget, read in one go."""
+
+    id: int
+    version_id: int
+    document: dict[str, Any]
+    budget: AccountRef | None  # None: never funded
+    budget_fen: int
+    reserved: AccountRef | None
+
+
+class _PaidOrder(NamedTuple):
+    id: int
+    merchant_id: int
+    consumer_id: int
+    total: Money
+    paid_amount: Money
+    discount: Money
+    paid_at: datetime | None
+    buyer_pending: AccountRef | None  # the buyer's pending bucket, if it exists yet
+
+
+_budget = aliased(LedgerAccount)
+_reserved = aliased(LedgerAccount)
+# The merchant's active campaigns, each with its current rules, its budget's balance and its two account
+# ids: one statement whatever the number of campaigns (no campaign row is locked: see on_order_paid).
+_LIVE_CAMPAIGNS = (
+    select(
+        Campaign.id,
+        RuleVersion.id,
+        RuleVersion.document,
+        _budget.id,
+        _budget.balance,
+        _reserved.id,
     )
-    campaigns = db.session.scalars(
-        select(Campaign)
-        .where(
-            Campaign.merchant_id == event.merchant_id,
-            (Campaign.status == CampaignStatus.ACTIVE) | (Campaign.id == packet_campaign),
+    .join(RuleVersion, RuleVersion.id == Campaign.current_version_id)
+    .outerjoin(
+        _budget,
+        _budget.natural_key == natural_key_of(AccountKind.CAMPAIGN_BUDGET, Campaign.id, Campaign.merchant_id),
+    )
+    .outerjoin(
+        _reserved,
+        _reserved.natural_key
+        == natural_key_of(AccountKind.CAMPAIGN_RESERVED, Campaign.id, Campaign.merchant_id),
+    )
+    .where(Campaign.merchant_id == bindparam("merchant"), Campaign.status == CampaignStatus.ACTIVE)
+    .order_by(Campaign.id)
+)
+_PAID_ORDER = (
+    select(
+        Order.id,
+        Order.merchant_id,
+        Order.consumer_id,
+        Order.total,
+        Order.paid_amount,
+        Order.discount,
+        Order.paid_at,
+        LedgerAccount.id,
+    )
+    .outerjoin(
+        LedgerAccount,
+        LedgerAccount.natural_key
+        == natural_key_of(AccountKind.CONSUMER_PENDING, Order.consumer_id, Order.merchant_id),
+    )
+    .where(Order.id == bindparam("order"), Order.status == OrderStatus.PAID)
+)
+_LOCK_ACCOUNTS = (
+    select(LedgerAccount.id)
+    .where(LedgerAccount.id.in_(bindparam("ids", expanding=True)))
+    .order_by(LedgerAccount.id)
+    .with_for_update()
+)
+
+
+def _live_campaigns(merchant_id: int) -> list[_LiveCampaign]:
+    return [
+        _LiveCampaign(
+            id=campaign_id,
+            version_id=version_id,
+            document=document,
+            budget=None if budget_id is None else AccountRef(budget_id, merchant_id),
+            budget_fen=0 if balance is None else balance.fen,
+            reserved=None if reserved_id is None else AccountRef(reserved_id, merchant_id),
         )
-        .order_by(Campaign.id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).all()
+        for campaign_id, version_id, document, budget_id, balance, reserved_id in db.session.execute(
+            _LIVE_CAMPAIGNS, {"merchant": merchant_id}
+        )
+    ]
+
+
+def on_order_paid(event: Event) -> None:
+    """Book what a paid order earns: the spent packet's legs, and every active campaign's grants.
+
+    No campaign row is locked, and rules are evaluated against the budget as last committed. Everything
+    the order books is written as one ledger :class:`Batch` whose balance moves come last, so a campaign's
+    budget (every order of the campaign wants it) is locked only from there to the commit. If a
+    concurrent order took the budget meanwhile, the budget's conditional UPDATE refuses: the booking is
+    rolled back to its savepoint and evaluated again with the budgets locked (the budget never goes
+    negative either way; SQLite runs one writing transaction at a time, so there it cannot happen).
+    """
+    packet_id = event.payload.get("red_packet_id")
+    campaigns = _live_campaigns(event.merchant_id)
     if not packet_id and not campaigns:
         return  # no campaign running and no packet spent: nothing to book
-    order = db.session.get(Order, event.subject_id)
-    assert order is not None and order.status is OrderStatus.PAID
-    packet = _redeem(order, int(packet_id)) if packet_id else None
-    facts = _order_facts(order, packet)
+    order_id, merchant_id, buyer, total, paid, discount, paid_at, pending_id = db.session.execute(
+        _PAID_ORDER, {"order": event.subject_id}
+    ).one()
+    order = _PaidOrder(
+        order_id,
+        merchant_id,
+        buyer,
+        total,
+        paid,
+        discount,
+        paid_at,
+        buyer_pending=None if pending_id is None else AccountRef(pending_id, merchant_id),
+    )
+    if db.session.get_bind().dialect.name == "sqlite":
+        _book(order, int(packet_id) if packet_id else None, campaigns)
+        return
+    try:
+        with db.session.begin_nested():
+            _book(order, int(packet_id) if packet_id else None, campaigns)
+    except Overdraft:
+        # A concurrent order spent a budget after it was read: again, with every budget locked first.
+        logger.info("order %s: a budget was spent meanwhile; booking again with the budgets locked", order.id)
+        ids = [c.budget.id for c in campaigns if c.budget is not None]
+        db.session.execute(_LOCK_ACCOUNTS, {"ids": ids}).all()
+        with db.session.begin_nested():
+            _book(order, int(packet_id) if packet_id else None, _live_campaigns(event.merchant_id))
+
+
+def _book(order: _PaidOrder, packet_id: int | None, campaigns: list[_LiveCampaign]) -> None:
+    booking = _Booking(order)
+    packet = _redeem(booking, packet_id) if packet_id is not None else None
+    facts = _OrderFacts(order, packet)
     if packet is not None:
-        _book_packet_legs(order, packet, facts)
+        _book_packet_legs(booking, packet, facts.get(needs_attribution=True))
     for campaign in campaigns:
-        if campaign.status is CampaignStatus.ACTIVE:
-            _book_campaign(order, campaign, facts)
+        _book_campaign(booking, campaign, facts)
+    booking.write()
 
 
-def _redeem(order: Order, packet_id: int) -> RedPacket | None:
+class _OrderFacts:
+    """The order as the rules see it, the costly parts (the buyer's earlier orders, who invited them,
+    the promoters) looked up only for a rule set that reads them, and once."""
+
+    def __init__(self, order: _PaidOrder, packet: RedPacket | None) -> None:
+        self.order = order
+        self.packet = packet
+        self._plain: OrderFacts | None = None
+        self._attributed: OrderFacts | None = None
+
+    def get(self, *, needs_attribution: bool) -> OrderFacts:
+        if self._plain is None:
+            self._plain = _order_facts(self.order, self.packet)
+        if not needs_attribution:
+            return self._plain
+        if self._attributed is None:
+            self._attributed = _attributed(self._plain, self.order)
+        return self._attributed
+
+
+def _redeem(booking: _Booking, packet_id: int) -> RedPacket | None:
     # The guard: reserved for this order → redeemed, in one conditional UPDATE (a packet spent on two
     # orders cannot be redeemed twice; the unique (red_packet_id, beneficiary) of grants backs it up).
     # A late payment of an order closed meanwhile finds its packet released (issued again): the payment
     # used it, so it is redeemed for this order unless another order has taken it since.
+    order = booking.order
     redeemed = guarded_update(
         RedPacket,
         packet_id,
@@ -121,16 +253,14 @@ def _redeem(order: Order, packet_id: int) -> RedPacket | None:
             details={"order_id": order.id},
         )
         return None
-    accounts = campaign_accounts(packet.merchant_id, packet.campaign_id)
-    _grant(
-        order=order,
+    booking.grant(
         campaign_id=packet.campaign_id,
         rule_version_id=packet.rule_version_id,
         rule_id=packet.rule_id,
         beneficiary=DISCOUNT,
         consumer_id=None,
         amount=order.discount,
-        source=accounts.reserved,
+        source=campaign_accounts(packet.merchant_id, packet.campaign_id).reserved,
         basis=f"red packet {packet.id} spent on this order",
         reason=EntryReason.RED_PACKET_REDEEM,
         red_packet_id=packet.id,
@@ -139,14 +269,7 @@ def _redeem(order: Order, packet_id: int) -> RedPacket | None:
     return packet
 
 
-def _order_facts(order: Order, packet: RedPacket | None) -> OrderFacts:
-    paid_orders = db.session.scalar(
-        select(func.count()).where(
-            Order.merchant_id == order.merchant_id,
-            Order.consumer_id == order.consumer_id,
-            Order.status == OrderStatus.PAID,
-        )
-    )
+def _order_facts(order: _PaidOrder, packet: RedPacket | None) -> OrderFacts:
     packet_facts = None
     if packet is not None:
         packet_facts = RedPacketFacts(
@@ -162,9 +285,6 @@ def _order_facts(order: Order, packet: RedPacket | None) -> OrderFacts:
             rule_id=packet.rule_id,
             rule_version_id=packet.rule_version_id,
         )
-    paid_at = order.paid_at or utcnow()
-    # Inviter and promoters as of the payment (live bindings, the shop's promoter code): see invitations.
-    attribution = attribution_for(order, at=paid_at)
     return OrderFacts(
         order_id=order.id,
         consumer_id=order.consumer_id,
@@ -172,12 +292,34 @@ def _order_facts(order: Order, packet: RedPacket | None) -> OrderFacts:
         paid_fen=order.paid_amount,
         discount_fen=order.discount,
         red_packet=packet_facts,
+        paid_at=order.paid_at or utcnow(),
+    )
+
+
+def _attributed(facts: OrderFacts, order: _PaidOrder) -> OrderFacts:
+    """``facts`` with what invitation and distribution rules read: whether this is the buyer's first paid
+    order, and the inviter and promoters as of the payment (live bindings, the shop's promoter code)."""
+    paid_orders = db.session.scalar(
+        select(func.count()).where(
+            Order.merchant_id == order.merchant_id,
+            Order.consumer_id == order.consumer_id,
+            Order.status == OrderStatus.PAID,
+        )
+    )
+    loaded = db.session.get(Order, order.id)
+    assert loaded is not None
+    attribution = attribution_for(loaded, at=facts.paid_at)
+    return replace(
+        facts,
         is_first_paid_order=paid_orders == 1,
         inviter_id=attribution.inviter_id,
         promoter_l1=attribution.promoter_l1,
         promoter_l2=attribution.promoter_l2,
-        paid_at=paid_at,
     )
+
+
+def _reads_attribution(rules: RuleSet) -> bool:
+    return any(isinstance(rule, InviteRule | DistributionRule) for rule in rules.rules)
 
 
 def _user_facts(campaign_id: int, consumer_id: int, now: datetime) -> UserFacts:
@@ -206,7 +348,13 @@ def _user_facts(campaign_id: int, consumer_id: int, now: datetime) -> UserFacts:
     )
 
 
-def _book_packet_legs(order: Order, packet: RedPacket, facts: OrderFacts) -> None:
+def _caps_per_user(caps: Caps) -> bool:
+    return any(
+        cap is not None for cap in (caps.per_user_day_fen, caps.per_user_week_fen, caps.per_user_month_fen)
+    )
+
+
+def _book_packet_legs(booking: _Booking, packet: RedPacket, facts: OrderFacts) -> None:
     """The two-way legs, at the packet's frozen rates, paid from its reservation; the rest released."""
     version = db.session.get(RuleVersion, packet.rule_version_id)
     assert version is not None
@@ -218,6 +366,7 @@ def _book_packet_legs(order: Order, packet: RedPacket, facts: OrderFacts) -> Non
         now=facts.paid_at,
         budget_remaining=packet.reserved,
     )
+    booked_at = utcnow()
     for grant in evaluation.rebates:
         if grant.rule_id != packet.rule_id or grant.beneficiary not in (
             Beneficiary.BUYER,
@@ -225,8 +374,7 @@ def _book_packet_legs(order: Order, packet: RedPacket, facts: OrderFacts) -> Non
             Beneficiary.ISSUER_CONSUMER,
         ):
             continue
-        _grant(
-            order=order,
+        booking.grant(
             campaign_id=packet.campaign_id,
             rule_version_id=packet.rule_version_id,
             rule_id=grant.rule_id,
@@ -237,127 +385,186 @@ def _book_packet_legs(order: Order, packet: RedPacket, facts: OrderFacts) -> Non
             basis=grant.basis,
             reason=EntryReason.REBATE_PENDING,
             red_packet_id=packet.id,
-            booked_at=utcnow(),
+            booked_at=booked_at,
             caps=None,  # a packet's legs were frozen (and reserved) when it was issued: counted, not capped
         )
         packet.reserved = packet.reserved - grant.amount
-    release_reservation(packet, packet.reserved, reason=EntryReason.RELEASE, key=f"rp-release:{packet.id}")
+    if packet.reserved.fen > 0:
+        booking.batch.add(
+            Draft(
+                key=f"rp-release:{packet.id}",
+                reason=EntryReason.RELEASE,
+                cause_type="red_packet",
+                cause_id=str(packet.id),
+                lines=[(accounts.reserved, -packet.reserved), (accounts.budget, packet.reserved)],
+                rule_version_id=packet.rule_version_id,
+                memo=f"release reservation of red packet {packet.id}",
+            )
+        )
+        packet.reserved = Money(0)
 
 
-def _book_campaign(order: Order, campaign: Campaign, facts: OrderFacts) -> None:
+def _book_campaign(booking: _Booking, campaign: _LiveCampaign, facts: _OrderFacts) -> None:
     """New grants of an active campaign's current rules, paid from (or reserved in) its budget."""
-    version = db.session.get(RuleVersion, campaign.current_version_id)
-    assert version is not None
-    accounts = campaign_accounts(order.merchant_id, campaign.id)
-    rules = stored_rules(version.document)
+    order = booking.order
+    rules = stored_rules(campaign.document)
     # One booking moment for the caps' facts, the grants and their counters, so all three agree.
     booked_at = utcnow()
+    user = (
+        _user_facts(campaign.id, order.consumer_id, booked_at) if _caps_per_user(rules.caps) else UserFacts()
+    )
+    order_facts = facts.get(needs_attribution=_reads_attribution(rules))
     # The spent packet's legs were booked from its reservation; cash-back on a packet order still applies.
     evaluation = evaluate(
-        facts,
-        _user_facts(campaign.id, order.consumer_id, booked_at),
+        order_facts,
+        user,
         rules,
-        now=facts.paid_at,
-        budget_remaining=accounts.budget.balance,
+        now=order_facts.paid_at,
+        budget_remaining=Money(campaign.budget_fen),
         redemption_legs=False,
     )
-    for skipped in evaluation.skipped:
-        if skipped.reason is SkipReason.BUDGET_EXHAUSTED:
-            count_skip(campaign, skipped.reason.value)
+    exhausted = sum(1 for skipped in evaluation.skipped if skipped.reason is SkipReason.BUDGET_EXHAUSTED)
+    if exhausted:
+        count_skips(campaign.id, SkipReason.BUDGET_EXHAUSTED.value, exhausted)
+    if not evaluation.grants:
+        return  # nothing fired: this campaign's rows are not touched
+    assert campaign.budget is not None and campaign.reserved is not None  # a grant needs a funded budget
     for grant in evaluation.grants:
-        try:
-            if isinstance(grant, IssueRedPacket):
-                issue_granted_packet(
-                    grant,
-                    merchant_id=order.merchant_id,
-                    campaign_id=campaign.id,
-                    rule_version_id=version.id,
-                    valid_from=facts.paid_at,
-                    source_order_id=order.id,
-                    idempotency_key=f"issue:{order.id}:{version.id}:{grant.rule_id}",
-                )
-            elif isinstance(grant, Rebate):
-                _grant(
-                    order=order,
-                    campaign_id=campaign.id,
-                    rule_version_id=version.id,
-                    rule_id=grant.rule_id,
-                    beneficiary=grant.beneficiary.value,
-                    consumer_id=grant.beneficiary_id,
-                    amount=grant.amount,
-                    source=accounts.budget,
-                    basis=grant.basis,
-                    reason=EntryReason.REBATE_PENDING,
-                    booked_at=booked_at,
-                    caps=rules.caps,
-                )
-        except Overdraft:
-            # A parallel order took the budget first: the campaign never overspends; it says so.
-            count_skip(campaign, SkipReason.BUDGET_EXHAUSTED.value)
+        if isinstance(grant, IssueRedPacket):
+            booking.issue(grant, campaign, valid_from=order_facts.paid_at)
+        elif isinstance(grant, Rebate):
+            booking.grant(
+                campaign_id=campaign.id,
+                rule_version_id=campaign.version_id,
+                rule_id=grant.rule_id,
+                beneficiary=grant.beneficiary.value,
+                consumer_id=grant.beneficiary_id,
+                amount=grant.amount,
+                source=campaign.budget,
+                basis=grant.basis,
+                reason=EntryReason.REBATE_PENDING,
+                booked_at=booked_at,
+                caps=rules.caps,
+            )
 
 
-def _destination(order: Order, beneficiary: str, consumer_id: int | None) -> LedgerAccount:
-    if beneficiary in _MERCHANT_SIDE:
-        return merchant_accounts(order.merchant_id).rebate
-    assert consumer_id is not None
-    return consumer_accounts(order.merchant_id, consumer_id).pending
+class _Booking:
+    """What one paid order books, written at the end: red packets, ledger entries, grants, the buyer's cap
+    counters, and last the balances (:class:`Batch`)."""
+
+    def __init__(self, order: _PaidOrder) -> None:
+        self.order = order
+        self.batch = Batch(order.merchant_id)
+        self.grants: list[dict[str, Any]] = []
+        self.packets: list[tuple[dict[str, Any], Callable[[int], Draft]]] = []
+        # (campaign, caps) → what the buyer was granted by this order and when: one counter take each
+        self.counted: dict[tuple[int, Caps | None], tuple[Money, datetime]] = {}
+
+    def grant(
+        self,
+        *,
+        campaign_id: int,
+        rule_version_id: int,
+        rule_id: str,
+        beneficiary: str,
+        consumer_id: int | None,
+        amount: Money,
+        source: Account,
+        basis: str,
+        reason: EntryReason,
+        red_packet_id: int | None = None,
+        booked_at: datetime | None = None,
+        caps: Caps | None = None,
+    ) -> None:
+        """Credit one grant (the entry key is the grant's natural key); zero grants are not booked.
+
+        A buyer's grant is also counted in the campaign's day, week and month counters of that buyer, each
+        within its cap (``caps``): the guard that two orders booked at once cannot pass a per-user cap.
+        """
+        if amount.fen <= 0:
+            return
+        order = self.order
+        booked_at = booked_at or utcnow()
+        self.batch.add(
+            Draft(
+                key=f"grant:{order.id}:{rule_version_id}:{rule_id}:{beneficiary}",
+                reason=reason,
+                cause_type="order",
+                cause_id=str(order.id),
+                lines=[(source, -amount), (self._destination(beneficiary, consumer_id), amount)],
+                rule_version_id=rule_version_id,
+                memo=basis[:255],
+            )
+        )
+        if beneficiary == Beneficiary.BUYER.value and consumer_id is not None:
+            counted, at = self.counted.get((campaign_id, caps), (Money(0), booked_at))
+            self.counted[(campaign_id, caps)] = (counted + amount, at)
+        self.grants.append(
+            {
+                "merchant_id": order.merchant_id,
+                "campaign_id": campaign_id,
+                "rule_version_id": rule_version_id,
+                "rule_id": rule_id,
+                "order_id": order.id,
+                "red_packet_id": red_packet_id,
+                "beneficiary": beneficiary,
+                "consumer_id": consumer_id,
+                "amount": amount,
+                "reversed": Money(0),
+                "basis": basis[:255],
+                "status": GrantStatus.AVAILABLE if beneficiary in _MERCHANT_SIDE else GrantStatus.PENDING,
+                "created_at": booked_at,
+            }
+        )
+
+    def issue(self, grant: IssueRedPacket, campaign: _LiveCampaign, *, valid_from: datetime) -> None:
+        """A red packet for the buyer, its worst-case cost moved from the budget to the reserve."""
+        assert campaign.budget is not None and campaign.reserved is not None
+        budget, reserved = campaign.budget, campaign.reserved
+        key = f"issue:{self.order.id}:{campaign.version_id}:{grant.rule_id}"
+        row = granted_packet_row(
+            grant,
+            merchant_id=self.order.merchant_id,
+            campaign_id=campaign.id,
+            rule_version_id=campaign.version_id,
+            valid_from=valid_from,
+            source_order_id=self.order.id,
+        )
+
+        def reserve(packet_id: int) -> Draft:
+            return Draft(
+                key=key,
+                reason=EntryReason.RESERVE,
+                cause_type="red_packet",
+                cause_id=str(packet_id),
+                lines=[(budget, -grant.worst_case_cost), (reserved, grant.worst_case_cost)],
+                rule_version_id=campaign.version_id,
+                memo=f"reserve worst case of red packet {packet_id}",
+            )
+
+        self.packets.append((row, reserve))
+
+    def _destination(self, beneficiary: str, consumer_id: int | None) -> Account:
+        if beneficiary in _MERCHANT_SIDE:
+            return merchant_accounts(self.order.merchant_id).rebate
+        assert consumer_id is not None
+        if consumer_id == self.order.consumer_id and self.order.buyer_pending is not None:
+            return self.order.buyer_pending
+        return consumer_accounts(self.order.merchant_id, consumer_id).pending
+
+    def write(self) -> None:
+        for row, reserve in self.packets:
+            self.batch.add(reserve(insert_packet(row)))
+        if not self.batch:
+            return
+        if self.grants:
+            db.session.execute(_INSERT_GRANT, self.grants)
+        for (campaign_id, caps), (amount, at) in self.counted.items():
+            _count_for_buyer(self.order.merchant_id, campaign_id, self.order.consumer_id, amount, at, caps)
+        self.batch.write()  # the balances last: the budgets are locked from here to the commit
 
 
-def _grant(
-    *,
-    order: Order,
-    campaign_id: int,
-    rule_version_id: int,
-    rule_id: str,
-    beneficiary: str,
-    consumer_id: int | None,
-    amount: Money,
-    source: LedgerAccount,
-    basis: str,
-    reason: EntryReason,
-    red_packet_id: int | None = None,
-    booked_at: datetime | None = None,
-    caps: Caps | None = None,
-) -> RebateGrant | None:
-    """Credit one grant once (the entry key is the grant's natural key); None if booked before or zero.
-
-    A buyer's grant is also counted in the campaign's day, week and month counters of that buyer, each
-    within its cap (``caps``): the guard that two orders booked at once cannot pass a per-user cap.
-    """
-    if amount.fen <= 0:
-        return None
-    key = f"grant:{order.id}:{rule_version_id}:{rule_id}:{beneficiary}"
-    entry = post_entry(
-        key=key,
-        reason=reason,
-        cause_type="order",
-        cause_id=str(order.id),
-        lines=[(source, -amount), (_destination(order, beneficiary, consumer_id), amount)],
-        merchant_id=order.merchant_id,
-        rule_version_id=rule_version_id,
-        memo=basis[:255],
-    )
-    if entry is None:
-        return None
-    booked_at = booked_at or utcnow()
-    if beneficiary == Beneficiary.BUYER.value and consumer_id is not None:
-        _count_for_buyer(order.merchant_id, campaign_id, consumer_id, amount, booked_at, caps)
-    grant = RebateGrant(
-        merchant_id=order.merchant_id,
-        campaign_id=campaign_id,
-        rule_version_id=rule_version_id,
-        rule_id=rule_id,
-        order_id=order.id,
-        red_packet_id=red_packet_id,
-        beneficiary=beneficiary,
-        consumer_id=consumer_id,
-        amount=amount,
-        basis=basis[:255],
-        status=GrantStatus.AVAILABLE if beneficiary in _MERCHANT_SIDE else GrantStatus.PENDING,
-        created_at=booked_at,
-    )
-    db.session.add(grant)
-    return grant
+_INSERT_GRANT = insert(cast(Table, RebateGrant.__table__))
 
 
 def _count_for_buyer(

@@ -8,8 +8,9 @@ packet (it expired, or its real cost was lower) goes back to the budget.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Table, and_, insert, or_, select, update
 
 from app.core.db import utcnow
 from app.core.errors import Conflict, DomainError, InvalidInput
@@ -108,6 +109,48 @@ def issue_granted_packet(
         source_order_id=source_order_id,
         idempotency_key=idempotency_key,
     )
+
+
+def granted_packet_row(
+    grant: IssueRedPacket,
+    *,
+    merchant_id: int,
+    campaign_id: int,
+    rule_version_id: int,
+    valid_from: datetime,
+    source_order_id: int | None = None,
+) -> dict[str, Any]:
+    """The row of a packet the rule engine decided (for :func:`insert_packet`; the caller reserves its
+    worst case in the same transaction, as :func:`issue_red_packet` does)."""
+    return {
+        "merchant_id": merchant_id,
+        "campaign_id": campaign_id,
+        "rule_version_id": rule_version_id,
+        "rule_id": grant.rule_id,
+        "consumer_id": grant.recipient_id,
+        "issuer_consumer_id": None,
+        "source_order_id": source_order_id,
+        "face_value": grant.face_value,
+        "min_spend": grant.min_spend,
+        "issuer_rate_bp": grant.issuer_rate_bp,
+        "buyer_rate_bp": grant.buyer_rate_bp,
+        "max_order": grant.max_order_fen,
+        "issuer_cap": grant.issuer_cap_fen,
+        "buyer_cap": grant.buyer_cap_fen,
+        "reserved": grant.worst_case_cost,
+        "status": RedPacketStatus.ISSUED,
+        "valid_from": valid_from,
+        "valid_until": grant.valid_until,
+        "created_at": utcnow(),
+    }
+
+
+_INSERT_PACKET = insert(cast(Table, RedPacket.__table__)).returning(cast(Table, RedPacket.__table__).c.id)
+
+
+def insert_packet(row: dict[str, Any]) -> int:
+    """Insert a packet row (:func:`granted_packet_row`) and return its id: one statement, nothing loaded."""
+    return int(db.session.execute(_INSERT_PACKET, row).scalar_one())
 
 
 def _reserve(packet: RedPacket, idempotency_key: str) -> None:

@@ -5,6 +5,7 @@ session and database connection; the ledger check runs on what was committed."""
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import threading
 from collections.abc import Callable
@@ -12,9 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any, TypeVar
 
+import pytest
 import responses
 from requests import PreparedRequest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from app.audit.service import CLI
 from app.campaigns.models import Campaign, CampaignStatus
@@ -209,24 +211,26 @@ def test_two_orders_racing_for_one_red_packet_one_reserves_it(committed: Committ
     _clean(committed)
 
 
-K, N, GRANT_FEN = 3, 12, 1000
+K, N, GRANT_FEN = 10, 50, 1000
+
+
+FIXED_RULES = {
+    "rules": [
+        {
+            "id": "fixed",
+            "kind": "fixed",
+            "priority": 1,
+            "stacking": "combinable",
+            "amount_fen": GRANT_FEN,
+            "min_order_fen": 0,
+        }
+    ]
+}
 
 
 def _orders_race_for_budget(committed: Committed) -> int:
     """N orders of a campaign whose budget pays K fixed grants are confirmed at the same moment."""
-    rules = {
-        "rules": [
-            {
-                "id": "fixed",
-                "kind": "fixed",
-                "priority": 1,
-                "stacking": "combinable",
-                "amount_fen": GRANT_FEN,
-                "min_order_fen": 0,
-            }
-        ]
-    }
-    campaign_id = _campaign(committed, rules, budget_fen=K * GRANT_FEN)
+    campaign_id = _campaign(committed, FIXED_RULES, budget_fen=K * GRANT_FEN)
     notifications = []
     for i in range(N):
         _, out_trade_no = committed.order(f"SO-B{i}", 5000, paid=False)
@@ -260,3 +264,52 @@ def test_parallel_orders_the_budget_cannot_pay_are_all_counted_as_skipped(commit
         campaign = db.session.get(Campaign, campaign_id)
         assert campaign is not None
         assert campaign.skip_stats.get("budget exhausted") == N - K, campaign.skip_stats
+
+
+def test_a_budget_spent_between_the_read_and_the_booking_is_booked_again_under_lock(
+    committed: Committed, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Paid orders read the budget without a lock and take it last. Here a second order commits its
+    grant exactly between the first order's read and its booking: the first order's take is refused,
+    its booking rolled back to the savepoint and evaluated again under the budget's lock."""
+    campaign_id = _campaign(committed, FIXED_RULES, budget_fen=GRANT_FEN + GRANT_FEN // 2)
+    notifications = []
+    for i in range(2):
+        _, out_trade_no = committed.order(f"SO-L{i}", 5000, paid=False)
+        notifications.append(committed.forger.signed(committed.forger.transaction(out_trade_no, 5000)))
+    url = f"/wechat/{committed.slug}/pay/notify"
+    answers: list[int] = []
+
+    def deliver(i: int) -> None:
+        headers, body = notifications[i]
+        answers.append(committed.client().post(url, data=body, headers=headers).status_code)
+
+    with committed.app.app_context():
+        engine = db.engine
+    cut_in = threading.Event()
+
+    def second_order_cuts_in(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        # The first order's booking starts (its savepoint) after it read the budget: the second order is
+        # delivered and committed on its own connection before the first goes on.
+        if statement.startswith("SAVEPOINT") and not cut_in.is_set():
+            cut_in.set()
+            second = threading.Thread(target=deliver, args=(1,))
+            second.start()
+            second.join(timeout=30)
+
+    event.listen(engine, "before_cursor_execute", second_order_cuts_in)
+    try:
+        with caplog.at_level(logging.INFO, logger="hongli.rebates"):
+            deliver(0)
+    finally:
+        event.remove(engine, "before_cursor_execute", second_order_cuts_in)
+
+    assert answers == [204, 204]
+    assert any("booking again with the budgets locked" in r.getMessage() for r in caplog.records)
+    with committed.app.app_context():
+        grants = db.session.scalars(select(RebateGrant).where(RebateGrant.campaign_id == campaign_id)).all()
+        assert [g.amount.fen for g in grants] == [GRANT_FEN]
+        assert campaign_accounts(committed.merchant_id, campaign_id).budget.balance.fen == GRANT_FEN // 2
+        campaign = db.session.get(Campaign, campaign_id)
+        assert campaign is not None and campaign.skip_stats == {"budget exhausted": 1}
+    _clean(committed)
