@@ -75,6 +75,83 @@ def _paid_order(server: Server, total: int) -> Paired:
     return Paired(case=requests.__getitem__, baseline=lambda _i: baseline)
 
 
+# A promotion day: many buyers paying at once for orders of ONE campaign. The same paid orders (each
+# of another buyer) with 8 clients against 1 client: the campaign's budget is taken last, so orders
+# no longer queue on the campaign from their rules to their commit.
+SCALING_CLIENTS = 8
+
+
+def _paid_orders_of_one_campaign(server: Server, slug: str, total: int) -> list[Request]:
+    merchant = seed_pay_merchant(
+        server, slug=slug, orders=total, total_fen=PAID_ORDER_TOTAL_FEN, buyers=total
+    )
+    per_order = PACKET_WORST_CASE_FEN + PAID_ORDER_TOTAL_FEN * 200 // 10_000
+    seed_campaign(
+        server, merchant_id=merchant.merchant_id, rules=PAID_ORDER_RULES, budget_fen=2 * per_order * total
+    )
+    return [transaction_success(merchant, attempt) for attempt in merchant.attempts]
+
+
+def _paid_order_scaling(server: Server, total: int) -> Paired:
+    many = _paid_orders_of_one_campaign(server, "bench-scaling-many", total)
+    one = _paid_orders_of_one_campaign(server, "bench-scaling-one", total)
+    return Paired(case=many.__getitem__, baseline=one.__getitem__)
+
+
+# Ten active campaigns of one merchant, as a merchant runs them: the seed campaign, and nine for bigger
+# baskets (a two-way packet from ¥300, ratio and ladder rebates from ¥500, fixed ones from ¥800 …) that
+# a ¥200 order does not reach. Only the campaign whose rules grant is touched; the others cost a rule
+# evaluation in memory.
+_BIGGER_BASKETS: tuple[dict[str, object], ...] = (
+    {**PAID_ORDER_RULES["rules"][0], "trigger_min_order_fen": 300_00},
+    {
+        "id": "ratio",
+        "kind": "ratio",
+        "priority": 5,
+        "stacking": "combinable",
+        "rate_bp": 300,
+        "min_order_fen": 500_00,
+    },
+    {
+        "id": "ladder",
+        "kind": "ladder",
+        "priority": 5,
+        "stacking": "combinable",
+        "tiers": [{"min_order_fen": 500_00, "rate_bp": 200}, {"min_order_fen": 1000_00, "rate_bp": 400}],
+    },
+    {
+        "id": "fixed",
+        "kind": "fixed",
+        "priority": 5,
+        "stacking": "combinable",
+        "amount_fen": 20_00,
+        "min_order_fen": 800_00,
+    },
+)
+
+
+def _campaign_count(server: Server, slug: str, total: int, campaigns: int) -> list[Request]:
+    merchant = seed_pay_merchant(
+        server, slug=slug, orders=total, total_fen=PAID_ORDER_TOTAL_FEN, buyers=total
+    )
+    per_order = PACKET_WORST_CASE_FEN + PAID_ORDER_TOTAL_FEN * 200 // 10_000
+    seed_campaign(
+        server, merchant_id=merchant.merchant_id, rules=PAID_ORDER_RULES, budget_fen=2 * per_order * total
+    )
+    for n in range(campaigns - 1):
+        rule = _BIGGER_BASKETS[n % len(_BIGGER_BASKETS)]
+        seed_campaign(
+            server, merchant_id=merchant.merchant_id, rules={"rules": [rule]}, budget_fen=100_000_00
+        )
+    return [transaction_success(merchant, attempt) for attempt in merchant.attempts]
+
+
+def _paid_order_ten_campaigns(server: Server, total: int) -> Paired:
+    ten = _campaign_count(server, "bench-ten-campaigns", total, 10)
+    one = _campaign_count(server, "bench-one-campaign", total, 1)
+    return Paired(case=ten.__getitem__, baseline=one.__getitem__)
+
+
 def _wallet_read(server: Server, _total: int) -> Paired:
     merchant = seed_pay_merchant(server, slug="bench-wallet", orders=0)
     light = Request(
@@ -114,10 +191,32 @@ CASES: tuple[Case, ...] = (
         "two-way campaign: verify, decrypt, mark paid, run the rules, reserve a red packet and book a rebate "
         "(ledger postings), commit",
         prepare=_paid_order,
-        goal_ratio=0.2,
+        goal_ratio=0.3,
         expect_status=(204,),
         baseline_label="POST /api/mp/v1/events (one row)",
         baseline_status=(202,),
+    ),
+    Case(
+        name="paid-order-8-clients",
+        description="paid orders of one campaign (the paid-order path, each of another buyer) from 8 "
+        "clients vs from 1: the campaign's budget is taken last, so orders do not queue on the campaign",
+        prepare=_paid_order_scaling,
+        goal_ratio=3.0,
+        expect_status=(204,),
+        baseline_label="the same with 1 client",
+        baseline_status=(204,),
+        concurrency=SCALING_CLIENTS,
+        baseline_concurrency=1,
+    ),
+    Case(
+        name="paid-order-10-campaigns",
+        description="a paid order of a merchant running 10 active campaigns (the seed campaign and nine for "
+        "bigger baskets that a ¥200 order does not reach) vs one running the seed campaign alone",
+        prepare=_paid_order_ten_campaigns,
+        goal_ratio=0.6,
+        expect_status=(204,),
+        baseline_label="the same merchant with 1 campaign",
+        baseline_status=(204,),
     ),
     Case(
         name="wallet-read",

@@ -61,6 +61,10 @@ class Case:
     expect_status: tuple[int, ...] = (200, 204)
     baseline_label: str = "GET /healthz"
     baseline_status: tuple[int, ...] = (200,)
+    # Clients of the case and of its baseline (default: ``--concurrency``): a case measuring how a path
+    # scales runs the same requests with many clients against a baseline of one.
+    concurrency: int | None = None
+    baseline_concurrency: int | None = None
 
 
 @dataclass
@@ -119,13 +123,15 @@ def measure(server: Server, case: Case, rounds: int, requests: int, concurrency:
         source, baseline_source = prepared.case, prepared.baseline
     else:
         source, baseline_source = prepared, lambda _i: case.baseline
-    _throughput(server, baseline_source, warm_up, concurrency, case.baseline_status)
-    _throughput(server, source, warm_up, concurrency, case.expect_status)
+    clients = case.concurrency or concurrency
+    baseline_clients = case.baseline_concurrency or concurrency
+    _throughput(server, baseline_source, warm_up, baseline_clients, case.baseline_status)
+    _throughput(server, source, warm_up, clients, case.expect_status)
     base_rates, case_rates, ratios = [], [], []
     for round_ in range(rounds):
-        base = _throughput(server, baseline_source, requests, concurrency, case.baseline_status)
         first = warm_up + round_ * requests
-        rate = _throughput(server, source, requests, concurrency, case.expect_status, first)
+        base = _throughput(server, baseline_source, requests, baseline_clients, case.baseline_status, first)
+        rate = _throughput(server, source, requests, clients, case.expect_status, first)
         base_rates.append(base)
         case_rates.append(rate)
         ratios.append(rate / base)

@@ -63,10 +63,10 @@ def _public_pem(key: rsa.RSAPrivateKey) -> str:
 
 
 def seed_pay_merchant(
-    server: Server, *, slug: str, orders: int, total_fen: int = ORDER_TOTAL_FEN
+    server: Server, *, slug: str, orders: int, total_fen: int = ORDER_TOTAL_FEN, buyers: int = 1
 ) -> PayMerchant:
-    """Onboard a merchant with a consumer and ``orders`` pending orders of ``total_fen``, each with an
-    active attempt."""
+    """Onboard a merchant with ``buyers`` consumers and ``orders`` pending orders of ``total_fen`` (the
+    buyers in turn), each with an active attempt."""
     from app import create_app
     from app.audit.service import CLI
     from app.consumers.models import AppKind, Consumer, WeChatIdentity
@@ -101,23 +101,25 @@ def seed_pay_merchant(
     app = create_app(load_settings(environ=server.env))
     with app.app_context():
         merchant = create_merchant(document=document, actor=CLI)
-        consumer = Consumer(merchant_id=merchant.id, nickname="bench")
-        db.session.add(consumer)
+        consumers = [Consumer(merchant_id=merchant.id, nickname=f"bench {n}") for n in range(buyers)]
+        db.session.add_all(consumers)
         db.session.flush()
-        db.session.add(
+        db.session.add_all(
             WeChatIdentity(
                 merchant_id=merchant.id,
                 consumer_id=consumer.id,
                 app_kind=AppKind.MINIPROGRAM,
                 appid=appid,
-                openid=openid,
+                openid=openid if n == 0 else f"{openid[:-6]}{n:06d}",
             )
+            for n, consumer in enumerate(consumers)
         )
+        consumer = consumers[0]
         item = {"sku": "TEA-1", "name": "Oolong tea", "category": "tea", "quantity": 1}
         db.session.add_all(
             Order(
                 merchant_id=merchant.id,
-                consumer_id=consumer.id,
+                consumer_id=consumers[n % buyers].id,
                 out_order_no=f"BENCH-{n}",
                 request_digest=hashlib.sha256(f"{slug}:{n}".encode()).hexdigest(),
                 status=OrderStatus.PENDING_PAYMENT,
@@ -172,7 +174,7 @@ def seed_campaign(server: Server, *, merchant_id: int, rules: dict[str, Any], bu
 
     app = _app(server)
     with app.app_context():
-        deposit_budget(key=f"bench-{merchant_id}", amount=Money(budget_fen), merchant_id=merchant_id)
+        deposit_budget(key=f"bench-{secrets.token_hex(8)}", amount=Money(budget_fen), merchant_id=merchant_id)
         now = utcnow()
         campaign = create_campaign(
             merchant_id=merchant_id,
