@@ -98,6 +98,16 @@ def _paid_order_scaling(server: Server, total: int) -> Paired:
     return Paired(case=many.__getitem__, baseline=one.__getitem__)
 
 
+def _paid_order_shared_campaign(server: Server, total: int) -> Paired:
+    # The ceiling: the same load over 8 merchants, each with its own campaign, so no two concurrent
+    # orders share a row. One campaign at ≈ 1× of it means the campaign adds no queue of its own.
+    shared = _paid_orders_of_one_campaign(server, "bench-shared", total)
+    share = -(-total // SCALING_CLIENTS)
+    apart = [_paid_orders_of_one_campaign(server, f"bench-apart-{n}", share) for n in range(SCALING_CLIENTS)]
+    interleaved = [apart[i % SCALING_CLIENTS][i // SCALING_CLIENTS] for i in range(total)]
+    return Paired(case=shared.__getitem__, baseline=interleaved.__getitem__)
+
+
 # Ten active campaigns of one merchant, as a merchant runs them: the seed campaign, and nine for bigger
 # baskets (a two-way packet from ¥300, ratio and ladder rebates from ¥500, fixed ones from ¥800 …) that
 # a ¥200 order does not reach. Only the campaign whose rules grant is touched; the others cost a rule
@@ -207,6 +217,18 @@ CASES: tuple[Case, ...] = (
         baseline_status=(204,),
         concurrency=SCALING_CLIENTS,
         baseline_concurrency=1,
+    ),
+    Case(
+        name="paid-order-one-campaign",
+        description="paid orders of one campaign from 8 clients vs the same load over 8 merchants with a "
+        "campaign each (no row shared by two concurrent orders): ≈ 1 when the campaign queues nothing",
+        prepare=_paid_order_shared_campaign,
+        goal_ratio=0.9,
+        expect_status=(204,),
+        baseline_label="8 merchants, a campaign each",
+        baseline_status=(204,),
+        concurrency=SCALING_CLIENTS,
+        baseline_concurrency=SCALING_CLIENTS,
     ),
     Case(
         name="paid-order-10-campaigns",
