@@ -8,6 +8,7 @@ from app.behaviour import models as behaviour_models
 from app.campaigns import models as campaign_models
 from app.consumers import models as consumer_models
 from app.events import models as event_models
+from app.followers import models as follower_models
 from app.gateway import models as gateway_models
 from app.invitations import models as invitation_models
 from app.ledger import models as ledger_models
@@ -29,6 +30,7 @@ __all__ = [
     "campaign_models",
     "consumer_models",
     "event_models",
+    "follower_models",
     "gateway_models",
     "invitation_models",
     "ledger_models",

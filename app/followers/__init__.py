@@ -1,0 +1,1 @@
+"""Official-account followers: the message server, follows attributed to parametric QR codes, replies."""
