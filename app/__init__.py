@@ -33,6 +33,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     from app.core.sqlite import install_serialisation
     from app.devclock import init_dev_clock
     from app.extensions import api, db, migrate
+    from app.followers.views import blp as followers_blp
+    from app.followers.views import bp as oa_server_bp
     from app.health.views import blp as health_blp
     from app.invitations.views import blp as invitations_blp
     from app.ledger.cli import ledger_cli
@@ -100,7 +102,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     api.register_blueprint(console_withdrawals_blp)
     api.register_blueprint(console_payouts_blp)
     api.register_blueprint(invitations_blp)
+    api.register_blueprint(followers_blp)
     app.register_blueprint(pay_notify_bp)
+    app.register_blueprint(oa_server_bp)
     app.register_blueprint(apidocs_bp)
     init_http(app)  # after flask-smorest, so our error envelope replaces its handlers
     init_inputs(app)  # after the request id is assigned, so a refused body is logged with it

@@ -1,7 +1,12 @@
 """Official-account server URL: signature check, safe-mode (AES) crypto, event parsing (§7b.2, §7b.3).
 
-Parsing goes through :func:`wechat.xml.parse_xml` (defusedxml) — wechatpy's ``parse_message`` and
-``WeChatCrypto`` use xmltodict and do not check padding, so this module does not use them.
+The AES payload (random 16 bytes, length, message, appid; AES-256-CBC, IV = key[:16], PKCS#7 to 32-byte
+blocks) is wechatpy's ``PrpCrypto``. Around it, ours: every signature compared in constant time
+(wechatpy compares with ``!=``) and checked *before* anything is decrypted, every XML document parsed
+with :func:`wechat.xml.parse_xml` (defusedxml: no DTD, no entities — wechatpy's ``xmltodict`` would read
+them), and failures raised as :class:`VerificationError` with a code. wechatpy does not check the
+padding it strips; a payload that passed the signature check was made by the token's holder, so a
+padding check would add nothing.
 """
 
 from __future__ import annotations
@@ -10,11 +15,13 @@ import base64
 import binascii
 import hmac
 import os
-import struct
 from dataclasses import dataclass, field
 from typing import Any
 
-from wechat.crypto import aes_cbc_decrypt, aes_cbc_encrypt, sha1_sorted_signature
+from wechatpy.crypto import PrpCrypto
+from wechatpy.exceptions import InvalidAppIdException
+
+from wechat.crypto import sha1_sorted_signature
 from wechat.errors import VerificationError
 from wechat.xml import parse_xml
 
@@ -26,8 +33,19 @@ def check_server_signature(token: str, signature: str, timestamp: str, nonce: st
     return hmac.compare_digest(sha1_sorted_signature([token, timestamp, nonce]), signature)
 
 
+class _Prp(PrpCrypto):
+    """wechatpy's payload crypto, with the 16 random bytes given (known-answer tests) or from the OS."""
+
+    def __init__(self, key: bytes, prefix: bytes | None = None) -> None:
+        super().__init__(key)
+        self._prefix = prefix
+
+    def get_random_string(self) -> bytes:
+        return self._prefix if self._prefix is not None else os.urandom(16)
+
+
 class MessageCrypto:
-    """Safe-mode crypto for one account: AES-256-CBC, IV = key[:16], PKCS#7 to 32-byte blocks."""
+    """Safe-mode crypto for one account (its token, EncodingAESKey and appid)."""
 
     def __init__(self, token: str, encoding_aes_key: str, appid: str) -> None:
         try:
@@ -42,22 +60,17 @@ class MessageCrypto:
 
     def _decrypt(self, encrypted: str) -> bytes:
         try:
-            plain = aes_cbc_decrypt(
-                self._key, self._key[:16], base64.b64decode(encrypted, validate=True), block_bytes=32
-            )
-        except (binascii.Error, ValueError) as exc:
+            base64.b64decode(encrypted, validate=True)
+            text: str = _Prp(self._key).decrypt(encrypted, self.appid)
+        except InvalidAppIdException as exc:
+            raise VerificationError(
+                "safe-mode payload is for another appid", code="APPID_MISMATCH", ambiguous=False
+            ) from exc
+        except (binascii.Error, ValueError, IndexError, UnicodeDecodeError) as exc:
             raise VerificationError(
                 "safe-mode payload does not decrypt", code="DECRYPT_FAILED", ambiguous=False
             ) from exc
-        if len(plain) < 20:
-            raise VerificationError("safe-mode payload too short", code="DECRYPT_FAILED", ambiguous=False)
-        (length,) = struct.unpack(">I", plain[16:20])
-        message, appid = plain[20 : 20 + length], plain[20 + length :]
-        if len(message) != length or appid.decode("utf-8", "replace") != self.appid:
-            raise VerificationError(
-                "safe-mode payload is for another appid", code="APPID_MISMATCH", ambiguous=False
-            )
-        return message
+        return text.encode("utf-8")
 
     def _check(self, signature: str, timestamp: str, nonce: str, encrypted: str) -> None:
         expected = sha1_sorted_signature([self._token, timestamp, nonce, encrypted])
@@ -79,13 +92,10 @@ class MessageCrypto:
 
     def encrypt(self, plaintext: bytes, *, random_prefix: bytes | None = None) -> str:
         """base64 of AES(random16 || len || msg || appid); ``random_prefix`` only for known-answer tests."""
-        prefix = random_prefix if random_prefix is not None else os.urandom(16)
-        if len(prefix) != 16:
+        if random_prefix is not None and len(random_prefix) != 16:
             raise ValueError("random prefix must be 16 bytes")
-        payload = prefix + struct.pack(">I", len(plaintext)) + plaintext + self.appid.encode("utf-8")
-        return base64.b64encode(aes_cbc_encrypt(self._key, self._key[:16], payload, block_bytes=32)).decode(
-            "ascii"
-        )
+        encrypted: bytes = _Prp(self._key, random_prefix).encrypt(plaintext, self.appid)
+        return encrypted.decode("ascii")
 
     def encrypt_reply(self, reply_xml: bytes, *, nonce: str, timestamp: str) -> str:
         """Full encrypted reply envelope ``<xml><Encrypt/><MsgSignature/><TimeStamp/><Nonce/></xml>``."""

@@ -64,6 +64,15 @@ def _oauth_token(data: dict[str, Any], api: str) -> OAuthToken:
         ) from exc
 
 
+@dataclass(frozen=True)
+class QrCode:
+    """A parametric QR code: its ``ticket``, and ``url``, the text the code encodes (render it yourself)."""
+
+    ticket: str
+    url: str
+    expire_seconds: int | None  # None: permanent
+
+
 class OfficialAccountClient:
     """Calls for one official account; every URL comes from ``endpoints``."""
 
@@ -148,3 +157,40 @@ class OfficialAccountClient:
         if not isinstance(ticket, str) or not ticket or not isinstance(expires_in, int):
             raise WeChatError("ticket answer lacks ticket/expires_in", code="UNPARSABLE", ambiguous=True)
         return Ticket(ticket=ticket, expires_in=expires_in)
+
+    def create_qrcode(self, access_token: str, scene: str, *, expire_seconds: int | None) -> QrCode:
+        """``cgi-bin/qrcode/create`` with a string scene: permanent when ``expire_seconds`` is None (at most
+        100 000 per account, never expire), else temporary (60 s … 30 days)."""
+        if not 1 <= len(scene) <= 64:
+            raise ValueError("a scene is 1..64 characters")
+        body: dict[str, Any] = {"action_info": {"scene": {"scene_str": scene}}}
+        if expire_seconds is None:
+            body["action_name"] = "QR_LIMIT_STR_SCENE"
+        else:
+            if not 60 <= expire_seconds <= 30 * 86400:
+                raise ValueError("a temporary code lives 60 s to 30 days")
+            body |= {"action_name": "QR_STR_SCENE", "expire_seconds": expire_seconds}
+        data = self.http.call(
+            "POST",
+            "/cgi-bin/qrcode/create",
+            api="qrcode.create",
+            params={"access_token": access_token},
+            body=body,
+        )
+        ticket, url = data.get("ticket"), data.get("url")
+        if not isinstance(ticket, str) or not ticket or not isinstance(url, str) or not url:
+            raise WeChatError(
+                "qrcode answer lacks ticket/url", code="UNPARSABLE", ambiguous=True, api="qrcode.create"
+            )
+        expires = data.get("expire_seconds")
+        return QrCode(ticket=ticket, url=url, expire_seconds=expires if isinstance(expires, int) else None)
+
+    def user_info(self, access_token: str, openid: str, *, lang: str = "zh_CN") -> dict[str, Any]:
+        """``cgi-bin/user/info``: a follower's ``subscribe`` state and, when the account is bound to an
+        open-platform account, their ``unionid`` (the key linking them to the mini-program identity)."""
+        return self.http.call(
+            "GET",
+            "/cgi-bin/user/info",
+            api="user.info",
+            params={"access_token": access_token, "openid": openid, "lang": lang},
+        )

@@ -142,6 +142,22 @@ def login_miniprogram(*, appid: str, code: str, ip: str | None) -> LoginResult:
     return _login(identity)
 
 
+def identity_for_follower(*, merchant: Merchant, openid: str, unionid: str | None) -> WeChatIdentity:
+    """The official-account identity of a follower: joined to the consumer who has ``unionid`` (the
+    mini-program's, when they signed in there first), else a new consumer; created once, even under races."""
+    assert merchant.oa_appid is not None
+    identity = _identity_for(
+        merchant=merchant,
+        kind=AppKind.OFFICIAL_ACCOUNT,
+        appid=merchant.oa_appid,
+        openid=openid,
+        unionid=unionid,
+        now=utcnow(),
+    )
+    _link_unionid(identity, unionid)
+    return identity
+
+
 def _link_unionid(identity: WeChatIdentity, unionid: str | None) -> None:
     consumer = db.session.get(Consumer, identity.consumer_id)
     if consumer is not None and unionid and consumer.unionid is None:

@@ -58,17 +58,20 @@ class QrScene(Base):
 
 
 class Follower(Base):
-    """One openid following (or having followed) the merchant's official account; always a consumer."""
+    """One openid following (or having followed) the merchant's official account, linked to its consumer."""
 
     __tablename__ = "followers"
     __table_args__ = (UniqueConstraint("merchant_id", "openid"),)
 
     id: Mapped[IdPK]
     merchant_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("merchants.id"))
-    consumer_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("consumers.id"), index=True)
+    # None until the welcome job has asked WeChat who this is (unionid) and linked or created the consumer.
+    consumer_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("consumers.id"), index=True)
     openid: Mapped[str] = mapped_column(String(64))
     status: Mapped[FollowStatus] = mapped_column(str_enum(FollowStatus))
-    scene_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("qr_scenes.id"))  # of the first follow
+    scene_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("qr_scenes.id")
+    )  # of the first follow
     first_followed_at: Mapped[datetime]
     followed_at: Mapped[datetime]
     unfollowed_at: Mapped[datetime | None]

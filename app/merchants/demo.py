@@ -55,7 +55,7 @@ def seed_demo_merchant(*, slug: str = DEMO_SLUG, name: str = DEMO_NAME, actor: A
         {
             "kind": "official",
             "mchids": [pay["mchid"]],
-            "server_url": f"{settings.web.public_base_url.rstrip('/')}/wechat/{slug}/oa/events",
+            "server_url": f"{settings.web.public_base_url.rstrip('/')}/wechat/{slug}/oa",
         },
     )
     document = {

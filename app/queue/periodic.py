@@ -55,6 +55,7 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("advance-campaigns", "jobs.rebates.advance_campaigns", "* * * * *"),
     PeriodicJob("enqueue-due-payouts", "jobs.payouts.enqueue_due_payouts", "* * * * *"),
     PeriodicJob("query-uncertain-payouts", "jobs.payouts.query_uncertain_payouts", "* * * * *"),
+    PeriodicJob("resolve-unlinked-followers", "jobs.followers.resolve_unlinked", "*/10 * * * *"),
 )
 
 

@@ -70,7 +70,7 @@ def upgrade():
     op.create_table('followers',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('merchant_id', sa.BigInteger(), nullable=False),
-    sa.Column('consumer_id', sa.BigInteger(), nullable=False),
+    sa.Column('consumer_id', sa.BigInteger(), nullable=True),
     sa.Column('openid', sa.String(length=64), nullable=False),
     sa.Column('status', sa.Enum('following', 'unfollowed', name='followstatus', native_enum=False, length=24), nullable=False),
     sa.Column('scene_id', sa.BigInteger(), nullable=True),

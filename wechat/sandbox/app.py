@@ -17,6 +17,7 @@ from wechat.sandbox import (
     routes_card,
     routes_login,
     routes_marketing,
+    routes_oa,
     routes_pay_v2,
     routes_pay_v3,
     routes_transfer,
@@ -49,6 +50,7 @@ def create_sandbox(
         routes_pay_v2,
         routes_login,
         routes_card,
+        routes_oa,
         routes_admin,
         routes_actions,
     ):

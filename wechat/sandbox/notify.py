@@ -168,7 +168,8 @@ class Notifier:
         body = inner
         if app.safe_mode:
             encrypt = crypto.wx_encrypt(app.encoding_aes_key, app.appid, inner, world.rng.bytes(16))
-            body = _xml({"ToUserName": str(fields["ToUserName"]), "Encrypt": encrypt})
+            outer = dict(fields) if app.compatible_mode else {"ToUserName": str(fields["ToUserName"])}
+            body = _xml({**outer, "Encrypt": encrypt})
         else:
             encrypt = ""
         base_url = app.server_url

@@ -14,9 +14,8 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from wechat.sandbox import crypto
+from wechat.sandbox import crypto, oa
 from wechat.sandbox.admin import AdminError, app_of, install_error_handlers, json_body, run, user_of
-from wechat.sandbox.cards import push_event
 from wechat.sandbox.clock import rfc3339
 from wechat.sandbox.faults import APIS, DEFAULT_TIMEOUT_DELAY_S, MODES
 from wechat.sandbox.identity import issue_oauth_code, openid_for
@@ -216,6 +215,7 @@ def create_app() -> tuple[Response, int]:
             encoding_aes_key=aes_key or rng.alnum(43),
             server_url=body.get("server_url"),
             safe_mode=bool(body.get("safe_mode", False)),
+            compatible_mode=bool(body.get("compatible_mode", False)),
             original_id=str(body.get("original_id") or "gh_" + rng.hex(12).lower()),
             unionid_bound=bool(body.get("unionid_bound", True)),
         )
@@ -332,14 +332,55 @@ def encrypted_data(uid: str) -> Response:
 
 @bp.post("/users/<uid>/follow")
 def follow(uid: str) -> Response:
-    """The user follows the official account: pushes a ``subscribe`` event."""
+    """The user follows the official account (``ticket``: by scanning that parametric QR code): pushes
+    a ``subscribe`` event."""
     world = current_world()
     body = json_body()
 
     def act() -> dict[str, Any]:
         user, app = user_of(world, uid), app_of(world, body.get("appid"))
-        push_event(world, app, user, "subscribe", {"EventKey": str(body.get("event_key", ""))})
+        openid = oa.follow(world, app, user, body.get("ticket"), str(body.get("event_key", "")))
+        return {"openid": openid}
+
+    return jsonify(run(world, act, bool(body.get("deliver", True))))
+
+
+@bp.post("/users/<uid>/scan")
+def scan(uid: str) -> Response:
+    """The user scans the parametric QR code ``ticket``: ``SCAN`` if they follow, ``subscribe`` if not."""
+    world = current_world()
+    body = json_body()
+
+    def act() -> dict[str, Any]:
+        user, app = user_of(world, uid), app_of(world, body.get("appid"))
+        oa.scan(world, app, user, str(body.get("ticket", "")))
         return {"openid": openid_for(world, user, app.appid)}
+
+    return jsonify(run(world, act, bool(body.get("deliver", True))))
+
+
+@bp.post("/users/<uid>/unfollow")
+def unfollow(uid: str) -> Response:
+    world = current_world()
+    body = json_body()
+
+    def act() -> dict[str, Any]:
+        user, app = user_of(world, uid), app_of(world, body.get("appid"))
+        oa.unfollow(world, app, user)
+        return {"openid": openid_for(world, user, app.appid)}
+
+    return jsonify(run(world, act, bool(body.get("deliver", True))))
+
+
+@bp.post("/users/<uid>/message")
+def message(uid: str) -> Response:
+    """The user sends the official account a text message."""
+    world = current_world()
+    body = json_body()
+
+    def act() -> dict[str, Any]:
+        user, app = user_of(world, uid), app_of(world, body.get("appid"))
+        return {"msg_id": oa.text(world, app, user, str(body.get("content", "")))}
 
     return jsonify(run(world, act, bool(body.get("deliver", True))))
 

@@ -118,6 +118,7 @@ class App:
     encoding_aes_key: str = ""
     server_url: str | None = None
     safe_mode: bool = False
+    compatible_mode: bool = False  # with safe_mode: the plaintext fields travel beside <Encrypt>
     original_id: str = ""
     unionid_bound: bool = True
 
@@ -128,6 +129,17 @@ class User:
     unionid: str
     nickname: str
     openids: dict[str, str] = field(default_factory=dict)  # appid -> openid
+
+
+@dataclass
+class QrTicket:
+    """A parametric QR code of an official account (``qrcode/create``)."""
+
+    ticket: str
+    appid: str
+    scene: str  # scene_str, or scene_id as text
+    permanent: bool
+    expires_at: float | None
 
 
 @dataclass
@@ -349,6 +361,8 @@ class State:
     v2_transfers: dict[tuple[str, str], V2Transfer] = field(default_factory=dict)
     stocks: dict[str, Stock] = field(default_factory=dict)
     coupons: dict[str, Coupon] = field(default_factory=dict)
+    qr_tickets: dict[str, QrTicket] = field(default_factory=dict)
+    follows: dict[tuple[str, str], float] = field(default_factory=dict)  # (appid, user id) -> since
     cards: dict[str, Card] = field(default_factory=dict)
     card_codes: dict[str, CardCode] = field(default_factory=dict)
     bill_tokens: dict[str, tuple[str, str, str, bool, float]] = field(default_factory=dict)
