@@ -71,6 +71,13 @@ def fetch_access_token(
     return _token(data, "token")
 
 
+@dataclass(frozen=True, slots=True)
+class PhoneNumber:
+    phone: str = field(repr=False)  # with the country code when not mainland China
+    pure: str = field(repr=False)
+    country_code: str
+
+
 class MiniProgramClient:
     """Calls for one mini-program; plain ``requests`` so every URL comes from ``endpoints.api_base``."""
 
@@ -105,6 +112,28 @@ class MiniProgramClient:
         unionid = data.get("unionid")
         return LoginSession(
             openid=openid, session_key=session_key, unionid=unionid if isinstance(unionid, str) else None
+        )
+
+    def phone_number(self, access_token: str, code: str) -> PhoneNumber:
+        """``wxa/business/getuserphonenumber``: the number behind the ``code`` a ``getPhoneNumber`` button
+        gave (single use, 5 minutes), checked to be for this mini-program (its watermark's appid)."""
+        data = self.http.call(
+            "POST",
+            "/wxa/business/getuserphonenumber",
+            api="wxa.phone_number",
+            params={"access_token": access_token},
+            body={"code": code},
+        )
+        info = data.get("phone_info")
+        if not isinstance(info, dict) or not isinstance(info.get("phoneNumber"), str):
+            raise WeChatError("phone answer lacks phone_info", code="UNPARSABLE", ambiguous=True)
+        watermark = info.get("watermark")
+        if not isinstance(watermark, dict) or watermark.get("appid") != self.appid:
+            raise WeChatError("phone number for another app", code="APPID_MISMATCH", ambiguous=False)
+        return PhoneNumber(
+            phone=info["phoneNumber"],
+            pure=str(info.get("purePhoneNumber", "")),
+            country_code=str(info.get("countryCode", "")),
         )
 
     def fetch_access_token(self, *, stable: bool = False, force: bool = False) -> AccessToken:

@@ -36,6 +36,14 @@ class EncryptedDataSchema(Schema):
     iv = fields.String(required=True, validate=validate.Length(min=16, max=64))
 
 
+class PhoneCodeSchema(Schema):
+    code = fields.String(
+        required=True,
+        validate=validate.Regexp(r"^[A-Za-z0-9_-]{8,128}$"),
+        metadata={"description": "The code of the getPhoneNumber button's event (e.detail.code)."},
+    )
+
+
 class OAuthStartSchema(Schema):
     appid = fields.String(required=True, validate=validate.Regexp(r"^wx[0-9a-zA-Z]{16}$"))
     scope = fields.String(

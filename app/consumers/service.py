@@ -18,6 +18,7 @@ from app.core.ratelimit import hit
 from app.extensions import db
 from app.gateway.clients import mini_program_client, official_account_client
 from app.gateway.errors import login_error
+from app.gateway.tokens import TOKEN_REFUSED, access_token
 from app.merchants.credentials import get_sealer
 from app.merchants.models import Merchant
 from app.merchants.service import active_merchant_for_appid
@@ -212,6 +213,33 @@ def update_phone(*, consumer_id: int, appid: str, encrypted_data: str, iv: str) 
     consumer = db.session.get(Consumer, consumer_id)
     assert consumer is not None
     consumer.phone = phone[:32]
+    return consumer
+
+
+def phone_from_code(*, consumer_id: int, appid: str, code: str) -> Consumer:
+    """Store the phone number behind a ``getPhoneNumber`` button's ``code`` (the current flow: the code
+    goes to WeChat's ``getuserphonenumber``; no session key is involved, unlike the legacy encryptedData)."""
+    identity = _identity_of(consumer_id=consumer_id, appid=appid)
+    merchant = db.session.get(Merchant, identity.merchant_id)
+    assert merchant is not None
+    client = mini_program_client(merchant)
+    try:
+        try:
+            number = client.phone_number(access_token(merchant, "mp"), code)
+        except WeChatError as exc:
+            if exc.code not in TOKEN_REFUSED:
+                raise
+            number = client.phone_number(access_token(merchant, "mp", refresh=True), code)
+    except WeChatError as exc:
+        if exc.code in ("40029", "40163", "APPID_MISMATCH"):
+            raise InvalidInput(
+                "this phone number code is not valid (used, expired or for another app); ask again",
+                details={"fields": {"code": ["not a valid getPhoneNumber code"]}},
+            ) from None
+        raise login_error(exc) from None
+    consumer = db.session.get(Consumer, consumer_id)
+    assert consumer is not None
+    consumer.phone = number.phone[:32]
     return consumer
 
 

@@ -18,6 +18,7 @@ from app.consumers.schemas import (
     MpLoginSchema,
     OAuthCallbackSchema,
     OAuthStartSchema,
+    PhoneCodeSchema,
 )
 from app.consumers.sessions import revoke_session
 from app.core.tx import commit
@@ -71,6 +72,20 @@ def update_phone(body: dict[str, str]) -> Any:
     """Store the phone number from `getPhoneNumber` encryptedData."""
     consumer = service.update_phone(
         consumer_id=current_consumer().consumer_id, appid=request.headers[APPID_HEADER], **body
+    )
+    commit()
+    return consumer
+
+
+@mp.route("/me/phone-number", methods=["POST"])
+@consumer_required
+@mp.arguments(PhoneCodeSchema)
+@mp.response(200, ConsumerSchema)
+def phone_number(body: dict[str, str]) -> Any:
+    """Store the phone number behind a `getPhoneNumber` button's code (the current flow; `/me/phone`
+    keeps the legacy encryptedData one). 422 for a used, expired or foreign code."""
+    consumer = service.phone_from_code(
+        consumer_id=current_consumer().consumer_id, appid=request.headers[APPID_HEADER], code=body["code"]
     )
     commit()
     return consumer

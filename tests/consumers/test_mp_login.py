@@ -233,3 +233,26 @@ def test_login_attempts_are_limited_per_ip(client: FlaskClient, merchant: Mercha
     assert last.status_code == 429
     assert int(last.headers["Retry-After"]) >= 1
     assert last.json["error"]["code"] == "rate_limited"
+
+
+def test_phone_number_from_a_get_phone_number_code(
+    client: FlaskClient, sandbox: Sandbox, merchant: Merchant
+) -> None:
+    """The current flow: the button's code goes to WeChat's getuserphonenumber; single use, this app only."""
+    sandbox.user(id="gus")
+    appid = merchant.mp_appid or ""
+    token = _login(client, sandbox, merchant, "gus")["token"]
+    code = sandbox.post("/users/gus/phone-code", {"appid": appid, "phone": "13912345678"})["code"]
+
+    stored = client.post("/api/mp/v1/me/phone-number", headers=_auth(token, appid), json={"code": code})
+    again = client.post("/api/mp/v1/me/phone-number", headers=_auth(token, appid), json={"code": code})
+    other_app = sandbox.post("/users/gus/phone-code", {"appid": merchant.oa_appid, "phone": "13000000000"})[
+        "code"
+    ]
+    foreign = client.post("/api/mp/v1/me/phone-number", headers=_auth(token, appid), json={"code": other_app})
+
+    assert (stored.status_code, stored.json["phone_masked"]) == (200, "139****5678"), stored.json
+    assert "13912345678" not in stored.get_data(as_text=True)
+    assert [again.status_code, foreign.status_code] == [422, 422]
+    me = client.get("/api/mp/v1/me", headers=_auth(token, appid))
+    assert me.json["phone_masked"] == "139****5678"

@@ -20,7 +20,7 @@ from wechat.sandbox.clock import rfc3339
 from wechat.sandbox.faults import APIS, DEFAULT_TIMEOUT_DELAY_S, MODES
 from wechat.sandbox.identity import issue_oauth_code, openid_for
 from wechat.sandbox.payouts import payouts_view
-from wechat.sandbox.state import App, BillMismatch, LoginCode, Merchant, User
+from wechat.sandbox.state import App, BillMismatch, LoginCode, Merchant, PhoneCode, User
 from wechat.sandbox.world import current_world
 
 bp = Blueprint("sandbox_admin", __name__, url_prefix="/_sandbox")
@@ -328,6 +328,21 @@ def encrypted_data(uid: str) -> Response:
                 "session_key": session_key,
             }
         )
+
+
+@bp.post("/users/<uid>/phone-code")
+def phone_code(uid: str) -> Response:
+    """The user taps a ``getPhoneNumber`` button and agrees: a code for ``phone`` (11 digits)."""
+    world = current_world()
+    body = json_body()
+    phone = str(body.get("phone", ""))
+    if not re.fullmatch(r"1\d{10}", phone):
+        raise AdminError(422, "invalid_field", "phone must be 11 digits starting with 1", {"field": "phone"})
+    with world.lock:
+        user, app = user_of(world, uid), app_of(world, body.get("appid"))
+        code = PhoneCode(world.rng.hex(32), app.appid, user.id, phone, world.clock.now() + 300)
+        world.state.phone_codes[code.code] = code
+        return jsonify({"code": code.code})
 
 
 @bp.post("/users/<uid>/follow")

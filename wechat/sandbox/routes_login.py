@@ -239,3 +239,27 @@ def sns_auth(world: World) -> dict[str, Any]:
     if request.args.get("openid") != user.openids.get(tok.appid):
         raise MpError(40003, "invalid openid")
     return {"errcode": 0, "errmsg": "ok"}
+
+
+@bp.post("/wxa/business/getuserphonenumber")
+@mp_endpoint("wxa.phone_number")
+def getuserphonenumber(world: World) -> dict[str, Any]:
+    """The phone number behind a ``getPhoneNumber`` code (current flow): single use, 5 minutes, this app."""
+    tok = check_access_token(world, request.args.get("access_token"))
+    body = request.get_json(force=True, silent=True)
+    code = world.state.phone_codes.get(str((body or {}).get("code", "")) if isinstance(body, dict) else "")
+    if code is None or code.used or code.appid != tok.appid or world.clock.now() > code.expires_at:
+        raise MpError(40029, "invalid code")
+    code.used = True
+    country = "86"
+    pure = code.phone
+    return {
+        "errcode": 0,
+        "errmsg": "ok",
+        "phone_info": {
+            "phoneNumber": pure,
+            "purePhoneNumber": pure,
+            "countryCode": country,
+            "watermark": {"timestamp": int(world.clock.now()), "appid": tok.appid},
+        },
+    }

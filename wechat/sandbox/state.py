@@ -143,6 +143,18 @@ class QrTicket:
 
 
 @dataclass
+class PhoneCode:
+    """The code a ``getPhoneNumber`` button hands the mini-program (single use, 5 minutes)."""
+
+    code: str
+    appid: str
+    user_id: str
+    phone: str
+    expires_at: float
+    used: bool = False
+
+
+@dataclass
 class LoginCode:
     code: str
     appid: str
@@ -362,6 +374,7 @@ class State:
     stocks: dict[str, Stock] = field(default_factory=dict)
     coupons: dict[str, Coupon] = field(default_factory=dict)
     qr_tickets: dict[str, QrTicket] = field(default_factory=dict)
+    phone_codes: dict[str, PhoneCode] = field(default_factory=dict)
     follows: dict[tuple[str, str], float] = field(default_factory=dict)  # (appid, user id) -> since
     cards: dict[str, Card] = field(default_factory=dict)
     card_codes: dict[str, CardCode] = field(default_factory=dict)
