@@ -6,7 +6,6 @@ import logging
 
 from app.core.errors import DomainError
 from app.extensions import db
-from app.merchants.models import Merchant
 from app.payouts import service
 from app.queue import QueueName, get_queue
 
@@ -17,45 +16,57 @@ def process_payout(payout_id: int) -> str:
     """One pass; returns the payout's state ("skipped" if it is not due, finished or leased to another pass;
     "throttled" if the merchant's red-packet rate made it wait, rescheduled ~1 s later).
 
-    The row, not the job, is the guard: duplicates of this job are harmless. Failures are never swallowed:
-    an outcome WeChat left open is recorded on the row with its next attempt time (backoff with jitter),
-    and an exception leaves the row SUBMITTING for the sweep to resolve by query once the lease runs out.
+    Two transactions, none open during a WeChat call: the claim with SUBMITTING and the money in flight,
+    then the outcome. The row, not the job, is the guard: duplicates of this job are harmless. Failures are
+    never swallowed: an outcome WeChat left open is recorded on the row with its next attempt time (backoff
+    with jitter); an exception after the first commit leaves the row SUBMITTING for the sweep to resolve by
+    query once the lease runs out, and one before it leaves the row as it was, claimed.
     """
     try:
-        token = service.claim_payout(payout_id)
-        db.session.commit()
-        if token is None:
-            return "skipped"
         try:
-            step = service.begin_pass(payout_id, token)
+            step = service.start_pass(payout_id)
         except DomainError as exc:
             # Nothing of the pass was kept (e.g. Overdraft: the money is not in withdrawing any more);
             # say so on the row, in a transaction of its own, instead of failing silently every lease.
             db.session.rollback()
-            service.refuse_pass(payout_id, token, exc)
+            refused = service.refuse_pass(payout_id, exc)
             db.session.commit()
+            if refused is None:
+                return "skipped"
             logger.warning("payout %s: pass refused: %s", payout_id, exc.message)
             return "refused"
+        except Exception:
+            db.session.rollback()
+            _leave_claim(payout_id)
+            raise
+        # Claimed, SUBMITTING with its bill number and the money in flight, before WeChat hears of it.
+        db.session.commit()
         if step is None:
-            service.release_claim(payout_id, token)
-            db.session.commit()
-            return "done"
-        payout = service.get_payout(payout_id)
-        merchant = db.session.get(Merchant, payout.merchant_id)
-        assert merchant is not None
-        # The row is SUBMITTING with its bill number (and the money in flight) before WeChat hears of it.
+            return "skipped"
+        outcome = service.run_pass(step)
+        recorded = service.record_outcome(payout_id, step.token, outcome, log=step.log)
+        state = recorded.status.value if recorded is not None else "missing"
+        next_attempt_at = recorded.next_attempt_at if recorded is not None else None
         db.session.commit()
-        outcome = service.run_pass(merchant, step)
-        recorded = service.record_outcome(payout_id, token, outcome)
-        db.session.commit()
-        if outcome.code == service.RATE_LIMITED and recorded is not None:
+        if outcome.code == service.RATE_LIMITED and next_attempt_at is not None:
             # Reschedule shortly (RQ's scheduler) rather than wait a minute for the outbox sweep.
-            get_queue(QueueName.PAYOUTS).enqueue_at(recorded.next_attempt_at, service.PROCESS_JOB, payout_id)
+            get_queue(QueueName.PAYOUTS).enqueue_at(next_attempt_at, service.PROCESS_JOB, payout_id)
             return "throttled"
-        return recorded.status.value if recorded is not None else "missing"
+        return state
     except Exception:
         db.session.rollback()
         raise
+
+
+def _leave_claim(payout_id: int) -> None:
+    """After a pass failed before it could record anything: take the lease alone, so retries wait for it
+    to run out and ``payouts check`` lists a row whose passes keep ending this way (``never_begun``)."""
+    try:
+        service.claim_payout(payout_id)
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        logger.exception("payout %s: could not leave the failed pass's claim", payout_id)
 
 
 def enqueue_due_payouts() -> int:

@@ -170,8 +170,8 @@ def repeated_failures(*, passes: int = REPEATED_PASSES, now: datetime | None = N
 
 def never_begun(*, now: datetime | None = None, passes: int = REPEATED_PASSES) -> list[Payout]:
     """``created`` payouts claimed by a pass whose lease ran out with nothing on record, ``passes`` leases
-    after creation: each pass was refused before it could record anything (begin_pass raised, e.g. the
-    ledger's Overdraft when the withdrawing bucket no longer holds the money), so no count is known."""
+    after creation: each pass failed before it could record anything (an exception before its first commit
+    other than a refusal, which is noted ``pass:refused``), so no count is known."""
     now = now or utcnow()
     return list(
         db.session.scalars(

@@ -9,13 +9,25 @@ Every call carries the payout's own bill number. Outcomes (protocol doc §5.2, �
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
+from flask import current_app
+
 from app.core.errors import Unavailable
-from app.gateway.clients import pay_client, pay_v2_client
+from app.extensions import db
+from app.gateway.clients import endpoints, http_session, platform_keys
+from app.gateway.log import RecordingHook
+from app.merchants.credentials import MerchantSecrets, open_secrets
 from app.merchants.models import Merchant, PayoutRail
 from wechat.errors import WeChatError
+from wechat.gateway_log import GatewayHook
+from wechat.pay_v2 import MerchantV2Credentials, PayV2Client
+from wechat.pay_v3 import PayV3Client
+from wechat.v3_http import MerchantV3Credentials
+from wechat.verify import PlatformKeys
 
 Kind = Literal["accepted", "succeeded", "failed", "unknown", "retry", "not_found"]
 
@@ -72,6 +84,87 @@ class PayoutOrder:
     amount_fen: int
 
 
+@dataclass(frozen=True)
+class PayoutMerchant:
+    """What the rails need of a merchant (its name, WeChat Pay identity and opened secrets), read from the
+    row once: a payout pass must not select and unseal the merchant for every call."""
+
+    id: int
+    slug: str
+    name: str
+    mchid: str | None
+    pay_serial_no: str | None
+    updated_at: datetime
+    keys: PlatformKeys
+    secrets: MerchantSecrets = field(repr=False)
+
+    @classmethod
+    def of(cls, merchant: Merchant) -> PayoutMerchant:
+        return cls(
+            id=merchant.id,
+            slug=merchant.slug,
+            name=merchant.name,
+            mchid=merchant.mchid,
+            pay_serial_no=merchant.pay_serial_no,
+            updated_at=merchant.updated_at,
+            keys=platform_keys(merchant),
+            secrets=open_secrets(merchant.id, merchant.sealed_credentials),
+        )
+
+    def pay_client(self, hook: GatewayHook) -> PayV3Client:
+        """A Pay v3 client (as ``app.gateway.clients.pay_client``) reporting its exchanges to ``hook``."""
+        secrets = self.secrets
+        if not (self.mchid and self.pay_serial_no and secrets.pay_private_key_pem and secrets.apiv3_key):
+            raise Unavailable(f"merchant {self.slug} has no WeChat Pay credentials")
+        credentials = MerchantV3Credentials(
+            mchid=self.mchid,
+            serial_no=self.pay_serial_no,
+            private_key_pem=secrets.pay_private_key_pem,
+            apiv3_key=secrets.apiv3_key,
+        )
+        return PayV3Client(credentials, self.keys, endpoints(), session=http_session(), hook=hook)
+
+    def pay_v2_client(self, hook: GatewayHook) -> PayV2Client:
+        """A Pay v2 client (as ``app.gateway.clients.pay_v2_client``); use it as a context manager."""
+        secrets = self.secrets
+        if not (self.mchid and secrets.v2_api_key and secrets.client_cert_pem and secrets.client_key_pem):
+            raise Unavailable(f"merchant {self.slug} has no WeChat Pay v2 key and client certificate")
+        credentials = MerchantV2Credentials(
+            mch_id=self.mchid,
+            api_key=secrets.v2_api_key,
+            cert_pem=secrets.client_cert_pem,
+            key_pem=secrets.client_key_pem,
+        )
+        return PayV2Client(credentials, endpoints(), hook=hook)
+
+
+_MERCHANTS = "hongli.payout_merchants"
+_MERCHANTS_LOCK = threading.Lock()
+
+
+def payout_merchant(merchant_id: int, updated_at: datetime | None) -> PayoutMerchant:
+    """The merchant as the rails need it, kept per process under the row's ``updated_at`` (read with the
+    payout, in the statement that claims it): any committed change to the merchant is seen at the next pass.
+    Without ``updated_at`` the row is read."""
+    cache: dict[int, PayoutMerchant] = current_app.extensions.setdefault(_MERCHANTS, {})
+    if updated_at is not None:
+        with _MERCHANTS_LOCK:
+            cached = cache.get(merchant_id)
+        if cached is not None and cached.updated_at == updated_at:
+            return cached
+    merchant = db.session.get(Merchant, merchant_id)
+    if merchant is None:
+        raise LookupError(f"no merchant {merchant_id}")
+    fresh = PayoutMerchant.of(merchant)
+    with _MERCHANTS_LOCK:
+        cache[merchant_id] = fresh
+    return fresh
+
+
+def _payout_merchant(merchant: Merchant | PayoutMerchant) -> PayoutMerchant:
+    return merchant if isinstance(merchant, PayoutMerchant) else PayoutMerchant.of(merchant)
+
+
 def _error(exc: WeChatError, *, on_create: bool) -> Outcome:
     code = exc.code or ""
     if code in _NOT_FOUND and not on_create:
@@ -86,12 +179,17 @@ def _error(exc: WeChatError, *, on_create: bool) -> Outcome:
     return Outcome("unknown", code=code, message=exc.message)
 
 
-def submit(merchant: Merchant, order: PayoutOrder) -> Outcome:
-    """Create the transfer bill / send the red packet under ``order.bill_no``."""
+def submit(
+    merchant: Merchant | PayoutMerchant, order: PayoutOrder, *, log: GatewayHook | None = None
+) -> Outcome:
+    """Create the transfer bill / send the red packet under ``order.bill_no``. Exchanges go to ``log``
+    (default: the gateway log, in the caller's transaction)."""
+    merchant = _payout_merchant(merchant)
+    hook = log or RecordingHook(merchant.id)
     try:
         if order.rail is PayoutRail.TRANSFER_BILL:
             return _transfer_answer(
-                pay_client(merchant).create_transfer_bill(
+                merchant.pay_client(hook).create_transfer_bill(
                     appid=order.appid,
                     out_bill_no=order.bill_no,
                     transfer_scene_id=TRANSFER_SCENE_ID,
@@ -104,7 +202,7 @@ def submit(merchant: Merchant, order: PayoutOrder) -> Outcome:
                     ],
                 )
             )
-        with pay_v2_client(merchant) as client:
+        with merchant.pay_v2_client(hook) as client:
             answer = client.send_red_packet(
                 mch_billno=order.bill_no,
                 wxappid=order.appid,
@@ -125,12 +223,16 @@ def submit(merchant: Merchant, order: PayoutOrder) -> Outcome:
         return _unconfigured(exc)
 
 
-def query(merchant: Merchant, order: PayoutOrder) -> Outcome:
+def query(
+    merchant: Merchant | PayoutMerchant, order: PayoutOrder, *, log: GatewayHook | None = None
+) -> Outcome:
     """WeChat's record of ``order.bill_no``."""
+    merchant = _payout_merchant(merchant)
+    hook = log or RecordingHook(merchant.id)
     try:
         if order.rail is PayoutRail.TRANSFER_BILL:
-            return _transfer_answer(pay_client(merchant).query_transfer_bill(order.bill_no))
-        with pay_v2_client(merchant) as client:
+            return _transfer_answer(merchant.pay_client(hook).query_transfer_bill(order.bill_no))
+        with merchant.pay_v2_client(hook) as client:
             answer = client.query_red_packet(mch_billno=order.bill_no, appid=order.appid)
         state = _text(answer.get("status")) or ""
         kind = _REDPACK_STATES.get(state, "unknown")
@@ -147,10 +249,14 @@ def query(merchant: Merchant, order: PayoutOrder) -> Outcome:
         return _unconfigured(exc)
 
 
-def cancel(merchant: Merchant, order: PayoutOrder) -> Outcome:
+def cancel(
+    merchant: Merchant | PayoutMerchant, order: PayoutOrder, *, log: GatewayHook | None = None
+) -> Outcome:
     """Cancel an unconfirmed transfer bill; success only means "accepted" (CANCELING), §6.1."""
+    merchant = _payout_merchant(merchant)
+    hook = log or RecordingHook(merchant.id)
     try:
-        return _transfer_answer(pay_client(merchant).cancel_transfer_bill(order.bill_no))
+        return _transfer_answer(merchant.pay_client(hook).cancel_transfer_bill(order.bill_no))
     except WeChatError as exc:
         return _error(exc, on_create=False)
     except Unavailable as exc:

@@ -1,10 +1,11 @@
 """The payout state machine: claim with a lease, save the state before every WeChat call, apply what
 WeChat said under the row lock, move the ledger with keys derived from the payout id.
 
-A pass (see ``jobs.payouts.process_payout``) is three transactions: :func:`claim_payout` +
-:func:`begin_pass` (row → SUBMITTING with its bill number before any call), the WeChat calls with no
-transaction open, then :func:`record_outcome`. Only the holder of an unexpired claim may call WeChat for a
-row, so an orphaned work horse and a retry never submit the same payout at once; the RQ job id plays no part.
+A pass (see ``jobs.payouts.process_payout``) is two transactions with the WeChat calls between them, none
+open during a call: :func:`start_pass` takes the lease and, for a CREATED row, moves it to SUBMITTING in the
+same conditional UPDATE (bill number fixed, the money moved to in flight) — all committed before the first
+call; then :func:`record_outcome`. Only the holder of an unexpired claim may call WeChat for a row, so an
+orphaned work horse and a retry never submit the same payout at once; the RQ job id plays no part.
 """
 
 from __future__ import annotations
@@ -14,23 +15,23 @@ import random
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, cast
 
 from flask import current_app
-from sqlalchemy import or_, select, update
+from sqlalchemy import Label, Table, Update, bindparam, literal, or_, select, update
 
 from app.core.db import utcnow
 from app.core.errors import Conflict, DomainError, NotFound
-from app.core.guards import guarded_update
 from app.core.money import Money
 from app.core.ratelimit import take
 from app.extensions import db
-from app.ledger.accounts import consumer_accounts, merchant_accounts, platform_account
-from app.ledger.models import AccountKind, EntryReason
-from app.ledger.service import post_entry
+from app.gateway.log import PendingLog
+from app.ledger.accounts import consumer_accounts, merchant_accounts, natural_key_of, platform_account
+from app.ledger.models import AccountKind, EntryReason, LedgerAccount
+from app.ledger.service import Account, AccountRef, Batch, Draft, post_entry
 from app.merchants.models import Merchant, PayoutRail
 from app.payouts.models import OPEN_STATUSES, PAYOUT_TRANSITIONS, Payout, PayoutStatus
-from app.payouts.rails import NO_CREDENTIALS, Outcome, PayoutOrder
+from app.payouts.rails import NO_CREDENTIALS, Outcome, PayoutMerchant, PayoutOrder, payout_merchant
 from app.queue import QueueName, enqueue_after_commit
 from app.reviews.service import flag_for_review
 from app.settings import PayoutSettings
@@ -149,27 +150,142 @@ def lease_length() -> timedelta:
     return timedelta(seconds=settings.queue.job_timeout_seconds + 3 * settings.wechat.timeout_seconds + 30)
 
 
+_payouts = cast(Table, Payout.__table__)
+# The merchant row's last update, read in the statement that claims a payout: the per-process copy of
+# the merchant (app.payouts.rails.payout_merchant) is used only while it is as fresh as the row.
+_MERCHANT_UPDATED_AT = (
+    select(Merchant.updated_at)
+    .where(Merchant.id == _payouts.c.merchant_id)
+    .correlate(_payouts)
+    .scalar_subquery()
+    .label("merchant_updated_at")
+)
+_accounts = cast(Table, LedgerAccount.__table__)
+
+
+def _account_id(kind: AccountKind, owner_id: Any) -> Label[int]:
+    """The id of the payout's ledger account of ``kind`` (NULL until it exists), read with the claim."""
+    natural_key = natural_key_of(kind, owner_id, _payouts.c.merchant_id)
+    return (
+        select(_accounts.c.id)
+        .where(_accounts.c.natural_key == natural_key)
+        .correlate(_payouts)
+        .scalar_subquery()
+        .label(f"{kind.value}_id")
+    )
+
+
+# What the submit move touches, read with the claim: no look-up of either account on the way.
+_SUBMIT_ACCOUNTS = (
+    _account_id(AccountKind.CONSUMER_WITHDRAWING, _payouts.c.consumer_id),
+    _account_id(AccountKind.PAYOUTS_IN_FLIGHT, literal("-")),  # a platform account: no owner
+)
+
+
+def _claim_statement(statuses: frozenset[PayoutStatus], move_to: PayoutStatus | None = None) -> Update:
+    """The lease, as one conditional UPDATE built once: ``WHERE status IN statuses AND next_attempt_at <= now
+    AND (claimed_until IS NULL OR claimed_until < now)``, moving the row to ``move_to`` in the same write;
+    it returns what a pass needs of the row (not the row again in another statement)."""
+    values: dict[str, Any] = {
+        "claimed_until": bindparam("claimed_until"),
+        "claim_token": bindparam("token"),
+        "updated_at": bindparam("now"),
+    }
+    if move_to is not None:
+        values["status"] = move_to
+    return (
+        update(_payouts)
+        .where(
+            _payouts.c.id == bindparam("payout_id"),
+            _payouts.c.status.in_(sorted(statuses)),
+            # A duplicate job must not cut a backoff short (FREQ_LIMIT, NOTENOUGH) or poll early.
+            _payouts.c.next_attempt_at <= bindparam("now"),
+            or_(_payouts.c.claimed_until.is_(None), _payouts.c.claimed_until < bindparam("now")),
+        )
+        .values(values)
+        .returning(
+            *(_payouts.c[name] for name in _Claim.COLUMNS),
+            _MERCHANT_UPDATED_AT,
+            *(_SUBMIT_ACCOUNTS if move_to is PayoutStatus.SUBMITTING else ()),
+        )
+    )
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """The row as a claim statement returned it."""
+
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "id",
+        "merchant_id",
+        "consumer_id",
+        "status",
+        "bill_no",
+        "rail",
+        "appid",
+        "openid",
+        "amount",
+        "fee",
+        "wechat_state",
+        "accepted_at",
+        "failure_code",
+        "history",
+    )
+
+    id: int
+    merchant_id: int
+    consumer_id: int
+    status: PayoutStatus
+    bill_no: str | None
+    rail: PayoutRail
+    appid: str
+    openid: str
+    amount: Money
+    fee: Money
+    wechat_state: str | None
+    accepted_at: datetime | None
+    failure_code: str | None
+    history: list[dict[str, Any]]
+    merchant_updated_at: datetime | None
+    withdrawing_id: int | None = None  # the submit claim only: its accounts (None until one exists)
+    in_flight_id: int | None = None
+
+
+_CLAIM_ANY = _claim_statement(OPEN_STATUSES)
+_CLAIM_SENT = _claim_statement(OPEN_STATUSES - {PayoutStatus.CREATED})
+# CREATED → SUBMITTING with the lease, in one write: only one pass can ever make this move.
+_CLAIM_TO_SUBMIT = _claim_statement(frozenset({PayoutStatus.CREATED}), PayoutStatus.SUBMITTING)
+_SET_HISTORY = (
+    update(_payouts)
+    .where(_payouts.c.id == bindparam("payout_id"), _payouts.c.claim_token == bindparam("token"))
+    .values(history=bindparam("history", type_=_payouts.c.history.type))
+)
+
+
+def _take_lease(
+    statement: Update, payout_id: int, token: str, now: datetime, lease: timedelta | None
+) -> _Claim | None:
+    """Run a claim ``statement``: the row as claimed, or None if it is not due, not in the statement's
+    states, or leased to another pass."""
+    row = db.session.execute(
+        statement,
+        {
+            "payout_id": payout_id,
+            "token": token,
+            "now": now,
+            "claimed_until": now + (lease or lease_length()),
+        },
+    ).first()
+    return _Claim(*row) if row is not None else None
+
+
 def claim_payout(
     payout_id: int, *, now: datetime | None = None, lease: timedelta | None = None
 ) -> str | None:
-    """Take the row's lease with one conditional UPDATE: a token, or None if the row is not due, done, or
-    leased to another pass (``WHERE claimed_until IS NULL OR claimed_until < now``)."""
-    now = now or utcnow()
+    """Take the row's lease and nothing else: a token, or None if the row is not due, done, or leased to
+    another pass."""
     token = str(uuid.uuid4())
-    claimed = db.session.execute(
-        update(Payout)
-        .where(
-            Payout.id == payout_id,
-            Payout.status.in_(sorted(OPEN_STATUSES)),
-            # A duplicate job must not cut a backoff short (FREQ_LIMIT, NOTENOUGH) or poll early.
-            Payout.next_attempt_at <= now,
-            or_(Payout.claimed_until.is_(None), Payout.claimed_until < now),
-        )
-        .values(claimed_until=now + (lease or lease_length()), claim_token=token)
-        .returning(Payout.id)
-        .execution_options(synchronize_session=False)
-    ).first()
-    return token if claimed is not None else None
+    return token if _take_lease(_CLAIM_ANY, payout_id, token, now or utcnow(), lease) else None
 
 
 def _locked(payout_id: int) -> Payout | None:
@@ -183,75 +299,102 @@ def _locked(payout_id: int) -> Payout | None:
 
 
 def _claimed(payout_id: int, token: str) -> Payout | None:
-    """The row, loaded fresh, if the claim ``token`` is still on it; None otherwise.
+    """The row as stored now, if the claim ``token`` is still on it; None otherwise.
 
-    The proof is a conditional UPDATE (``WHERE claim_token = …``), not a read: it holds on every engine,
-    and on PostgreSQL it also keeps the row locked until this transaction ends, so a new claim taken
-    after our lease ran out waits for our outcome and then sees it.
+    The proof is a conditional UPDATE (``WHERE claim_token = …``) returning the row, not a read: it holds on
+    every engine, and on PostgreSQL it also keeps the row locked until this transaction ends, so a new claim
+    taken after our lease ran out waits for our outcome and then sees it.
     """
-    if not guarded_update(Payout, payout_id, Payout.claim_token == token, updated_at=utcnow()):
-        return None
-    return db.session.scalars(
-        select(Payout).where(Payout.id == payout_id).execution_options(populate_existing=True)
-    ).one()
+    db.session.flush()  # pending changes first: the row returned replaces the session's copy
+    return db.session.scalars(_CLAIMED, {"payout_id": payout_id, "token": token, "now": utcnow()}).first()
+
+
+_CLAIMED = (
+    select(Payout)
+    .from_statement(
+        update(_payouts)
+        .where(_payouts.c.id == bindparam("payout_id"), _payouts.c.claim_token == bindparam("token"))
+        .values(updated_at=bindparam("now"))
+        .returning(*_payouts.c)
+    )
+    .execution_options(populate_existing=True)
+)
 
 
 @dataclass(frozen=True)
 class Pass:
+    """A started pass: what it asks WeChat, its claim, and its merchant. WeChat's answers are held in
+    ``log`` until :func:`record_outcome` writes them, so no transaction is open between two calls."""
+
     order: PayoutOrder
     action: Action
     cancel: bool  # an accepted transfer bill unconfirmed past confirm_timeout()
+    token: str
+    merchant: PayoutMerchant
+    log: PendingLog
 
 
-def begin_pass(payout_id: int, token: str, *, now: datetime | None = None) -> Pass | None:
-    """Under the row lock: what this pass will do. A CREATED row becomes SUBMITTING and its money moves
-    withdrawing → payouts in flight — both saved (caller commits) before the first call."""
+def start_pass(payout_id: int, *, now: datetime | None = None, lease: timedelta | None = None) -> Pass | None:
+    """Claim the row and decide what this pass will do; None if it is not due, finished or leased.
+
+    A CREATED row is claimed and moved to SUBMITTING by one conditional UPDATE (``WHERE status = 'created'``
+    and the lease is free), and its money moves withdrawing → payouts in flight: all saved (caller commits)
+    before the first call. Raises what the ledger raises (e.g. ``Overdraft``); the caller rolls back.
+    """
     now = now or utcnow()
-    payout = _claimed(payout_id, token)
-    if payout is None or payout.status not in OPEN_STATUSES:
-        return None
-    assert payout.bill_no is not None
-    action: Action
-    if payout.status is PayoutStatus.CREATED:
-        _move(payout, PayoutStatus.SUBMITTING)
-        _ledger(payout, "submit")
-        action = "submit"
-    elif payout.status is PayoutStatus.ACCEPTED:
-        action = "poll"
-    else:
-        # SUBMITTING (a pass died or was refused "try later") or UNKNOWN: query first, resend the same number.
-        action = "resolve"
-    _note(payout, f"pass:{action}", bill_no=payout.bill_no)
+    token = str(uuid.uuid4())
+    action: Action = "submit"
+    claim = _take_lease(_CLAIM_TO_SUBMIT, payout_id, token, now, lease)
+    if claim is None:
+        # Sent before (SUBMITTING after a pass died or was told "try later", UNKNOWN) or ACCEPTED.
+        claim = _take_lease(_CLAIM_SENT, payout_id, token, now, lease)
+        if claim is None:
+            return None
+        # SUBMITTING/UNKNOWN are resolved by a query first, then a resend of the same number.
+        action = "poll" if claim.status is PayoutStatus.ACCEPTED else "resolve"
+    assert claim.bill_no is not None
+    # Noted before any call: a pass that dies from here on shows as begun without an outcome.
+    note = {
+        "at": now.isoformat(),
+        "event": f"pass:{action}",
+        "status": claim.status.value,
+        "bill_no": claim.bill_no,
+    }
+    db.session.execute(
+        _SET_HISTORY, {"payout_id": payout_id, "token": token, "history": [*claim.history, note]}
+    )
+    if action == "submit":
+        _submit_move(claim)
     cancel = (
         action == "poll"
-        and payout.rail is PayoutRail.TRANSFER_BILL
-        and payout.wechat_state == "WAIT_USER_CONFIRM"
-        and payout.accepted_at is not None
-        and now - payout.accepted_at >= confirm_timeout()
+        and claim.rail is PayoutRail.TRANSFER_BILL
+        and claim.wechat_state == "WAIT_USER_CONFIRM"
+        and claim.accepted_at is not None
+        and now - claim.accepted_at >= confirm_timeout()
     )
-    order = PayoutOrder(
-        payout.id, payout.bill_no, payout.rail, payout.appid, payout.openid, payout.amount.fen
-    )
-    return Pass(order, action, cancel)
+    order = PayoutOrder(claim.id, claim.bill_no, claim.rail, claim.appid, claim.openid, claim.amount.fen)
+    merchant = payout_merchant(claim.merchant_id, claim.merchant_updated_at)
+    return Pass(order, action, cancel, token, merchant, PendingLog(merchant.id))
 
 
-def run_pass(merchant: Merchant, step: Pass) -> Outcome:
-    """The WeChat calls of one pass (no database work): submit, resolve (query, then resend if not found)
-    or poll (query, cancelling an overdue unconfirmed transfer)."""
+def run_pass(step: Pass) -> Outcome:
+    """The WeChat calls of one pass (no database work; the exchanges wait in ``step.log``): submit, resolve
+    (query, then resend if not found) or poll (query, cancelling an overdue unconfirmed transfer)."""
     from app.payouts import rails
 
+    merchant, order, log = step.merchant, step.order, step.log
     if step.action == "submit":
-        return _throttled(merchant, step.order, ()) or replace(
-            rails.submit(merchant, step.order), calls=("submit",)
+        return _throttled(merchant, order, ()) or replace(
+            rails.submit(merchant, order, log=log), calls=("submit",)
         )
-    found = rails.query(merchant, step.order)
+    found = rails.query(merchant, order, log=log)
     if step.action == "resolve" and found.kind == "not_found":
-        return _throttled(merchant, step.order, ("query",)) or replace(
-            rails.submit(merchant, step.order), calls=("query", "submit")
+        return _throttled(merchant, order, ("query",)) or replace(
+            rails.submit(merchant, order, log=log), calls=("query", "submit")
         )
     overdue = step.cancel and found.kind == "accepted" and found.state == "WAIT_USER_CONFIRM"
     if step.action == "poll" and overdue:
-        cancelled = rails.cancel(merchant, step.order)
+        cancelled = rails.cancel(merchant, order, log=log)
         return replace(cancelled if cancelled.kind != "not_found" else found, calls=("query", "cancel"))
     return replace(found, calls=("query",))
 
@@ -259,7 +402,7 @@ def run_pass(merchant: Merchant, step: Pass) -> Outcome:
 RATE_LIMITED = "HONGLI_RATE_LIMITED"  # our own red-packet limiter said wait: nothing was sent
 
 
-def _throttled(merchant: Merchant, order: PayoutOrder, calls: tuple[str, ...]) -> Outcome | None:
+def _throttled(merchant: PayoutMerchant, order: PayoutOrder, calls: tuple[str, ...]) -> Outcome | None:
     """Before a ``sendredpack``: a ``retry`` outcome if this merchant's per-second budget is spent."""
     if order.rail is not PayoutRail.CASH_RED_PACKET:
         return None
@@ -272,10 +415,18 @@ def _throttled(merchant: Merchant, order: PayoutOrder, calls: tuple[str, ...]) -
 
 
 def record_outcome(
-    payout_id: int, token: str, outcome: Outcome, *, now: datetime | None = None
+    payout_id: int,
+    token: str,
+    outcome: Outcome,
+    *,
+    now: datetime | None = None,
+    log: PendingLog | None = None,
 ) -> Payout | None:
-    """Apply ``outcome`` if the claim is still ours (proven by a conditional UPDATE), and release the claim."""
+    """Apply ``outcome`` if the claim is still ours (proven by a conditional UPDATE), and release the claim.
+    The pass's exchanges with WeChat (``log``) are written to the gateway log either way."""
     now = now or utcnow()
+    if log is not None:
+        log.write()
     payout = _claimed(payout_id, token)
     if payout is None:
         # Our lease ran out and another pass owns the row: it will learn the same facts by query.
@@ -352,16 +503,16 @@ def record_outcome(
     return payout
 
 
-def refuse_pass(
-    payout_id: int, token: str, error: DomainError, *, now: datetime | None = None
-) -> Payout | None:
+def refuse_pass(payout_id: int, error: DomainError, *, now: datetime | None = None) -> Payout | None:
     """Record that a pass could not begin (``error``, e.g. the money is no longer in withdrawing), back off
-    and release the claim: the row says why it is stuck, and ``payouts check`` counts repeats.
+    and leave the row unleased: it says why it is stuck, and ``payouts check`` counts repeats. None if
+    another pass holds the row now (or it is no longer due).
 
-    Called in a fresh transaction after the failed one was rolled back.
+    Called in a fresh transaction after the failed one (its claim included) was rolled back.
     """
     now = now or utcnow()
-    payout = _claimed(payout_id, token)
+    token = claim_payout(payout_id, now=now)
+    payout = _claimed(payout_id, token) if token is not None else None
     if payout is None:
         return None
     _note(payout, "pass:refused", code=error.code, message=error.message[:200])
@@ -385,37 +536,52 @@ def _may_renumber(payout: Payout, outcome: Outcome) -> bool:
     return proven and (payout.rail, outcome.state) in RENUMBER_ON and payout.attempt < MAX_ATTEMPTS
 
 
-def release_claim(payout_id: int, token: str) -> None:
-    """Give the lease back without an outcome (e.g. nothing to do)."""
-    db.session.execute(
-        update(Payout)
-        .where(Payout.id == payout_id, Payout.claim_token == token)
-        .values(claimed_until=None, claim_token=None)
-        .execution_options(synchronize_session=False)
-    )
-
-
 def backoff(tries: int) -> timedelta:
     """Exponential from 15 s, capped at an hour, with "equal jitter" so retries do not move in step."""
     delay = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** min(tries, 20))
     return timedelta(seconds=delay / 2 + random.uniform(0, delay / 2))  # noqa: S311 - not a secret
 
 
-def _ledger(payout: Payout, step: Literal["submit", "settle", "return"]) -> None:
-    """withdrawing → in flight at submit; → settled (+ fee to the merchant) on success; → available on failure."""
+def _submit_move(claim: _Claim) -> None:
+    """withdrawing → payouts in flight (amount + fee), on the accounts read with the claim: the entry, its
+    postings, then both balances (``Overdraft`` if withdrawing no longer holds it; the caller rolls back)."""
+    gross = claim.amount + claim.fee
+    withdrawing: Account = (
+        AccountRef(claim.withdrawing_id, claim.merchant_id)
+        if claim.withdrawing_id is not None
+        else consumer_accounts(claim.merchant_id, claim.consumer_id).withdrawing
+    )
+    in_flight: Account = (
+        AccountRef(claim.in_flight_id, claim.merchant_id)
+        if claim.in_flight_id is not None
+        else platform_account(AccountKind.PAYOUTS_IN_FLIGHT, claim.merchant_id)  # the merchant's first payout
+    )
+    batch = Batch(claim.merchant_id)
+    batch.add(
+        Draft(
+            key=f"payout:{claim.id}:submit",
+            reason=EntryReason.PAYOUT_SUBMIT,
+            cause_type="payout",
+            cause_id=str(claim.id),
+            lines=[(withdrawing, -gross), (in_flight, gross)],
+            memo=f"withdrawal {claim.bill_no} sent to WeChat"[:255],
+        )
+    )
+    batch.write()
+
+
+def _ledger(payout: Payout, step: Literal["settle", "return"]) -> None:
+    """In flight → settled (+ fee to the merchant) on success; → available on failure."""
     gross = payout.amount + payout.fee
-    wallet = consumer_accounts(payout.merchant_id, payout.consumer_id)
     in_flight = platform_account(AccountKind.PAYOUTS_IN_FLIGHT, payout.merchant_id)
-    if step == "submit":
-        reason, lines = EntryReason.PAYOUT_SUBMIT, [(wallet.withdrawing, -gross), (in_flight, gross)]
-        memo = f"withdrawal {payout.bill_no} sent to WeChat"
-    elif step == "settle":
+    if step == "settle":
         settled = platform_account(AccountKind.PAYOUTS_SETTLED, payout.merchant_id)
         fee_account = merchant_accounts(payout.merchant_id).rebate
         reason = EntryReason.PAYOUT_SETTLE
         lines = [(in_flight, -gross), (settled, payout.amount), (fee_account, payout.fee)]
         memo = f"withdrawal {payout.bill_no} received in WeChat change"
     else:
+        wallet = consumer_accounts(payout.merchant_id, payout.consumer_id)
         reason, lines = EntryReason.PAYOUT_RETURN, [(in_flight, -gross), (wallet.available, gross)]
         memo = f"withdrawal {payout.bill_no} returned: {payout.failure_code or 'failed'}"
     post_entry(
