@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from app.merchants.cli import merchants_cli
     from app.merchants.credentials import init_sealer
     from app.merchants.snapshots import init_app as init_merchant_snapshots
+    from app.metrics.views import bp as metrics_bp
     from app.orders.views import console as console_orders_blp
     from app.orders.views import mp as mp_orders_blp
     from app.orders.views import shop as shop_orders_blp
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(pay_notify_bp)
     app.register_blueprint(oa_server_bp)
     app.register_blueprint(apidocs_bp)
+    app.register_blueprint(metrics_bp)
     init_http(app)  # after flask-smorest, so our error envelope replaces its handlers
     init_inputs(app)  # after the request id is assigned, so a refused body is logged with it
     _connect_domains(app)
@@ -152,6 +154,8 @@ def _flask_config(settings: Settings) -> dict[str, Any]:
     }
     if not settings.database.is_sqlite:
         engine_options["pool_size"] = settings.database.pool_size
+        if not settings.database.prepared_statements:
+            engine_options["connect_args"] = {"prepare_threshold": None}  # PgBouncer, transaction pooling
     return {
         "SECRET_KEY": settings.web.secret_key.get_secret_value(),
         "MAX_CONTENT_LENGTH": settings.web.max_content_length_bytes,

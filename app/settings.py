@@ -71,6 +71,10 @@ class DatabaseSettings(_Section):
     pool_recycle_seconds: int = Field(default=1800, ge=30)
     # SQLite: how long a transaction waits for the one write lock before the request answers 503.
     sqlite_busy_timeout_ms: int = Field(default=15000, ge=100, le=600000)
+    # PostgreSQL: let psycopg prepare statements it runs often on a connection. Turn off behind PgBouncer in
+    # transaction pooling (before 1.21, or without max_prepared_statements): a statement prepared on one
+    # server connection does not exist on the next transaction's (docs/scaling.md).
+    prepared_statements: bool = True
 
     @field_validator("url")
     @classmethod
@@ -104,6 +108,19 @@ class QueueSettings(_Section):
     result_ttl_seconds: int = Field(default=3600, ge=0)
     failure_ttl_seconds: int = Field(default=30 * 86400, ge=3600)
     periodic_jobs_enabled: bool = True
+    # Every worker writes a heartbeat per queue it listens to this often; /readyz is ready only when every
+    # queue has one younger than worker_heartbeat_max_age_seconds (0: readiness does not look at workers).
+    worker_heartbeat_seconds: int = Field(default=10, ge=1, le=300)
+    worker_heartbeat_max_age_seconds: int = Field(default=60, ge=0, le=3600)
+
+    @model_validator(mode="after")
+    def _heartbeat_fits(self) -> QueueSettings:
+        max_age = self.worker_heartbeat_max_age_seconds
+        if max_age and max_age < 2 * self.worker_heartbeat_seconds:
+            raise ValueError(
+                "worker_heartbeat_max_age_seconds must be 0 or at least twice worker_heartbeat_seconds"
+            )
+        return self
 
 
 class WeChatSettings(_Section):
@@ -192,6 +209,14 @@ class PayoutSettings(_Section):
     red_packets_per_second: int = Field(default=30, ge=1, le=30)
 
 
+class MetricsSettings(_Section):
+    # GET /metrics in the Prometheus text format (docs/operations.md, "Metrics").
+    enabled: bool = True
+    # A scraper presents it as "Authorization: Bearer <token>". Empty: only clients on this machine
+    # (a loopback address, with no X-Forwarded-For or Forwarded header) may scrape.
+    token: SecretStr = SecretStr("")
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["json", "text"] = "json"
@@ -211,6 +236,7 @@ class Settings(BaseModel):
     security: SecuritySettings = SecuritySettings()
     payments: PaymentSettings = PaymentSettings()
     payouts: PayoutSettings = PayoutSettings()
+    metrics: MetricsSettings = MetricsSettings()
     logging: LoggingSettings = LoggingSettings()
 
     @model_validator(mode="after")

@@ -9,6 +9,8 @@ import uuid
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -80,9 +82,26 @@ def _handle_concurrency(exc: DBAPIError) -> tuple[Response, int] | None:
     return None
 
 
+# While Redis is away (a restart, a failover) a call that needs it cannot be served; nothing of it was
+# committed after the failed Redis step. The client's next try reaches a new connection, so this ends by
+# itself once Redis answers again.
+REDIS_RETRY_AFTER_SECONDS = 5
+
+
+def _handle_redis_unavailable(exc: Exception) -> tuple[Response, int]:
+    logger.warning("request needed Redis, which is not answering (%s); answered 503", type(exc).__name__)
+    response, status = error_response(
+        503, "redis_unavailable", "a service this request needs is briefly unavailable; retry shortly"
+    )
+    response.headers["Retry-After"] = str(REDIS_RETRY_AFTER_SECONDS)
+    return response, status
+
+
 def _handle_unexpected(exc: Exception) -> tuple[Response, int]:
     if isinstance(exc, HTTPException):
         return _handle_http_exception(exc)
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        return _handle_redis_unavailable(exc)
     if isinstance(exc, DBAPIError) and (answer := _handle_concurrency(exc)) is not None:
         return answer
     logger.exception("unhandled error")

@@ -1,9 +1,10 @@
-"""Readiness: the database answers, Redis answers, and the schema is at the migration head."""
+"""Readiness: the database answers, the schema is at the migration head, Redis answers, and every queue has
+a worker whose heartbeat is younger than ``queue.worker_heartbeat_max_age_seconds``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from alembic.script import ScriptDirectory
@@ -12,8 +13,8 @@ from flask_migrate import Migrate
 from sqlalchemy import Connection, inspect, text
 
 from app.extensions import db
-from app.queue.heartbeat import last_heartbeat
-from app.queue.queues import get_redis
+from app.queue.heartbeat import last_heartbeat, worker_heartbeats
+from app.queue.queues import QueueName, get_redis
 
 
 @dataclass(frozen=True)
@@ -56,15 +57,39 @@ def check_readiness(app: Flask) -> dict[str, Any]:
     else:
         checks["migrations"] = Check(False, "database unreachable")
     heartbeat: datetime | None = None
+    beats: dict[str, datetime] | None = None
     try:
         get_redis(app).ping()
         checks["redis"] = Check(True)
         heartbeat = last_heartbeat(app)
+        beats = worker_heartbeats(app)
     except Exception as exc:
         checks["redis"] = Check(False, type(exc).__name__)
+    max_age = app.extensions["hongli.settings"].queue.worker_heartbeat_max_age_seconds
+    if max_age:
+        checks.update(_worker_checks(beats, max_age))
     ready = all(check.ok for check in checks.values())
     return {
         "status": "ready" if ready else "unready",
         "checks": {name: {"ok": c.ok, "detail": c.detail} for name, c in checks.items()},
         "worker_heartbeat": heartbeat,
     }
+
+
+def _worker_checks(beats: dict[str, datetime] | None, max_age: int) -> dict[str, Check]:
+    """``workers.<queue>``: a worker listening to the queue wrote its heartbeat within ``max_age`` s."""
+    now = datetime.now(UTC)
+    checks = {}
+    for queue in QueueName:
+        name = f"workers.{queue.value}"
+        if beats is None:
+            checks[name] = Check(False, "redis unreachable")
+        elif queue.value not in beats:
+            checks[name] = Check(False, "no worker heartbeat")
+        else:
+            age = (now - beats[queue.value]).total_seconds()
+            fresh = age <= max_age
+            checks[name] = Check(
+                fresh, f"last heartbeat {age:.0f}s ago" + ("" if fresh else f" (> {max_age}s)")
+            )
+    return checks

@@ -25,6 +25,6 @@ def healthz() -> dict[str, str]:
 @blp.response(200, ReadinessSchema)
 @blp.alt_response(503, schema=ReadinessSchema, description="A dependency is not ready.")
 def readyz() -> tuple[dict[str, Any], int]:
-    """Database and Redis reachable, and the schema at the migration head."""
+    """Database and Redis reachable, the schema at the migration head, a live worker on every queue."""
     report = check_readiness(current_app._get_current_object())  # type: ignore[attr-defined]
     return report, 200 if report["status"] == "ready" else 503

@@ -1,4 +1,4 @@
-"""``flask --app wsgi worker``: the RQ worker with scheduler and periodic jobs."""
+"""``flask --app wsgi worker``: the RQ worker with scheduler, periodic jobs and per-queue heartbeats."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import redis
 from flask import current_app
 from flask.cli import with_appcontext
 
+from app.queue.heartbeat import HeartbeatWriter
 from app.queue.periodic import PeriodicScheduler
 from app.queue.queues import QueueName, get_queue
-from app.queue.worker import make_worker, warn_if_evicting
+from app.queue.worker import AppWorker, make_worker, warn_if_evicting, work_until_stopped
 
 
 @click.command("worker")
@@ -34,13 +35,23 @@ def worker_command(queue_names: tuple[str, ...], burst: bool, no_periodic: bool)
     names = [QueueName(n) for n in queue_names] or list(QueueName)
     queues = [get_queue(name, app, connection) for name in names]
     periodic = None
+    heartbeat = None
     if settings.queue.periodic_jobs_enabled and not no_periodic and not burst:
         periodic = PeriodicScheduler(app)
         periodic.start()
+    if not burst:
+        heartbeat = HeartbeatWriter(app, names)
+        heartbeat.start()
+
+    def new_worker() -> AppWorker:
+        return make_worker(app, queues, connection)
+
     try:
-        worker = make_worker(app, queues, connection)
         warn_if_evicting(connection)
-        worker.work(with_scheduler=True, burst=burst, logging_level=settings.logging.level)
+        work_until_stopped(
+            new_worker, connection, burst=burst, with_scheduler=True, logging_level=settings.logging.level
+        )
     finally:
-        if periodic is not None:
-            periodic.stop()
+        for thread in (heartbeat, periodic):
+            if thread is not None:
+                thread.stop()
