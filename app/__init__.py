@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from app.extensions import api, db, migrate
     from app.followers.views import blp as followers_blp
     from app.followers.views import bp as oa_server_bp
+    from app.h5.views import bp as h5_pages_bp
     from app.health.views import blp as health_blp
     from app.invitations.views import blp as invitations_blp
     from app.ledger.cli import ledger_cli
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     api.register_blueprint(followers_blp)
     app.register_blueprint(pay_notify_bp)
     app.register_blueprint(oa_server_bp)
+    app.register_blueprint(h5_pages_bp)
     app.register_blueprint(apidocs_bp)
     app.register_blueprint(metrics_bp)
     init_http(app)  # after flask-smorest, so our error envelope replaces its handlers

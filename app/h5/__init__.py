@@ -1,0 +1,1 @@
+"""Followers' pages in WeChat's browser (server-rendered, zh-CN): wallet, timeline, red packets."""
