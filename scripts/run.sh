@@ -202,8 +202,10 @@ if [ "$REDIS_OURS" = 1 ] || ! redis_answers; then
   read -r RHOST RPORT < <("$PYTHON" -c "from urllib.parse import urlsplit; import sys; u=urlsplit(sys.argv[1]); print(u.hostname, u.port or 6379)" "$REDIS_URL")
   case "$RHOST" in 127.0.0.1|localhost) ;; *) die "Redis at $REDIS_URL does not answer";; esac
   ensure_redis_server
-  start redis redis-server --bind 127.0.0.1 --port "$RPORT" --dir "$INSTANCE/redis" --appendonly yes \
-    --maxmemory-policy noeviction --daemonize no --loglevel warning
+  # Supervised: a Redis that dies comes back with its data (AOF); the web answers 503 meanwhile and the
+  # worker waits for it, so a Redis restart does not stop make run.
+  start redis scripts/supervise.sh redis-server --bind 127.0.0.1 --port "$RPORT" --dir "$INSTANCE/redis" \
+    --appendonly yes --maxmemory-policy noeviction --daemonize no --loglevel warning
   for _ in $(seq 50); do redis_answers && break; sleep 0.2; done
   redis_answers || die "Redis did not start on port $RPORT (see $LOG/redis.log)"
 fi
@@ -234,7 +236,12 @@ if [ ! -f "$CREDENTIALS" ]; then
   SHOP_KEY=$($FLASK shop-keys create --merchant demo-tea --name "demo shop" 2>/dev/null | tail -1 || true)
   (umask 077 && printf 'console login: owner@demo-tea.test / %s\nshop API key: %s\n' "$PASSWORD" "$SHOP_KEY" >"$CREDENTIALS")
 fi
-start web .venv/bin/gunicorn --bind "$BIND_HOST:$WEB_PORT" --workers 2 --threads 4 --preload 'wsgi:create_app()'
+# Metrics: every web and worker process of this instance writes its counters here; /metrics adds them up
+# (prometheus-client's multiprocess mode). Emptied at each start: counters begin at zero with the processes.
+export PROMETHEUS_MULTIPROC_DIR=$INSTANCE/metrics
+rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR"
+start web .venv/bin/gunicorn -c python:app.metrics.gunicorn --bind "$BIND_HOST:$WEB_PORT" --workers 2 --threads 4 \
+  --preload 'wsgi:create_app()'
 start worker $FLASK worker
 
 cat <<MSG
