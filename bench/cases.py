@@ -5,6 +5,7 @@ from __future__ import annotations
 from bench.harness import Case, Paired, Request, RequestSource, Server
 from bench.seed import (
     behaviour_event,
+    oa_subscribe,
     post_each,
     seed_campaign,
     seed_consumer,
@@ -162,6 +163,13 @@ def _paid_order_ten_campaigns(server: Server, total: int) -> Paired:
     return Paired(case=ten.__getitem__, baseline=one.__getitem__)
 
 
+def _oa_follow(server: Server, total: int) -> RequestSource:
+    # A distinct follower per request: each push is verified, decrypted, recorded once (the dedupe row,
+    # the follower) and its welcome job queued in Redis after the commit.
+    merchant = seed_pay_merchant(server, slug="bench-oa", orders=0)
+    return [oa_subscribe(merchant, f"o-bench-{n:08d}") for n in range(total)].__getitem__
+
+
 def _wallet_read(server: Server, _total: int) -> Paired:
     merchant = seed_pay_merchant(server, slug="bench-wallet", orders=0)
     light = Request(
@@ -239,6 +247,14 @@ CASES: tuple[Case, ...] = (
         expect_status=(204,),
         baseline_label="the same merchant with 1 campaign",
         baseline_status=(204,),
+    ),
+    Case(
+        name="oa-follow-event",
+        description="an official-account subscribe push in safe mode: signature, msg_signature, decrypt, "
+        "defused parse, recorded once, follower row, welcome job queued in Redis after commit",
+        prepare=_oa_follow,
+        goal_ratio=0.15,
+        expect_status=(200,),
     ),
     Case(
         name="wallet-read",

@@ -34,6 +34,16 @@ class Attempt:
 
 
 @dataclass(frozen=True)
+class OfficialAccount:
+    """What the bench needs to push official-account messages in safe mode, as WeChat would."""
+
+    appid: str
+    token: str
+    encoding_aes_key: str
+    original_id: str
+
+
+@dataclass(frozen=True)
 class PayMerchant:
     """What the bench needs to play WeChat Pay for one seeded merchant and its pending orders."""
 
@@ -46,6 +56,7 @@ class PayMerchant:
     attempts: tuple[Attempt, ...]
     merchant_id: int = 0
     consumer_id: int = 0
+    oa: OfficialAccount | None = None
 
 
 def _private_pem(key: rsa.RSAPrivateKey) -> str:
@@ -85,10 +96,22 @@ def seed_pay_merchant(
     appid = f"wx{secrets.token_hex(8)}"
     apiv3_key = generate_nonce(32)
     openid = f"o{generate_nonce(27)}"
+    oa = OfficialAccount(
+        appid=f"wx{secrets.token_hex(8)}",
+        token=generate_nonce(16),
+        encoding_aes_key=generate_nonce(43),
+        original_id=f"gh_{secrets.token_hex(6)}",
+    )
     document: dict[str, Any] = {
         "slug": slug,
         "name": f"Bench {slug}",
         "miniprogram": {"appid": appid, "secret": secrets.token_hex(16)},
+        "official_account": {
+            "appid": oa.appid,
+            "secret": secrets.token_hex(16),
+            "token": oa.token,
+            "encoding_aes_key": oa.encoding_aes_key,
+        },
         "pay": {
             "mchid": mchid,
             "serial_no": secrets.token_hex(20).upper(),
@@ -151,7 +174,7 @@ def seed_pay_merchant(
         merchant_id, consumer_id = merchant.id, consumer.id
         db.engine.dispose()
     return PayMerchant(
-        slug, mchid, appid, apiv3_key, openid, platform_key, attempts, merchant_id, consumer_id
+        slug, mchid, appid, apiv3_key, openid, platform_key, attempts, merchant_id, consumer_id, oa
     )
 
 
@@ -333,3 +356,27 @@ def post_each(
         thread.join()
     if failures:
         raise RuntimeError(f"{len(failures)} of {len(requests)} answered otherwise, first: {failures[0]}")
+
+
+def oa_subscribe(merchant: PayMerchant, openid: str, *, timestamp: int | None = None) -> Request:
+    """A ``subscribe`` push for ``openid`` in safe mode, signed (signature and msg_signature) and encrypted
+    as WeChat sends it to the message server. Accepted for ±5 minutes: build close to sending."""
+    from wechat.crypto import sha1_sorted_signature
+    from wechat.oa_messages import MessageCrypto
+
+    assert merchant.oa is not None
+    oa = merchant.oa
+    ts = str(timestamp if timestamp is not None else int(time.time()))
+    nonce = str(secrets.randbelow(10**10))
+    inner = (
+        f"<xml><ToUserName><![CDATA[{oa.original_id}]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName>"
+        f"<CreateTime>{ts}</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe]]></Event>"
+        "<EventKey><![CDATA[]]></EventKey></xml>"
+    ).encode()
+    encrypted = MessageCrypto(oa.token, oa.encoding_aes_key, oa.appid).encrypt(inner)
+    body = f"<xml><ToUserName><![CDATA[{oa.original_id}]]></ToUserName><Encrypt><![CDATA[{encrypted}]]></Encrypt></xml>"
+    query = (
+        f"signature={sha1_sorted_signature([oa.token, ts, nonce])}&timestamp={ts}&nonce={nonce}&openid={openid}"
+        f"&encrypt_type=aes&msg_signature={sha1_sorted_signature([oa.token, ts, nonce, encrypted])}"
+    )
+    return Request("POST", f"/wechat/{merchant.slug}/oa?{query}", body.encode(), {"Content-Type": "text/xml"})
