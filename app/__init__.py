@@ -31,6 +31,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     from app.core.inputs import init_inputs, install_converters
     from app.core.logging import configure_logging
     from app.core.sqlite import install_serialisation
+    from app.coupons.views import console as console_coupons_blp
+    from app.coupons.views import mp as mp_coupons_blp
+    from app.coupons.views import notify as coupon_notify_bp
     from app.devclock import init_dev_clock
     from app.extensions import api, db, migrate
     from app.followers.views import blp as followers_blp
@@ -104,8 +107,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     api.register_blueprint(console_withdrawals_blp)
     api.register_blueprint(console_payouts_blp)
     api.register_blueprint(invitations_blp)
+    api.register_blueprint(console_coupons_blp)
+    api.register_blueprint(mp_coupons_blp)
     api.register_blueprint(followers_blp)
     app.register_blueprint(pay_notify_bp)
+    app.register_blueprint(coupon_notify_bp)
     app.register_blueprint(oa_server_bp)
     app.register_blueprint(h5_pages_bp)
     app.register_blueprint(apidocs_bp)
@@ -128,6 +134,8 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 def _connect_domains(app: Flask) -> None:
     """Wire the domains through their seams: payment events to the rebate engine, red packets into pay."""
+    from app.coupons import redemption as coupon_redemption
+    from app.coupons import service as coupon_service
     from app.events.bus import ORDER_CLOSED, ORDER_PAID, REFUND_SUCCEEDED, subscribe
     from app.ledger.accounts import install_account_cache_hooks
     from app.limits import checks as limit_checks
@@ -139,6 +147,9 @@ def _connect_domains(app: Flask) -> None:
     from app.withdrawals import checks as withdrawal_checks
 
     install_account_cache_hooks()
+    # Coupons first: a used voucher's row is locked before any ledger account, as COUPON.USE locks them.
+    subscribe(app, ORDER_PAID, coupon_redemption.on_order_paid)
+    subscribe(app, "follower.subscribed", coupon_service.on_follower_subscribed)
     subscribe(app, ORDER_PAID, rebates.on_order_paid)
     subscribe(app, REFUND_SUCCEEDED, rebates.on_refund_succeeded)
     subscribe(app, ORDER_CLOSED, rebates.on_order_closed)

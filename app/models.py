@@ -7,6 +7,7 @@ from app.audit import models as audit_models
 from app.behaviour import models as behaviour_models
 from app.campaigns import models as campaign_models
 from app.consumers import models as consumer_models
+from app.coupons import models as coupon_models
 from app.events import models as event_models
 from app.followers import models as follower_models
 from app.gateway import models as gateway_models
@@ -29,6 +30,7 @@ __all__ = [
     "behaviour_models",
     "campaign_models",
     "consumer_models",
+    "coupon_models",
     "event_models",
     "follower_models",
     "gateway_models",

@@ -33,6 +33,7 @@ _DUE_ORDER = (
     "advance-campaigns",
     "settle-rebates",
     "expire-red-packets",
+    "expire-coupons",
     "enqueue-due-payouts",
     "query-uncertain-payouts",
 )
@@ -50,7 +51,7 @@ def _due_jobs() -> tuple[DueJob, ...]:
 DUE_JOBS = _due_jobs()
 # Periodic jobs that are not business deadlines: liveness, and the daily bill reconciliation (run it
 # with `flask --app wsgi reconcile …`).
-NOT_DUE_JOBS = frozenset({"heartbeat", "reconcile-trades"})
+NOT_DUE_JOBS = frozenset({"heartbeat", "reconcile-trades", "resend-coupons"})
 
 
 @dataclass(frozen=True)

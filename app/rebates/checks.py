@@ -29,6 +29,7 @@ from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement
 
 from app.core.calendar import beijing_day_start, beijing_month_start, beijing_week_start
+from app.coupons.models import Coupon, CouponStatus, CouponStock
 from app.extensions import db
 from app.ledger.checks import MAX_LISTED, register_check
 from app.ledger.models import AccountKind, EntryReason, JournalEntry, LedgerAccount, OwnerType, Posting
@@ -38,11 +39,11 @@ from app.orders.models import Order, OrderStatus
 from app.payments.models import AttemptStatus, PaymentAttempt
 from app.rebates.models import RebateGrant
 from app.rebates.rules import Beneficiary
-from app.rebates.service import DISCOUNT
+from app.rebates.service import COUPON_DISCOUNT, DISCOUNT
 from app.red_packets.models import RedPacket, RedPacketStatus
 
 # Grants credited to the merchant (its rebate account) rather than to a consumer's pending bucket.
-MERCHANT_SIDE = (Beneficiary.ISSUER_MERCHANT.value, DISCOUNT)
+MERCHANT_SIDE = (Beneficiary.ISSUER_MERCHANT.value, DISCOUNT, COUPON_DISCOUNT)
 # Packets that may still cost the campaign something; every other status holds nothing in reserve.
 LIVE = (RedPacketStatus.ISSUED, RedPacketStatus.RESERVED)
 # Entries the rebate engine writes on campaign accounts; every other entry there is funding (or a
@@ -149,7 +150,10 @@ def one_credit_per_source_event() -> list[str]:
     )
     expected_owner = case((merchant_side, RebateGrant.merchant_id), else_=RebateGrant.consumer_id)
     expected_source = case(
-        (RebateGrant.red_packet_id.is_not(None), AccountKind.CAMPAIGN_RESERVED.value),
+        (
+            or_(RebateGrant.red_packet_id.is_not(None), RebateGrant.coupon_id.is_not(None)),
+            AccountKind.CAMPAIGN_RESERVED.value,
+        ),
         else_=AccountKind.CAMPAIGN_BUDGET.value,
     )
     for grant_id, amount, credited, into_key, out_key in db.session.execute(
@@ -237,14 +241,18 @@ def campaign_never_overspent() -> list[str]:
         .group_by(LedgerAccount.owner_id)
     ):
         funded[campaign_id] = int(fen)
-    held: dict[int, int] = {
-        campaign_id: int(fen)
-        for campaign_id, fen in db.session.execute(
-            select(RedPacket.campaign_id, func.sum(_fen(RedPacket.reserved)))
-            .where(RedPacket.status.in_(LIVE))
-            .group_by(RedPacket.campaign_id)
-        )
-    }
+    held: dict[int, int] = defaultdict(int)
+    for campaign_id, fen in db.session.execute(
+        select(RedPacket.campaign_id, func.sum(_fen(RedPacket.reserved)))
+        .where(RedPacket.status.in_(LIVE))
+        .group_by(RedPacket.campaign_id)
+    ):
+        held[campaign_id] += int(fen)
+    # Coupons hold their worst case from issue to use (booked) or end (released): every other one holds 0.
+    for campaign_id, fen in db.session.execute(
+        select(Coupon.campaign_id, func.sum(_fen(Coupon.reserved))).group_by(Coupon.campaign_id)
+    ):
+        held[campaign_id] += int(fen)
     kept: dict[int, int] = {
         campaign_id: int(fen)
         for campaign_id, fen in db.session.execute(
@@ -487,6 +495,143 @@ def red_packet_redeemed_once() -> list[str]:
     return _capped(violations)
 
 
+# ---------------------------------------------------------------- coupons
+
+
+def coupon_reservation_consistent() -> list[str]:
+    """A coupon holds a reservation only while it may still cost something (live, or used and not booked
+    yet), never negative; what it holds is what the ledger reserved for it less what it released and what
+    its grants paid; a stock never has more coupons than the smaller of its two sizes."""
+    violations: list[str] = []
+    holding = or_(
+        Coupon.status.in_([CouponStatus.RESERVED, CouponStatus.SENT, CouponStatus.CLAIMED]),
+        and_(Coupon.status == CouponStatus.USED, Coupon.booked_at.is_(None)),
+    )
+    for coupon_id, status, fen in db.session.execute(
+        select(Coupon.id, Coupon.status, _fen(Coupon.reserved))
+        .where(or_(_fen(Coupon.reserved) < 0, and_(not_(holding), _fen(Coupon.reserved) != 0)))
+        .order_by(Coupon.id)
+        .limit(MAX_LISTED + 1)
+    ):
+        violations.append(f"coupon {coupon_id} is {status.value} with {fen} fen reserved")
+
+    movement = aliased(JournalEntry)
+    reserve = aliased(LedgerAccount)
+    through_reserve = (
+        select(func.coalesce(func.sum(_fen(Posting.amount)), 0))
+        .join(movement, movement.id == Posting.entry_id)
+        .join(reserve, reserve.id == Posting.account_id)
+        .where(
+            movement.cause_type == "coupon",
+            movement.cause_id == cast(Coupon.id, String),
+            reserve.kind == AccountKind.CAMPAIGN_RESERVED,
+        )
+        .scalar_subquery()
+    )
+    paid_out = (
+        select(func.coalesce(func.sum(_fen(RebateGrant.amount)), 0))
+        .where(RebateGrant.coupon_id == Coupon.id)
+        .scalar_subquery()
+    )
+    for coupon_id, fen, moved, paid in db.session.execute(
+        select(Coupon.id, _fen(Coupon.reserved), through_reserve, paid_out)
+        .where(_fen(Coupon.reserved) != through_reserve - paid_out)
+        .order_by(Coupon.id)
+        .limit(MAX_LISTED + 1)
+    ):
+        violations.append(
+            f"coupon {coupon_id}: {fen} fen reserved, but the ledger reserved net {moved} fen "
+            f"and its grants paid {paid} fen"
+        )
+
+    counted = (
+        select(func.count(Coupon.id))
+        .where(Coupon.stock_id == CouponStock.id, Coupon.status != CouponStatus.FAILED)
+        .scalar_subquery()
+    )
+    for stock_id, issued, n, ours, theirs in db.session.execute(
+        select(
+            CouponStock.id,
+            CouponStock.issued,
+            counted,
+            CouponStock.max_coupons,
+            CouponStock.wechat_max_coupons,
+        )
+        .where(
+            or_(
+                CouponStock.issued != counted,
+                counted > CouponStock.max_coupons,
+            )
+        )
+        .order_by(CouponStock.id)
+        .limit(MAX_LISTED + 1)
+    ):
+        violations.append(
+            f"coupon stock {stock_id}: counter {issued}, {n} coupons, size {ours} (WeChat's {theirs})"
+        )
+    return _capped(violations)
+
+
+def coupon_used_once() -> list[str]:
+    """A used coupon is booked once, on one paid order: one cost grant (its contribution, moved by a
+    ``red_packet_redeem`` entry), legs only with it; a coupon that is not used has no grant at all."""
+    violations: list[str] = []
+    cost_grants = (
+        select(func.count(RebateGrant.id))
+        .where(RebateGrant.coupon_id == Coupon.id, RebateGrant.beneficiary == COUPON_DISCOUNT)
+        .correlate(Coupon)
+        .scalar_subquery()
+    )
+    all_grants = (
+        select(func.count(RebateGrant.id))
+        .where(RebateGrant.coupon_id == Coupon.id)
+        .correlate(Coupon)
+        .scalar_subquery()
+    )
+    booked = Coupon.booked_at.is_not(None)
+    for coupon_id, status, order_id, n_cost, n_all, is_booked in db.session.execute(
+        select(Coupon.id, Coupon.status, Coupon.order_id, cost_grants, all_grants, booked)
+        .where(
+            or_(
+                and_(booked, Coupon.status != CouponStatus.USED),
+                and_(booked, Coupon.order_id.is_(None)),
+                and_(booked, cost_grants != 1),
+                and_(not_(booked), all_grants != 0),
+            )
+        )
+        .order_by(Coupon.id)
+        .limit(MAX_LISTED + 1)
+    ):
+        violations.append(
+            f"coupon {coupon_id} ({status.value}, order {order_id}, booked {bool(is_booked)}) has "
+            f"{n_cost} cost grants of {n_all}"
+        )
+    for grant_id, coupon_id, grant_order, coupon_order, paid in db.session.execute(
+        select(RebateGrant.id, RebateGrant.coupon_id, RebateGrant.order_id, Coupon.order_id, Order.status)
+        .join(Coupon, Coupon.id == RebateGrant.coupon_id)
+        .join(Order, Order.id == RebateGrant.order_id)
+        .where(or_(RebateGrant.order_id != Coupon.order_id, Order.status != OrderStatus.PAID))
+        .order_by(RebateGrant.id)
+        .limit(MAX_LISTED + 1)
+    ):
+        violations.append(
+            f"grant {grant_id} of coupon {coupon_id} is for order {grant_order} ({paid.value}); "
+            f"the coupon was used on order {coupon_order}"
+        )
+    key = _grant_key()
+    for grant_id, reason in db.session.execute(
+        select(RebateGrant.id, JournalEntry.reason)
+        .join(JournalEntry, JournalEntry.idempotency_key == key)
+        .where(
+            RebateGrant.beneficiary == COUPON_DISCOUNT, JournalEntry.reason != EntryReason.RED_PACKET_REDEEM
+        )
+        .order_by(RebateGrant.id)
+        .limit(MAX_LISTED + 1)
+    ):
+        violations.append(f"coupon cost grant {grant_id} was booked as {reason.value}")
+    return _capped(violations)
+
+
 def _buyer_grants() -> Iterator[tuple[int, int, int, datetime, int]]:
     # Every grant to a buyer counts for its campaign (scope) at its booking time, reversed or not (a
     # refund claws the money back but does not give the cap back).
@@ -517,3 +662,5 @@ def register() -> None:
     register_check("rebates.campaign_never_overspent", campaign_never_overspent)
     register_check("rebates.red_packet_reservation_consistent", red_packet_reservation_consistent)
     register_check("rebates.red_packet_redeemed_once", red_packet_redeemed_once)
+    register_check("coupons.reservation_consistent", coupon_reservation_consistent)
+    register_check("coupons.used_once", coupon_used_once)

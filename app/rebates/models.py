@@ -26,6 +26,8 @@ class RebateGrant(Base):
         UniqueConstraint("order_id", "rule_version_id", "rule_id", "beneficiary"),
         # A red packet is spent on one order: its redemption (and each leg it triggers) is booked once.
         UniqueConstraint("red_packet_id", "beneficiary"),
+        # Likewise a coupon: its use (its cost and each leg) is booked once.
+        UniqueConstraint("coupon_id", "beneficiary"),
         Index("ix_rebate_grants_status_order", "status", "order_id"),
     )
 
@@ -36,6 +38,7 @@ class RebateGrant(Base):
     rule_id: Mapped[str] = mapped_column(String(64))
     order_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("orders.id"))
     red_packet_id: Mapped[int | None] = mapped_column(BigInteger)
+    coupon_id: Mapped[int | None] = mapped_column(BigInteger)
     beneficiary: Mapped[str] = mapped_column(String(24))
     consumer_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("consumers.id"), index=True)
     amount: Mapped[Money]

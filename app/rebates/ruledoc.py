@@ -44,6 +44,14 @@ class Stacking(StrEnum):
     COMBINABLE = "combinable"
 
 
+class Reward(StrEnum):
+    """What a two-way rule hands the buyer on the trigger order: an in-app red packet or a WeChat Pay coupon
+    of one of the campaign's coupon stocks (its use then drives the legs, like a spent red packet)."""
+
+    RED_PACKET = "red_packet"
+    COUPON = "coupon"
+
+
 class RuleKind(StrEnum):
     TWO_WAY = "two_way"
     RATIO = "ratio"
@@ -82,6 +90,8 @@ class TwoWayRule(BaseRule):
     max_order_fen: Money
     issuer_cap_fen: Money | None = None
     buyer_cap_fen: Money | None = None
+    reward: Reward = Reward.RED_PACKET
+    coupon_stock_id: int | None = None  # with reward "coupon": the stock (of this campaign) it issues from
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -245,6 +255,12 @@ class _TwoWaySchema(_RuleSchema):
     max_order_fen = MoneyField(required=True, minimum=1)
     issuer_cap_fen = MoneyField(load_default=None)
     buyer_cap_fen = MoneyField(load_default=None)
+    reward = fields.String(
+        load_default=Reward.RED_PACKET.value, validate=validate.OneOf([r.value for r in Reward])
+    )
+    coupon_stock_id = fields.Integer(
+        load_default=None, strict=True, validate=validate.Range(min=1, max=2**63 - 1)
+    )
 
     @validates_schema
     def _max_order_reaches_min_spend(self, data: dict[str, Any], **_: Any) -> None:
@@ -252,8 +268,17 @@ class _TwoWaySchema(_RuleSchema):
         if data["max_order_fen"] < data["packet_min_spend_fen"]:
             raise ValidationError("Must be at least packet_min_spend_fen.", "max_order_fen")
 
+    @validates_schema
+    def _coupon_names_its_stock(self, data: dict[str, Any], **_: Any) -> None:
+        # The stock's own terms (face value, minimum) are checked against the rule when the coupon is issued.
+        if data.get("reward") == Reward.COUPON.value and data.get("coupon_stock_id") is None:
+            raise ValidationError("Required when reward is coupon.", "coupon_stock_id")
+        if data.get("reward") != Reward.COUPON.value and data.get("coupon_stock_id") is not None:
+            raise ValidationError("Only with reward coupon.", "coupon_stock_id")
+
     @post_load
     def _make(self, data: dict[str, Any], **_: Any) -> TwoWayRule:
+        data["reward"] = Reward(data["reward"])
         return TwoWayRule(**self._common(data))
 
 

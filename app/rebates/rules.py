@@ -51,6 +51,7 @@ from app.rebates.ruledoc import (
     LadderTier,
     MultiplierRule,
     RatioRule,
+    Reward,
     Rule,
     RuleDocumentError,
     RuleKind,
@@ -160,6 +161,7 @@ class IssueRedPacket:
     issuer_cap_fen: Money | None
     buyer_cap_fen: Money | None
     worst_case_cost: Money
+    coupon_stock_id: int | None = None  # the reward is a WeChat Pay coupon of this stock, not a red packet
 
     @property
     def cost(self) -> Money:
@@ -412,6 +414,7 @@ def _issue(
             rule.issuer_cap_fen,
             rule.buyer_cap_fen,
         ),
+        coupon_stock_id=rule.coupon_stock_id if rule.reward is Reward.COUPON else None,
     )
     return [packet]
 

@@ -24,6 +24,7 @@ from app.core.db import utcnow
 from app.core.errors import ConcurrentChange, DomainError
 from app.core.guards import guarded_update
 from app.core.money import Money
+from app.coupons.issuance import reserve_rule_coupon
 from app.events.bus import Event
 from app.extensions import db
 from app.invitations.service import attribution_for
@@ -53,7 +54,8 @@ from app.withdrawals.service import request_withdrawal
 logger = logging.getLogger("hongli.rebates")
 CHINA = timezone(timedelta(hours=8))
 DISCOUNT = "red_packet_discount"  # the campaign paying the merchant the face value a buyer spent
-_MERCHANT_SIDE = {Beneficiary.ISSUER_MERCHANT.value, DISCOUNT}
+COUPON_DISCOUNT = "coupon_discount"  # the campaign paying the merchant what a used coupon cost it
+_MERCHANT_SIDE = {Beneficiary.ISSUER_MERCHANT.value, DISCOUNT, COUPON_DISCOUNT}
 
 
 # ---------------------------------------------------------------- booking (order.paid)
@@ -475,6 +477,7 @@ class _Booking:
         red_packet_id: int | None = None,
         booked_at: datetime | None = None,
         caps: Caps | None = None,
+        coupon_id: int | None = None,
     ) -> None:
         """Credit one grant (the entry key is the grant's natural key); zero grants are not booked.
 
@@ -507,6 +510,7 @@ class _Booking:
                 "rule_id": rule_id,
                 "order_id": order.id,
                 "red_packet_id": red_packet_id,
+                "coupon_id": coupon_id,
                 "beneficiary": beneficiary,
                 "consumer_id": consumer_id,
                 "amount": amount,
@@ -518,10 +522,14 @@ class _Booking:
         )
 
     def issue(self, grant: IssueRedPacket, campaign: _LiveCampaign, *, valid_from: datetime) -> None:
-        """A red packet for the buyer, its worst-case cost moved from the budget to the reserve."""
+        """A red packet (or a coupon, when the rule's reward is one) for the buyer, its worst-case cost
+        moved from the budget to the reserve."""
         assert campaign.budget is not None and campaign.reserved is not None
         budget, reserved = campaign.budget, campaign.reserved
         key = f"issue:{self.order.id}:{campaign.version_id}:{grant.rule_id}"
+        if grant.coupon_stock_id is not None:
+            self._issue_coupon(grant, campaign, key)
+            return
         row = granted_packet_row(
             grant,
             merchant_id=self.order.merchant_id,
@@ -543,6 +551,34 @@ class _Booking:
             )
 
         self.packets.append((row, reserve))
+
+    def _issue_coupon(self, grant: IssueRedPacket, campaign: _LiveCampaign, key: str) -> None:
+        """The rule's reward as a WeChat Pay coupon: a place taken in its stock now (the stock's counter
+        is the guard), the reservation in this batch, the send queued after commit."""
+        assert grant.coupon_stock_id is not None and campaign.budget is not None
+        assert campaign.reserved is not None
+        coupon_id = reserve_rule_coupon(
+            merchant_id=self.order.merchant_id,
+            campaign_id=campaign.id,
+            rule_version_id=campaign.version_id,
+            stock_id=grant.coupon_stock_id,
+            grant=grant,
+            issue_key=key,
+        )
+        if coupon_id is None:
+            count_skips(campaign.id, "coupon stock cannot issue", 1)
+            return
+        self.batch.add(
+            Draft(
+                key=f"coupon-reserve:{coupon_id}",
+                reason=EntryReason.RESERVE,
+                cause_type="coupon",
+                cause_id=str(coupon_id),
+                lines=[(campaign.budget, -grant.worst_case_cost), (campaign.reserved, grant.worst_case_cost)],
+                rule_version_id=campaign.version_id,
+                memo=f"reserve worst case of coupon {coupon_id}",
+            )
+        )
 
     def _destination(self, beneficiary: str, consumer_id: int | None) -> Account:
         if beneficiary in _MERCHANT_SIDE:
@@ -583,6 +619,119 @@ def _count_for_buyer(
         # The rules, reading the buyer's grants, said this fits; the counters say a concurrent booking
         # took the room first. Nothing is kept: the payment's transaction is retried and re-evaluated.
         raise ConcurrentChange(f"a per-user cap of campaign {campaign_id} was reached by a concurrent order")
+
+
+# ---------------------------------------------------------------- a coupon used on a paid order
+
+
+class CouponUse(NamedTuple):
+    """A coupon spent on an order, with the terms frozen when it was issued (see app.coupons)."""
+
+    id: int
+    merchant_id: int
+    campaign_id: int
+    rule_version_id: int
+    rule_id: str
+    face_value: Money
+    min_spend: Money
+    issuer_rate_bp: int
+    buyer_rate_bp: int
+    max_order: Money
+    issuer_cap: Money | None
+    buyer_cap: Money | None
+    reserved: Money  # what the campaign's reserve holds for it
+    cost: Money  # what the coupon cost the merchant on this order (its contribution)
+
+
+def book_coupon_use(use: CouponUse, order_id: int) -> bool:
+    """Book a used coupon like a spent red packet: its cost paid to the merchant, the two-way legs at its
+    frozen rates (pending, settled and clawed back like every grant), the rest of its reservation released.
+
+    All of it from the coupon's own reservation, in one ledger :class:`Batch` (balances last); the whole
+    reservation is spent or released. False (nothing booked) when the order is not paid (yet). The caller guards "once"
+    (the coupon's ``booked_at``); the grants' unique ``(coupon_id, beneficiary)`` backs it up.
+    """
+    row = db.session.execute(_PAID_ORDER, {"order": order_id}).one_or_none()
+    if row is None:
+        return False
+    order_id, merchant_id, buyer, total, paid, discount, paid_at, pending_id = row
+    order = _PaidOrder(
+        order_id,
+        merchant_id,
+        buyer,
+        total,
+        paid,
+        discount,
+        paid_at,
+        buyer_pending=None if pending_id is None else AccountRef(pending_id, merchant_id),
+    )
+    booking = _Booking(order)
+    accounts = campaign_accounts(use.merchant_id, use.campaign_id)
+    left = use.reserved
+    cost = min(use.cost, left)
+    booked_at = utcnow()
+    booking.grant(
+        campaign_id=use.campaign_id,
+        rule_version_id=use.rule_version_id,
+        rule_id=use.rule_id,
+        beneficiary=COUPON_DISCOUNT,
+        consumer_id=None,
+        amount=cost,
+        source=accounts.reserved,
+        basis=f"coupon {use.id} cut {cost} from this order",
+        reason=EntryReason.RED_PACKET_REDEEM,
+        booked_at=booked_at,
+        coupon_id=use.id,
+    )
+    left -= cost
+    facts = _order_facts(order, None)
+    spent = RedPacketFacts(
+        id=use.id,
+        face_value=use.face_value,
+        issuer="merchant",
+        issuer_rate_bp=use.issuer_rate_bp,
+        buyer_rate_bp=use.buyer_rate_bp,
+        min_spend=use.min_spend,
+        max_order_fen=use.max_order,
+        issuer_cap_fen=use.issuer_cap,
+        buyer_cap_fen=use.buyer_cap,
+        rule_id=use.rule_id,
+        rule_version_id=use.rule_version_id,
+    )
+    # WeChat applied the coupon to what we asked it to charge (the order's paid amount): the legs count
+    # the order's total, as a red packet's do.
+    evaluation = evaluate(
+        replace(facts, red_packet=spent), UserFacts(), RuleSet(()), now=facts.paid_at, budget_remaining=left
+    )
+    for leg in evaluation.rebates:
+        booking.grant(
+            campaign_id=use.campaign_id,
+            rule_version_id=use.rule_version_id,
+            rule_id=use.rule_id,
+            beneficiary=leg.beneficiary.value,
+            consumer_id=leg.beneficiary_id,
+            amount=leg.amount,
+            source=accounts.reserved,
+            basis=leg.basis.replace(f"red packet {use.id}", f"coupon {use.id}"),
+            reason=EntryReason.REBATE_PENDING,
+            booked_at=booked_at,
+            coupon_id=use.id,
+        )
+        left -= leg.amount
+    if left.fen > 0:
+        booking.batch.add(
+            Draft(
+                key=f"coupon-release:{use.id}",
+                reason=EntryReason.RELEASE,
+                cause_type="coupon",
+                cause_id=str(use.id),
+                lines=[(accounts.reserved, -left), (accounts.budget, left)],
+                rule_version_id=use.rule_version_id,
+                memo=f"release reservation of coupon {use.id}",
+            )
+        )
+    booking.write()
+    return True
 
 
 # ---------------------------------------------------------------- order.closed

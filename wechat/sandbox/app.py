@@ -15,6 +15,7 @@ from wechat.sandbox import (
     routes_actions,
     routes_admin,
     routes_card,
+    routes_coupons,
     routes_login,
     routes_marketing,
     routes_oa,
@@ -47,6 +48,7 @@ def create_sandbox(
         routes_pay_v3,
         routes_transfer,
         routes_marketing,
+        routes_coupons,
         routes_pay_v2,
         routes_login,
         routes_card,
@@ -55,6 +57,7 @@ def create_sandbox(
         routes_actions,
     ):
         app.register_blueprint(module.bp)
+    app.register_blueprint(routes_coupons.admin)
 
     @app.errorhandler(HTTPException)
     def _http_error(err: HTTPException) -> tuple[Response, int]:

@@ -55,6 +55,26 @@ def coupon_discount(world: World, coupon: Coupon, order: Order) -> int:
     return stock.coupon_amount
 
 
+def best_voucher(world: World, order: Order) -> Coupon | None:
+    """The voucher WeChat Pay applies at checkout: the user's (any of their openids), of a stock this
+    merchant created, usable now on this order; the largest first (then the oldest)."""
+    payer = world.state.user_by_openid(order.appid, order.openid)
+    usable = []
+    for coupon in world.state.coupons.values():
+        stock = world.state.stocks[coupon.stock_id]
+        if stock.creator_mchid != order.mchid or coupon_status(world, coupon) != "SENDED":
+            continue
+        owner = world.state.user_by_openid(coupon.appid, coupon.openid)
+        if coupon.openid != order.openid and (owner is None or owner is not payer):
+            continue
+        if not stock.available_begin <= world.clock.now() <= stock.available_end:
+            continue
+        if order.total < stock.transaction_minimum or order.total <= stock.coupon_amount:
+            continue
+        usable.append((-stock.coupon_amount, coupon.created_at, coupon.coupon_id, coupon))
+    return min(usable, key=lambda row: row[:3])[3] if usable else None
+
+
 def use_coupon(world: World, coupon: Coupon, *, transaction_id: str, mchid: str) -> None:
     """SENDED → USED and queue COUPON.USE to the stock creator's favor callback (§7a.5)."""
     if coupon_status(world, coupon) != "SENDED":

@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 from wechat.sandbox.clock import cst_format, rfc3339
-from wechat.sandbox.marketing import coupon_discount, use_coupon
+from wechat.sandbox.marketing import best_voucher, coupon_discount, use_coupon
 from wechat.sandbox.state import Coupon, Merchant, Order, Refund, move
 from wechat.sandbox.v3 import V3Error
 from wechat.sandbox.world import World
@@ -79,7 +79,11 @@ def find_order(world: World, mchid: str, out_trade_no: str) -> Order | None:
 
 
 def pay_order(world: World, order: Order, *, coupon_id: str | None = None) -> None:
-    """The user pays: NOTPAY → SUCCESS, money in, TRANSACTION.SUCCESS queued (and COUPON.USE if any)."""
+    """The user pays: NOTPAY → SUCCESS, money in, TRANSACTION.SUCCESS queued (and COUPON.USE if any).
+
+    Like WeChat Pay's checkout, the user's best usable voucher of this merchant is applied unless a
+    ``coupon_id`` is named (``""`` pays without one): the payer total drops by its amount,
+    ``promotion_detail`` says so, and ``COUPON.USE`` follows the payment's notification."""
     now = world.clock.now()
     if order.status != "NOTPAY":
         raise V3Error(
@@ -92,7 +96,10 @@ def pay_order(world: World, order: Order, *, coupon_id: str | None = None) -> No
     merchant = world.state.merchants[order.mchid]
     discount = 0
     coupon: Coupon | None = None
-    if coupon_id:
+    if coupon_id is None:
+        coupon = best_voucher(world, order)
+        discount = coupon_discount(world, coupon, order) if coupon is not None else 0
+    elif coupon_id:
         coupon = world.state.coupons.get(coupon_id)
         if coupon is None:
             raise V3Error(404, "RESOURCE_NOT_EXISTS", "代金券不存在")
@@ -101,10 +108,12 @@ def pay_order(world: World, order: Order, *, coupon_id: str | None = None) -> No
     order.transaction_id = "4200" + world.rng.digits(24)
     order.success_time = now
     order.payer_total = order.total - discount
-    merchant.balance_fen += order.total
+    # 预充值 (CASH): the merchant is settled the whole total (the voucher was prefunded); 免充值 (NOCASH):
+    # the merchant bears the voucher and is settled what the payer paid.
+    no_cash = coupon is not None and world.state.stocks[coupon.stock_id].no_cash
+    merchant.balance_fen += order.payer_total if no_cash else order.total
     if coupon is not None:
         order.coupon_id = coupon.coupon_id
-        use_coupon(world, coupon, transaction_id=order.transaction_id, mchid=order.mchid)
     world.notifier.v3(
         merchant,
         order.notify_url,
@@ -114,6 +123,8 @@ def pay_order(world: World, order: Order, *, coupon_id: str | None = None) -> No
         associated_data="transaction",
         resource=render_transaction(world, order),
     )
+    if coupon is not None:
+        use_coupon(world, coupon, transaction_id=order.transaction_id, mchid=order.mchid)
 
 
 # ------------------------------------------------------------------ refunds

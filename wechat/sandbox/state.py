@@ -29,6 +29,11 @@ TRANSITIONS: dict[str, dict[str, set[str]]] = {
         "RFUND_ING": {"REFUND"},
     },
     "coupon": {"SENDED": {"USED", "EXPIRED"}},
+    # Merchant coupons (商家券): claimed through the plugin / H5, used, returned (退券) or deactivated (使券失效).
+    "busifavor_coupon": {
+        "SENDED": {"USED", "EXPIRED", "DEACTIVATED"},
+        "USED": {"SENDED"},
+    },
     "card_code": {"NORMAL": {"CONSUMED", "DELETE", "EXPIRE"}},
 }
 
@@ -107,6 +112,9 @@ class Merchant:
     duplicate_notifications: bool = False
     probe_notifications: bool = False
     merchant_cert_pem: str = ""  # API client certificate issued by the sandbox CA (v2 mTLS)
+    # Merchant coupons (商家券): no new merchants since 2025-12-15, so off unless set; off → NO_AUTH.
+    busifavor: bool = False
+    busifavor_notify_url: str | None = None
 
 
 @dataclass
@@ -314,6 +322,37 @@ class Coupon:
 
 
 @dataclass
+class BusifavorStock:
+    """A merchant-coupon (商家券) stock; codes are the merchant's own (MERCHANT_API mode)."""
+
+    stock_id: str
+    creator_mchid: str
+    name: str
+    discount_amount: int
+    transaction_minimum: int
+    max_coupons: int
+    max_coupons_per_user: int
+    available_begin: float
+    available_end: float
+    code_mode: str
+    created_at: float
+    sent: int = 0
+
+
+@dataclass
+class BusifavorCoupon:
+    coupon_code: str
+    stock_id: str
+    openid: str
+    appid: str
+    out_request_no: str
+    created_at: float
+    status: str = "SENDED"
+    used_at: float | None = None
+    use_request_no: str = ""
+
+
+@dataclass
 class Card:
     card_id: str
     appid: str
@@ -373,6 +412,8 @@ class State:
     v2_transfers: dict[tuple[str, str], V2Transfer] = field(default_factory=dict)
     stocks: dict[str, Stock] = field(default_factory=dict)
     coupons: dict[str, Coupon] = field(default_factory=dict)
+    busifavor_stocks: dict[str, BusifavorStock] = field(default_factory=dict)
+    busifavor_coupons: dict[tuple[str, str], BusifavorCoupon] = field(default_factory=dict)  # (stock, code)
     qr_tickets: dict[str, QrTicket] = field(default_factory=dict)
     phone_codes: dict[str, PhoneCode] = field(default_factory=dict)
     follows: dict[tuple[str, str], float] = field(default_factory=dict)  # (appid, user id) -> since

@@ -1,0 +1,1 @@
+"""WeChat Pay coupons (vouchers and merchant coupons) as campaign instruments."""

@@ -1,0 +1,402 @@
+"""What WeChat tells us about coupons, and what a used coupon books.
+
+* ``/wechat/<merchant>/coupons/notify`` receives ``COUPON.USE`` (a voucher spent at checkout) and
+  ``COUPON.SEND`` (a user claimed one of our merchant-coupon codes), verified and decrypted exactly like
+  payment notifications (§3.3, §3.5): a forged, stale or probing request is refused (401), an unknown
+  coupon or another merchant's stock is acknowledged and ignored (WeChat would retry a refusal forever),
+  a repeat changes nothing. Every one is in the gateway log.
+* A payment's ``promotion_detail[]`` says which coupon cut how much, and who paid for it.
+* A voucher's use is booked when both facts are in, whichever comes second: the payment (the order is
+  paid, the coupon's order and contribution known) and ``COUPON.USE``. Both write the coupon's row with a
+  conditional UPDATE, so on PostgreSQL the second waits for the first and reads what it wrote; the booking
+  itself is once (the coupon's ``booked_at``, then the grants' unique ``(coupon_id, beneficiary)``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import select, update
+
+from app.core.db import utcnow
+from app.core.guards import guarded_update
+from app.core.money import Money
+from app.coupons.models import LIVE, Coupon, CouponKind, CouponPromotion, CouponStatus, CouponStock
+from app.coupons.service import end_coupon
+from app.events.bus import Event
+from app.extensions import db
+from app.gateway.clients import platform_keys
+from app.gateway.log import PendingLog
+from app.merchants.schemas import SLUG
+from app.merchants.snapshots import MerchantSnapshot, merchant_snapshot
+from app.orders.models import Order, OrderStatus
+from app.rebates.service import CouponUse, book_coupon_use
+from wechat.errors import WeChatError
+from wechat.notifications import Notification, parse_notification
+
+logger = logging.getLogger("hongli.coupons")
+_SLUG = cast(re.Pattern[str], SLUG.regex)
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status < 300
+
+
+# ---------------------------------------------------------------- the notification endpoint
+
+
+def handle_coupon_notification(*, slug: str, headers: Mapping[str, str], body: bytes) -> Answer:
+    """Verify, decrypt and apply one coupon notification for merchant ``slug``."""
+    if not _SLUG.fullmatch(slug):
+        return Answer(404, "unknown merchant")
+    merchant = merchant_snapshot(slug)
+    if merchant is None:
+        return Answer(404, "unknown merchant")
+    log = PendingLog(merchant.id)
+    try:
+        notification = _verified(merchant, log, headers, body)
+    except WeChatError as exc:
+        log.write()
+        logger.warning("refused a coupon notification for %s: %s", slug, exc.code)
+        return Answer(401, "signature verification failed")
+    resource = notification.resource
+    log.write()
+    event = notification.event_type
+    original = str(resource.get("event_type") or "")
+    if event == "COUPON.SEND" or original == "EVENT_TYPE_BUSICOUPON_SEND":
+        return apply_merchant_coupon_send(merchant=merchant, resource=resource)
+    # §7a.5 DISAGREE: a partner page shows TRANSACTION.SUCCESS for a coupon use; the coupon shape decides.
+    if event == "COUPON.USE" or (isinstance(resource.get("coupon_id"), str) and "stock_id" in resource):
+        return apply_voucher_use(merchant=merchant, resource=resource)
+    logger.info("acknowledged %s for %s", event, slug)
+    return Answer(204)
+
+
+def _verified(
+    merchant: MerchantSnapshot, log: PendingLog, headers: Mapping[str, str], body: bytes
+) -> Notification:
+    def parse(m: MerchantSnapshot) -> Notification:
+        return parse_notification(
+            headers, body, keys=platform_keys(m), apiv3_key=m.secrets.apiv3_key, hook=log
+        )
+
+    try:
+        return parse(merchant)
+    except WeChatError:
+        # A rotated certificate or key is seen at once: reload the merchant once and try again.
+        fresh = merchant_snapshot(merchant.slug, reload=True) if merchant.reloadable else None
+        if fresh is None or fresh.updated_at == merchant.updated_at:
+            raise
+    log.discard()
+    return parse(fresh)
+
+
+def _text(resource: Mapping[str, Any], *path: str) -> str | None:
+    value: Any = resource
+    for name in path:
+        value = value.get(name) if isinstance(value, Mapping) else None
+    return value if isinstance(value, str) and value and len(value) <= 128 else None
+
+
+def _ignored(merchant: MerchantSnapshot, what: str, resource: Mapping[str, Any]) -> Answer:
+    # Acknowledged (WeChat retries anything else for hours) and changed nothing; the log says why.
+    logger.warning(
+        "ignored a coupon notification for %s: %s (%s)",
+        merchant.slug,
+        what,
+        {k: resource.get(k) for k in ("stock_id", "coupon_id", "coupon_code")},
+    )
+    return Answer(204, what)
+
+
+# ---------------------------------------------------------------- vouchers: COUPON.USE
+
+
+def apply_voucher_use(*, merchant: MerchantSnapshot, resource: Mapping[str, Any]) -> Answer:
+    """A voucher was spent: ``sent`` → ``used`` once, then booked if its payment is in."""
+    coupon_id, stock_id = _text(resource, "coupon_id"), _text(resource, "stock_id")
+    transaction_id = _text(resource, "consume_information", "transaction_id")
+    creator = _text(resource, "stock_creator_mchid")
+    if coupon_id is None or stock_id is None:
+        return _ignored(merchant, "no coupon_id / stock_id", resource)
+    coupon = db.session.scalar(
+        select(Coupon).where(
+            Coupon.merchant_id == merchant.id,
+            Coupon.kind == CouponKind.VOUCHER,
+            Coupon.wechat_coupon_id == coupon_id,
+        )
+    )
+    stock = db.session.get(CouponStock, coupon.stock_id) if coupon is not None else None
+    if coupon is None or stock is None:
+        return _ignored(merchant, "unknown coupon", resource)
+    if stock.wechat_stock_id != stock_id or (creator is not None and creator != merchant.mchid):
+        return _ignored(merchant, "coupon of another stock or merchant", resource)
+    used_at = _time(_text(resource, "consume_information", "consume_time")) or utcnow()
+    db.session.flush()
+    # The conditional UPDATE that decides (and, on PostgreSQL, queues behind the payment's): RETURNING
+    # tells whether the payment side has already named the order.
+    row = db.session.execute(
+        update(Coupon)
+        .where(Coupon.id == coupon.id, Coupon.status.in_([CouponStatus.SENT, CouponStatus.RESERVED]))
+        .values(status=CouponStatus.USED, used_at=used_at, transaction_id=transaction_id)
+        .returning(Coupon.order_id)
+        .execution_options(synchronize_session=False)
+    ).first()
+    db.session.expire(coupon)
+    if row is None:
+        return Answer(204, "a repeat")  # already used: WeChat's retry or duplicate
+    order_id = row[0]
+    if order_id is None and transaction_id is not None:
+        order_id = _order_paid_with(merchant.id, transaction_id, coupon)
+    if order_id is not None:
+        book_use(coupon.id)
+    return Answer(204)
+
+
+def _time(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def _order_paid_with(merchant_id: int, transaction_id: str, coupon: Coupon) -> int | None:
+    """The paid order of ``transaction_id`` when its payment named no coupon (no promotion_detail): the
+    coupon's order then, its face value what it cut (a normal voucher cuts all of it)."""
+    order_id = db.session.scalar(
+        select(Order.id).where(
+            Order.merchant_id == merchant_id,
+            Order.transaction_id == transaction_id,
+            Order.status == OrderStatus.PAID,
+        )
+    )
+    if order_id is None:
+        return None
+    if guarded_update(
+        Coupon,
+        coupon.id,
+        Coupon.order_id.is_(None),
+        order_id=order_id,
+        discount=coupon.face_value,
+        merchant_contribute=coupon.face_value,
+        wechat_contribute=Money(0),
+    ):
+        return order_id
+    return db.session.scalar(select(Coupon.order_id).where(Coupon.id == coupon.id))
+
+
+# ---------------------------------------------------------------- merchant coupons: COUPON.SEND
+
+
+def apply_merchant_coupon_send(*, merchant: MerchantSnapshot, resource: Mapping[str, Any]) -> Answer:
+    """A user claimed one of our codes: ``reserved`` → ``claimed`` once, if it is the code we offered that
+    user (same stock, same openid). Anything else is ignored and logged."""
+    code, stock_id, openid = (
+        _text(resource, "coupon_code"),
+        _text(resource, "stock_id"),
+        _text(resource, "openid"),
+    )
+    if code is None or stock_id is None or openid is None:
+        return _ignored(merchant, "no coupon_code / stock_id / openid", resource)
+    coupon = db.session.scalar(
+        select(Coupon).where(
+            Coupon.merchant_id == merchant.id,
+            Coupon.kind == CouponKind.MERCHANT_COUPON,
+            Coupon.wechat_coupon_id == code,
+        )
+    )
+    stock = db.session.get(CouponStock, coupon.stock_id) if coupon is not None else None
+    if coupon is None or stock is None:
+        return _ignored(merchant, "unknown coupon code", resource)
+    if stock.wechat_stock_id != stock_id:
+        return _ignored(merchant, "code of another stock", resource)
+    if coupon.openid != openid:
+        return _ignored(merchant, "code offered to another user", resource)
+    claimed_at = _time(_text(resource, "send_time")) or utcnow()
+    if not guarded_update(
+        Coupon,
+        coupon.id,
+        Coupon.status.in_([CouponStatus.RESERVED, CouponStatus.SENT]),
+        status=CouponStatus.CLAIMED,
+        claimed_at=claimed_at,
+    ):
+        return Answer(204, "a repeat")
+    return Answer(204)
+
+
+# ---------------------------------------------------------------- the payment's promotion_detail
+
+
+def on_order_paid(event: Event) -> None:
+    """``order.paid``: record the payment's ``promotion_detail[]`` and book each of our vouchers it names
+    whose ``COUPON.USE`` is already in (otherwise that notification books it)."""
+    details = event.payload.get("promotion_detail") or []
+    order_id = event.subject_id
+    named: set[int] = set()
+    for line in details if isinstance(details, list) else []:
+        coupon_id = _record_promotion(event.merchant_id, order_id, line)
+        if coupon_id is not None:
+            named.add(coupon_id)
+    transaction_id = event.payload.get("transaction_id")
+    if transaction_id:
+        # A payment that named no coupon (an older notification, a v2 one): vouchers used with it.
+        for coupon in db.session.scalars(
+            select(Coupon).where(
+                Coupon.merchant_id == event.merchant_id,
+                Coupon.transaction_id == transaction_id,
+                Coupon.status == CouponStatus.USED,
+                Coupon.order_id.is_(None),
+            )
+        ):
+            if coupon.id not in named and _order_paid_with(event.merchant_id, transaction_id, coupon):
+                book_use(coupon.id)
+
+
+def _record_promotion(merchant_id: int, order_id: int, line: Any) -> int | None:
+    if not isinstance(line, Mapping):
+        return None
+    wechat_coupon_id = _text(line, "coupon_id")
+    amount = _fen(line.get("amount"))
+    if wechat_coupon_id is None or amount is None:
+        return None
+    merchant_part = _fen(line.get("merchant_contribute")) or 0
+    wechat_part = _fen(line.get("wechatpay_contribute")) or 0
+    exists = db.session.scalar(
+        select(CouponPromotion.id).where(
+            CouponPromotion.order_id == order_id, CouponPromotion.wechat_coupon_id == wechat_coupon_id
+        )
+    )
+    coupon = db.session.scalar(
+        select(Coupon).where(
+            Coupon.merchant_id == merchant_id,
+            Coupon.kind == CouponKind.VOUCHER,
+            Coupon.wechat_coupon_id == wechat_coupon_id,
+        )
+    )
+    if exists is None:
+        db.session.add(
+            CouponPromotion(
+                merchant_id=merchant_id,
+                order_id=order_id,
+                coupon_id=None if coupon is None else coupon.id,
+                wechat_coupon_id=wechat_coupon_id,
+                wechat_stock_id=_text(line, "stock_id"),
+                name=(_text(line, "name") or "")[:64] or None,
+                type=(_text(line, "type") or "")[:16] or None,
+                amount=Money(amount),
+                merchant_contribute=Money(merchant_part),
+                wechat_contribute=Money(wechat_part),
+                other_contribute=Money(_fen(line.get("other_contribute")) or 0),
+            )
+        )
+    if coupon is None:
+        return None
+    db.session.flush()
+    row = db.session.execute(
+        update(Coupon)
+        .where(Coupon.id == coupon.id, Coupon.order_id.is_(None))
+        .values(
+            order_id=order_id,
+            discount=Money(amount),
+            merchant_contribute=Money(merchant_part),
+            wechat_contribute=Money(wechat_part),
+        )
+        .returning(Coupon.status)
+        .execution_options(synchronize_session=False)
+    ).first()
+    db.session.expire(coupon)
+    if row is not None and row[0] in (CouponStatus.USED, CouponStatus.USED.value):
+        book_use(coupon.id)
+    return coupon.id
+
+
+def _fen(value: Any) -> int | None:
+    return value if type(value) is int and 0 <= value < 10**12 else None
+
+
+# ---------------------------------------------------------------- booking a use
+
+
+class _NotPaid(Exception):
+    pass
+
+
+def book_use(coupon_id: int) -> bool:
+    """Book a used coupon's cost and legs once (its ``booked_at``), if its order is paid."""
+    db.session.flush()
+    coupon = db.session.scalar(
+        select(Coupon).where(Coupon.id == coupon_id).execution_options(populate_existing=True)
+    )
+    if coupon is None or coupon.status is not CouponStatus.USED or coupon.order_id is None:
+        return False
+    if coupon.booked_at is not None:
+        return False
+    use = CouponUse(
+        id=coupon.id,
+        merchant_id=coupon.merchant_id,
+        campaign_id=coupon.campaign_id,
+        rule_version_id=coupon.rule_version_id or 0,
+        rule_id=coupon.rule_id or f"coupon-stock-{coupon.stock_id}",
+        face_value=coupon.face_value,
+        min_spend=coupon.min_spend,
+        issuer_rate_bp=coupon.issuer_rate_bp,
+        buyer_rate_bp=coupon.buyer_rate_bp,
+        max_order=coupon.max_order,
+        issuer_cap=coupon.issuer_cap,
+        buyer_cap=coupon.buyer_cap,
+        reserved=coupon.reserved,
+        cost=coupon.merchant_contribute if coupon.merchant_contribute is not None else coupon.face_value,
+    )
+    try:
+        with db.session.begin_nested():
+            # The guard: booked once, from the reservation as read.
+            if not guarded_update(
+                Coupon,
+                coupon.id,
+                Coupon.booked_at.is_(None),
+                Coupon.status == CouponStatus.USED,
+                Coupon.reserved == coupon.reserved,
+                booked_at=utcnow(),
+                reserved=Money(0),
+            ):
+                return False
+            if not book_coupon_use(use, coupon.order_id):
+                raise _NotPaid
+    except _NotPaid:
+        return False
+    logger.info("coupon %s used on order %s: booked", coupon.id, coupon.order_id)
+    return True
+
+
+# ---------------------------------------------------------------- expiry
+
+
+def expire_coupons(now: datetime | None = None, limit: int = 500) -> int:
+    """Live coupons past their validity end; their reservations go back to the campaign budgets."""
+    now = now or utcnow()
+    ids = db.session.scalars(
+        select(Coupon.id)
+        .where(Coupon.status.in_(LIVE), Coupon.valid_until <= now)
+        .order_by(Coupon.id)
+        .limit(limit)
+    ).all()
+    expired = 0
+    for coupon_id in ids:
+        coupon = db.session.get(Coupon, coupon_id)
+        if coupon is not None and end_coupon(coupon, CouponStatus.EXPIRED, key=f"coupon-expire:{coupon_id}"):
+            expired += 1
+    return expired

@@ -1,0 +1,30 @@
+"""Coupon jobs: send a reserved voucher (its saved key), re-queue unconfirmed sends, expire coupons."""
+
+from __future__ import annotations
+
+from app.coupons.redemption import expire_coupons as _expire
+from app.coupons.service import deliver_coupon, resend_reserved
+from app.extensions import db
+from app.queue import enqueue_after_commit
+
+
+def send_coupon(coupon_id: int) -> str | None:
+    """Send coupon ``coupon_id`` if it is still reserved (at-least-once safe: WeChat replays the same key)."""
+    status = deliver_coupon(coupon_id)
+    return None if status is None else status.value
+
+
+def resend_coupons() -> int:
+    """Re-queue every voucher whose send was not confirmed (an unknown outcome, a lost job)."""
+    ids = resend_reserved()
+    for coupon_id in ids:
+        enqueue_after_commit("jobs.coupons.send_coupon", coupon_id)
+    db.session.commit()
+    return len(ids)
+
+
+def expire_coupons() -> int:
+    """Expire coupons past their validity, releasing their reservations."""
+    expired = _expire()
+    db.session.commit()
+    return expired
