@@ -14,7 +14,8 @@ logger = logging.getLogger("hongli.jobs.payouts")
 
 def process_payout(payout_id: int) -> str:
     """One pass; returns the payout's state ("skipped" if it is not due, finished or leased to another pass;
-    "throttled" if the merchant's red-packet rate made it wait, rescheduled ~1 s later).
+    "throttled" if the merchant's red-packet rate made it wait, rescheduled ~1 s later; "claim lost" if its
+    lease ran out under it and another pass took the row).
 
     Two transactions, none open during a WeChat call: the claim with SUBMITTING and the money in flight,
     then the outcome. The row, not the job, is the guard: duplicates of this job are harmless. Failures are
@@ -44,15 +45,15 @@ def process_payout(payout_id: int) -> str:
         if step is None:
             return "skipped"
         outcome = service.run_pass(step)
-        recorded = service.record_outcome(payout_id, step.token, outcome, log=step.log)
-        state = recorded.status.value if recorded is not None else "missing"
-        next_attempt_at = recorded.next_attempt_at if recorded is not None else None
+        recorded = service.record_outcome(payout_id, step.token, outcome, log=step.log, seen=step.row)
         db.session.commit()
-        if outcome.code == service.RATE_LIMITED and next_attempt_at is not None:
+        if recorded is None:
+            return "claim lost"  # another pass owns the row now; it learns the same facts by query
+        if outcome.code == service.RATE_LIMITED:
             # Reschedule shortly (RQ's scheduler) rather than wait a minute for the outbox sweep.
-            get_queue(QueueName.PAYOUTS).enqueue_at(next_attempt_at, service.PROCESS_JOB, payout_id)
+            get_queue(QueueName.PAYOUTS).enqueue_at(recorded.next_attempt_at, service.PROCESS_JOB, payout_id)
             return "throttled"
-        return state
+        return recorded.status.value
     except Exception:
         db.session.rollback()
         raise

@@ -13,12 +13,14 @@ from __future__ import annotations
 import logging
 import random
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, ClassVar, Literal, cast
 
 from flask import current_app
-from sqlalchemy import Label, Table, Update, bindparam, literal, or_, select, update
+from sqlalchemy import Label, Table, Update, bindparam, func, literal, or_, select, update
 
 from app.core.db import utcnow
 from app.core.errors import Conflict, DomainError, NotFound
@@ -67,15 +69,15 @@ def bill_number(payout_id: int, attempt: int = 1) -> str:
     return f"HLP{payout_id:010d}" + (f"N{attempt}" if attempt > 1 else "")
 
 
-def _note(payout: Payout, event: str, **extra: object) -> None:
+def _note(payout: Payout | PayoutRow, event: str, *, now: datetime | None = None, **extra: object) -> None:
     # Reassigned, not appended, so the JSON column is seen as changed.
     payout.history = [
         *payout.history,
-        {"at": utcnow().isoformat(), "event": event, "status": payout.status.value, **extra},
+        {"at": (now or utcnow()).isoformat(), "event": event, "status": payout.status.value, **extra},
     ]
 
 
-def _move(payout: Payout, target: PayoutStatus) -> None:
+def _move(payout: Payout | PayoutRow, target: PayoutStatus) -> None:
     if target is payout.status:
         return
     if target not in PAYOUT_TRANSITIONS[payout.status]:
@@ -204,49 +206,76 @@ def _claim_statement(statuses: frozenset[PayoutStatus], move_to: PayoutStatus | 
         )
         .values(values)
         .returning(
-            *(_payouts.c[name] for name in _Claim.COLUMNS),
+            *(_payouts.c[name] for name in PayoutRow.COLUMNS),
             _MERCHANT_UPDATED_AT,
             *(_SUBMIT_ACCOUNTS if move_to is PayoutStatus.SUBMITTING else ()),
         )
     )
 
 
-@dataclass(frozen=True)
-class _Claim:
-    """The row as a claim statement returned it."""
+@dataclass(eq=False)
+class PayoutRow:
+    """The columns of a payout a pass reads and writes, as its claim returned them: the pass decides on
+    this copy and writes it back with one conditional UPDATE (:func:`_write`), never reading the row again
+    unless something else wrote to it meanwhile."""
 
     COLUMNS: ClassVar[tuple[str, ...]] = (
         "id",
         "merchant_id",
         "consumer_id",
-        "status",
-        "bill_no",
         "rail",
         "appid",
         "openid",
         "amount",
         "fee",
+        "status",
+        "bill_no",
+        "attempt",
         "wechat_state",
-        "accepted_at",
+        "wechat_id",
+        "package_info",
         "failure_code",
+        "failure_reason",
+        "submit_calls",
+        "query_calls",
+        "tries",
+        "next_attempt_at",
+        "claimed_until",
+        "claim_token",
+        "accepted_at",
+        "finished_at",
         "history",
     )
+    # What a pass may change (and so writes back).
+    WRITTEN: ClassVar[tuple[str, ...]] = COLUMNS[8:]
 
     id: int
     merchant_id: int
     consumer_id: int
-    status: PayoutStatus
-    bill_no: str | None
     rail: PayoutRail
     appid: str
     openid: str
     amount: Money
     fee: Money
+    status: PayoutStatus
+    bill_no: str | None
+    attempt: int
     wechat_state: str | None
-    accepted_at: datetime | None
+    wechat_id: str | None
+    package_info: str | None
     failure_code: str | None
+    failure_reason: str | None
+    submit_calls: int
+    query_calls: int
+    tries: int
+    next_attempt_at: datetime
+    claimed_until: datetime | None
+    claim_token: str | None
+    accepted_at: datetime | None
+    finished_at: datetime | None
     history: list[dict[str, Any]]
-    merchant_updated_at: datetime | None
+    # Read with the claim, not columns of the row:
+    merchant_updated_at: datetime | None = None
     withdrawing_id: int | None = None  # the submit claim only: its accounts (None until one exists)
     in_flight_id: int | None = None
 
@@ -260,11 +289,29 @@ _SET_HISTORY = (
     .where(_payouts.c.id == bindparam("payout_id"), _payouts.c.claim_token == bindparam("token"))
     .values(history=bindparam("history", type_=_payouts.c.history.type))
 )
+# The row again, if the claim is still ours (the proof: a conditional UPDATE; on PostgreSQL it also keeps
+# the row locked until the transaction ends, so a claim taken after our lease ran out waits for our outcome).
+_RECLAIM = (
+    update(_payouts)
+    .where(_payouts.c.id == bindparam("payout_id"), _payouts.c.claim_token == bindparam("token"))
+    .values(updated_at=bindparam("now"))
+    .returning(*(_payouts.c[name] for name in PayoutRow.COLUMNS))
+)
+_WRITE = (
+    update(_payouts)
+    .where(_payouts.c.id == bindparam("payout_id"), _payouts.c.claim_token == bindparam("token"))
+    .values(
+        {name: bindparam(name, type_=_payouts.c[name].type) for name in (*PayoutRow.WRITTEN, "updated_at")}
+    )
+)
+# History is only ever appended to: its length says whether anything noted on the row since we read it
+# (an operator's retry, which also resets the backoff), with the same SQL on PostgreSQL and SQLite.
+_WRITE_IF_UNCHANGED = _WRITE.where(func.json_array_length(_payouts.c.history) == bindparam("history_length"))
 
 
 def _take_lease(
     statement: Update, payout_id: int, token: str, now: datetime, lease: timedelta | None
-) -> _Claim | None:
+) -> PayoutRow | None:
     """Run a claim ``statement``: the row as claimed, or None if it is not due, not in the statement's
     states, or leased to another pass."""
     row = db.session.execute(
@@ -276,7 +323,7 @@ def _take_lease(
             "claimed_until": now + (lease or lease_length()),
         },
     ).first()
-    return _Claim(*row) if row is not None else None
+    return PayoutRow(*row) if row is not None else None
 
 
 def claim_payout(
@@ -289,7 +336,7 @@ def claim_payout(
 
 
 def _locked(payout_id: int) -> Payout | None:
-    # Operator actions only (app.payouts.operations); passes prove their claim with _claimed instead.
+    # Operator actions only (app.payouts.operations); passes prove their claim with conditional UPDATEs instead.
     return db.session.scalar(
         select(Payout)
         .where(Payout.id == payout_id)
@@ -298,27 +345,22 @@ def _locked(payout_id: int) -> Payout | None:
     )
 
 
-def _claimed(payout_id: int, token: str) -> Payout | None:
-    """The row as stored now, if the claim ``token`` is still on it; None otherwise.
-
-    The proof is a conditional UPDATE (``WHERE claim_token = …``) returning the row, not a read: it holds on
-    every engine, and on PostgreSQL it also keeps the row locked until this transaction ends, so a new claim
-    taken after our lease ran out waits for our outcome and then sees it.
-    """
-    db.session.flush()  # pending changes first: the row returned replaces the session's copy
-    return db.session.scalars(_CLAIMED, {"payout_id": payout_id, "token": token, "now": utcnow()}).first()
+def _reclaimed(payout_id: int, token: str) -> PayoutRow | None:
+    """The row as stored now, if the claim ``token`` is still on it; None otherwise."""
+    row = db.session.execute(_RECLAIM, {"payout_id": payout_id, "token": token, "now": utcnow()}).first()
+    return PayoutRow(*row) if row is not None else None
 
 
-_CLAIMED = (
-    select(Payout)
-    .from_statement(
-        update(_payouts)
-        .where(_payouts.c.id == bindparam("payout_id"), _payouts.c.claim_token == bindparam("token"))
-        .values(updated_at=bindparam("now"))
-        .returning(*_payouts.c)
-    )
-    .execution_options(populate_existing=True)
-)
+def _write(row: PayoutRow, token: str, *, history_length: int | None = None) -> bool:
+    """Write ``row`` back while the claim ``token`` is on it (and, given ``history_length``, nothing was
+    noted on it since); True if it was written."""
+    values = {name: getattr(row, name) for name in PayoutRow.WRITTEN}
+    params = {**values, "updated_at": utcnow(), "payout_id": row.id, "token": token}
+    if history_length is None:
+        result = db.session.execute(_WRITE, params)
+    else:
+        result = db.session.execute(_WRITE_IF_UNCHANGED, {**params, "history_length": history_length})
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -332,6 +374,7 @@ class Pass:
     token: str
     merchant: PayoutMerchant
     log: PendingLog
+    row: PayoutRow  # as this pass left it in the database (``pass:*`` noted)
 
 
 def start_pass(payout_id: int, *, now: datetime | None = None, lease: timedelta | None = None) -> Pass | None:
@@ -354,15 +397,8 @@ def start_pass(payout_id: int, *, now: datetime | None = None, lease: timedelta 
         action = "poll" if claim.status is PayoutStatus.ACCEPTED else "resolve"
     assert claim.bill_no is not None
     # Noted before any call: a pass that dies from here on shows as begun without an outcome.
-    note = {
-        "at": now.isoformat(),
-        "event": f"pass:{action}",
-        "status": claim.status.value,
-        "bill_no": claim.bill_no,
-    }
-    db.session.execute(
-        _SET_HISTORY, {"payout_id": payout_id, "token": token, "history": [*claim.history, note]}
-    )
+    _note(claim, f"pass:{action}", now=now, bill_no=claim.bill_no)
+    db.session.execute(_SET_HISTORY, {"payout_id": payout_id, "token": token, "history": claim.history})
     if action == "submit":
         _submit_move(claim)
     cancel = (
@@ -374,7 +410,7 @@ def start_pass(payout_id: int, *, now: datetime | None = None, lease: timedelta 
     )
     order = PayoutOrder(claim.id, claim.bill_no, claim.rail, claim.appid, claim.openid, claim.amount.fen)
     merchant = payout_merchant(claim.merchant_id, claim.merchant_updated_at)
-    return Pass(order, action, cancel, token, merchant, PendingLog(merchant.id))
+    return Pass(order, action, cancel, token, merchant, PendingLog(merchant.id), claim)
 
 
 def run_pass(step: Pass) -> Outcome:
@@ -421,20 +457,53 @@ def record_outcome(
     *,
     now: datetime | None = None,
     log: PendingLog | None = None,
-) -> Payout | None:
-    """Apply ``outcome`` if the claim is still ours (proven by a conditional UPDATE), and release the claim.
-    The pass's exchanges with WeChat (``log``) are written to the gateway log either way."""
+    seen: PayoutRow | None = None,
+) -> PayoutRow | None:
+    """Apply ``outcome`` if the claim is still ours (proven by a conditional UPDATE), and release the claim;
+    None if it is not ours any more. The pass's exchanges with WeChat (``log``) are written either way.
+
+    ``seen``: the row as the pass left it; the outcome is applied to it and written in one UPDATE unless
+    something was noted on the row since, in which case the row is read again (still under the claim).
+    """
     now = now or utcnow()
     if log is not None:
         log.write()
-    payout = _claimed(payout_id, token)
-    if payout is None:
+    if seen is not None:
+        row = replace(seen)
+        effects = _apply(row, outcome, now)
+        if _write(row, token, history_length=len(seen.history)):
+            for effect in effects:
+                effect()
+            return row
+    fresh = _reclaimed(payout_id, token)
+    if fresh is None:
         # Our lease ran out and another pass owns the row: it will learn the same facts by query.
         logger.warning("payout %s: claim lost, outcome %s not applied", payout_id, outcome.kind)
-        return db.session.get(Payout, payout_id)
+        return None
+    effects = _apply(fresh, outcome, now)
+    _write(fresh, token)  # the row is ours: _reclaimed proved the claim in this transaction
+    for effect in effects:
+        effect()
+    return fresh
+
+
+Effect = Callable[[], object]
+
+
+def _apply(payout: PayoutRow, outcome: Outcome, now: datetime) -> list[Effect]:
+    """Change ``payout`` as ``outcome`` says and release its claim; what else must be written (ledger
+    entries, review items, a queued pass) is returned, to be done once the row is written."""
+    effects: list[Effect] = []
     payout.submit_calls += outcome.calls.count("submit")
     payout.query_calls += outcome.calls.count("query")
-    _note(payout, f"wechat:{outcome.kind}", calls=list(outcome.calls), state=outcome.state, code=outcome.code)
+    _note(
+        payout,
+        f"wechat:{outcome.kind}",
+        now=now,
+        calls=list(outcome.calls),
+        state=outcome.state,
+        code=outcome.code,
+    )
     if outcome.wechat_id:
         payout.wechat_id = outcome.wechat_id
     if outcome.state and outcome.kind != "unknown":
@@ -447,7 +516,7 @@ def record_outcome(
         payout.next_attempt_at = now + POLL_EVERY
     elif outcome.kind == "succeeded":
         _move(payout, PayoutStatus.SUCCEEDED)
-        _ledger(payout, "settle")
+        effects.append(partial(_ledger, payout, "settle"))
         payout.finished_at = now
         payout.package_info = None
     elif outcome.kind == "failed" and _may_renumber(payout, outcome):
@@ -458,15 +527,17 @@ def record_outcome(
         payout.wechat_state = None
         payout.wechat_id = None
         payout.next_attempt_at = now
-        _note(payout, "renumbered", old_bill_no=old, bill_no=payout.bill_no, failed_state=outcome.state)
-        enqueue_after_commit(PROCESS_JOB, payout.id, queue=QueueName.PAYOUTS)
+        _note(
+            payout, "renumbered", now=now, old_bill_no=old, bill_no=payout.bill_no, failed_state=outcome.state
+        )
+        effects.append(partial(enqueue_after_commit, PROCESS_JOB, payout.id, queue=QueueName.PAYOUTS))
     elif outcome.kind == "failed":
         _move(payout, PayoutStatus.FAILED)
         payout.failure_code = (outcome.code or outcome.state or "FAILED")[:64]
         payout.failure_reason = FAILURE_TEXT.get(
             outcome.state or "", "WeChat refused the payout; the money is back in your balance."
         )
-        _ledger(payout, "return")
+        effects.append(partial(_ledger, payout, "return"))
         payout.finished_at = now
         payout.package_info = None
     else:
@@ -474,12 +545,15 @@ def record_outcome(
             _move(payout, PayoutStatus.UNKNOWN)
         if outcome.code in ("NOTENOUGH", "NOT_ENOUGH"):
             # WeChat did nothing: wait for the merchant to top up, then resend the same number.
-            flag_for_review(
-                merchant_id=payout.merchant_id,
-                kind="payout_notenough",
-                reason="WeChat Pay balance too low for payouts: top up the merchant account",
-                reference=f"merchant:{payout.merchant_id}:notenough",
-                details={"payout_id": payout.id, "amount_fen": payout.amount.fen},
+            effects.append(
+                partial(
+                    flag_for_review,
+                    merchant_id=payout.merchant_id,
+                    kind="payout_notenough",
+                    reason="WeChat Pay balance too low for payouts: top up the merchant account",
+                    reference=f"merchant:{payout.merchant_id}:notenough",
+                    details={"payout_id": payout.id, "amount_fen": payout.amount.fen},
+                )
             )
             payout.next_attempt_at = now + NOTENOUGH_WAIT
         elif outcome.code == RATE_LIMITED:
@@ -487,12 +561,15 @@ def record_outcome(
             payout.next_attempt_at = now + timedelta(seconds=1 + random.uniform(0, 1))  # noqa: S311
             payout.tries -= 1  # not WeChat's failure: no backoff growth
         elif outcome.code == NO_CREDENTIALS:
-            flag_for_review(
-                merchant_id=payout.merchant_id,
-                kind="payout_unconfigured",
-                reason=f"payouts on {payout.rail.value} need WeChat Pay credentials: {outcome.message}",
-                reference=f"merchant:{payout.merchant_id}:payout-credentials",
-                details={"payout_id": payout.id},
+            effects.append(
+                partial(
+                    flag_for_review,
+                    merchant_id=payout.merchant_id,
+                    kind="payout_unconfigured",
+                    reason=f"payouts on {payout.rail.value} need WeChat Pay credentials: {outcome.message}",
+                    reference=f"merchant:{payout.merchant_id}:payout-credentials",
+                    details={"payout_id": payout.id},
+                )
             )
             payout.next_attempt_at = now + NOTENOUGH_WAIT
         else:
@@ -500,10 +577,10 @@ def record_outcome(
         payout.tries += 1
     payout.claimed_until = None
     payout.claim_token = None
-    return payout
+    return effects
 
 
-def refuse_pass(payout_id: int, error: DomainError, *, now: datetime | None = None) -> Payout | None:
+def refuse_pass(payout_id: int, error: DomainError, *, now: datetime | None = None) -> PayoutRow | None:
     """Record that a pass could not begin (``error``, e.g. the money is no longer in withdrawing), back off
     and leave the row unleased: it says why it is stuck, and ``payouts check`` counts repeats. None if
     another pass holds the row now (or it is no longer due).
@@ -511,15 +588,16 @@ def refuse_pass(payout_id: int, error: DomainError, *, now: datetime | None = No
     Called in a fresh transaction after the failed one (its claim included) was rolled back.
     """
     now = now or utcnow()
-    token = claim_payout(payout_id, now=now)
-    payout = _claimed(payout_id, token) if token is not None else None
+    token = str(uuid.uuid4())
+    payout = _take_lease(_CLAIM_ANY, payout_id, token, now, None)
     if payout is None:
         return None
-    _note(payout, "pass:refused", code=error.code, message=error.message[:200])
+    _note(payout, "pass:refused", now=now, code=error.code, message=error.message[:200])
     payout.next_attempt_at = now + backoff(payout.tries)
     payout.tries += 1
     payout.claimed_until = None
     payout.claim_token = None
+    _write(payout, token)
     flag_for_review(
         merchant_id=payout.merchant_id,
         kind="payout_refused",
@@ -530,7 +608,7 @@ def refuse_pass(payout_id: int, error: DomainError, *, now: datetime | None = No
     return payout
 
 
-def _may_renumber(payout: Payout, outcome: Outcome) -> bool:
+def _may_renumber(payout: PayoutRow, outcome: Outcome) -> bool:
     """Only a query's word that the old number finally failed, for a failure worth one more try."""
     proven = bool(outcome.calls) and outcome.calls[-1] == "query"
     return proven and (payout.rail, outcome.state) in RENUMBER_ON and payout.attempt < MAX_ATTEMPTS
@@ -542,7 +620,7 @@ def backoff(tries: int) -> timedelta:
     return timedelta(seconds=delay / 2 + random.uniform(0, delay / 2))  # noqa: S311 - not a secret
 
 
-def _submit_move(claim: _Claim) -> None:
+def _submit_move(claim: PayoutRow) -> None:
     """withdrawing → payouts in flight (amount + fee), on the accounts read with the claim: the entry, its
     postings, then both balances (``Overdraft`` if withdrawing no longer holds it; the caller rolls back)."""
     gross = claim.amount + claim.fee
@@ -570,7 +648,7 @@ def _submit_move(claim: _Claim) -> None:
     batch.write()
 
 
-def _ledger(payout: Payout, step: Literal["settle", "return"]) -> None:
+def _ledger(payout: Payout | PayoutRow, step: Literal["settle", "return"]) -> None:
     """In flight → settled (+ fee to the merchant) on success; → available on failure."""
     gross = payout.amount + payout.fee
     in_flight = platform_account(AccountKind.PAYOUTS_IN_FLIGHT, payout.merchant_id)

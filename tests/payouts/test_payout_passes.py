@@ -110,3 +110,52 @@ def test_a_merchant_changed_since_its_last_pass_is_read_again(payee: Payee) -> N
     assert payee.run(second) == "accepted"
     assert len(payee.sandbox_payouts()) == 2
     ledger_clean()
+
+
+def test_an_operator_retry_during_a_pass_is_kept_with_its_outcome(payee: Payee) -> None:
+    """The outcome is written over the row as the pass left it only if nothing was noted on the row since;
+    an operator's retry while WeChat answered is such a note: the row is read again and both are kept."""
+    from app.audit.service import CLI
+    from app.payouts.operations import retry_payout
+
+    created = payee.withdraw(1000, "retried")
+    payout = payee.payout_of(created.json["id"])
+    step = service.start_pass(payout.id)
+    db.session.commit()
+    assert step is not None
+    retry_payout(merchant_id=payout.merchant_id, payout_id=payout.id, actor=CLI)
+    db.session.commit()
+
+    outcome = service.run_pass(step)
+    recorded = service.record_outcome(payout.id, step.token, outcome, log=step.log, seen=step.row)
+    db.session.commit()
+    assert recorded is not None and recorded.status is PayoutStatus.ACCEPTED
+    db.session.refresh(payout)
+    assert payout.status is PayoutStatus.ACCEPTED and payout.claim_token is None
+    assert [h["event"] for h in payout.history] == [
+        "created",
+        "pass:submit",
+        "operator:retry",
+        "wechat:accepted",
+    ]
+    assert payout.submit_calls == 1
+    ledger_clean()
+
+
+def test_a_late_outcome_of_a_pass_whose_claim_was_taken_over_changes_nothing(payee: Payee) -> None:
+    created = payee.withdraw(1000, "late")
+    payout = payee.payout_of(created.json["id"])
+    step = service.start_pass(payout.id)
+    db.session.commit()
+    assert step is not None
+    outcome = service.run_pass(step)  # WeChat accepted; then the lease ran out and another pass took over
+    payout.claimed_until = utcnow() - timedelta(seconds=1)
+    db.session.commit()
+    assert payee.run(payout) == "accepted"
+    history = list(payout.history)
+
+    assert service.record_outcome(payout.id, step.token, outcome, log=step.log, seen=step.row) is None
+    db.session.commit()
+    db.session.refresh(payout)
+    assert payout.history == history and payout.query_calls == 1 and payout.submit_calls == 0
+    ledger_clean()
