@@ -82,29 +82,18 @@ def _paid_order(server: Server, total: int) -> Paired:
 SCALING_CLIENTS = 8
 
 
-def _paid_orders_of_one_campaign(server: Server, slug: str, total: int) -> list[Request]:
-    merchant = seed_pay_merchant(
-        server, slug=slug, orders=total, total_fen=PAID_ORDER_TOTAL_FEN, buyers=total
-    )
-    per_order = PACKET_WORST_CASE_FEN + PAID_ORDER_TOTAL_FEN * 200 // 10_000
-    seed_campaign(
-        server, merchant_id=merchant.merchant_id, rules=PAID_ORDER_RULES, budget_fen=2 * per_order * total
-    )
-    return [transaction_success(merchant, attempt) for attempt in merchant.attempts]
-
-
 def _paid_order_scaling(server: Server, total: int) -> Paired:
-    many = _paid_orders_of_one_campaign(server, "bench-scaling-many", total)
-    one = _paid_orders_of_one_campaign(server, "bench-scaling-one", total)
+    many = _paid_orders(server, "bench-scaling-many", total)
+    one = _paid_orders(server, "bench-scaling-one", total)
     return Paired(case=many.__getitem__, baseline=one.__getitem__)
 
 
 def _paid_order_shared_campaign(server: Server, total: int) -> Paired:
     # The ceiling: the same load over 8 merchants, each with its own campaign, so no two concurrent
     # orders share a row. One campaign at ≈ 1× of it means the campaign adds no queue of its own.
-    shared = _paid_orders_of_one_campaign(server, "bench-shared", total)
+    shared = _paid_orders(server, "bench-shared", total)
     share = -(-total // SCALING_CLIENTS)
-    apart = [_paid_orders_of_one_campaign(server, f"bench-apart-{n}", share) for n in range(SCALING_CLIENTS)]
+    apart = [_paid_orders(server, f"bench-apart-{n}", share) for n in range(SCALING_CLIENTS)]
     interleaved = [apart[i % SCALING_CLIENTS][i // SCALING_CLIENTS] for i in range(total)]
     return Paired(case=shared.__getitem__, baseline=interleaved.__getitem__)
 
@@ -141,7 +130,9 @@ _BIGGER_BASKETS: tuple[dict[str, object], ...] = (
 )
 
 
-def _campaign_count(server: Server, slug: str, total: int, campaigns: int) -> list[Request]:
+def _paid_orders(server: Server, slug: str, total: int, campaigns: int = 1) -> list[Request]:
+    """``total`` paid orders (each of another buyer) of a merchant running the seed campaign and
+    ``campaigns - 1`` campaigns for bigger baskets."""
     merchant = seed_pay_merchant(
         server, slug=slug, orders=total, total_fen=PAID_ORDER_TOTAL_FEN, buyers=total
     )
@@ -158,8 +149,8 @@ def _campaign_count(server: Server, slug: str, total: int, campaigns: int) -> li
 
 
 def _paid_order_ten_campaigns(server: Server, total: int) -> Paired:
-    ten = _campaign_count(server, "bench-ten-campaigns", total, 10)
-    one = _campaign_count(server, "bench-one-campaign", total, 1)
+    ten = _paid_orders(server, "bench-ten-campaigns", total, 10)
+    one = _paid_orders(server, "bench-one-campaign", total)
     return Paired(case=ten.__getitem__, baseline=one.__getitem__)
 
 
