@@ -18,7 +18,7 @@ from app.core.ratelimit import hit
 from app.extensions import db
 from app.gateway.clients import mini_program_client, official_account_client
 from app.gateway.errors import login_error
-from app.gateway.tokens import TOKEN_REFUSED, access_token
+from app.gateway.tokens import with_access_token
 from app.merchants.credentials import get_sealer
 from app.merchants.models import Merchant
 from app.merchants.service import active_merchant_for_appid
@@ -224,12 +224,7 @@ def phone_from_code(*, consumer_id: int, appid: str, code: str) -> Consumer:
     assert merchant is not None
     client = mini_program_client(merchant)
     try:
-        try:
-            number = client.phone_number(access_token(merchant, "mp"), code)
-        except WeChatError as exc:
-            if exc.code not in TOKEN_REFUSED:
-                raise
-            number = client.phone_number(access_token(merchant, "mp", refresh=True), code)
+        number = with_access_token(merchant, "mp", lambda token: client.phone_number(token, code))
     except WeChatError as exc:
         if exc.code in ("40029", "40163", "APPID_MISMATCH"):
             raise InvalidInput(

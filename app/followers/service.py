@@ -37,7 +37,7 @@ from app.followers.models import (
     ReplyTrigger,
 )
 from app.gateway.clients import official_account_client
-from app.gateway.tokens import TOKEN_REFUSED, access_token
+from app.gateway.tokens import with_access_token
 from app.invitations.service import bind_invitation, invite_code_of
 from app.merchants.models import Merchant
 from app.queue.after_commit import enqueue_after_commit
@@ -254,12 +254,7 @@ def _unionid(merchant: Merchant, openid: str) -> str | None:
     """The follower's unionid, if the account is bound to an open-platform account (else None)."""
     client = official_account_client(merchant)
     try:
-        try:
-            info = client.user_info(access_token(merchant), openid)
-        except WeChatError as exc:
-            if exc.code not in TOKEN_REFUSED:
-                raise
-            info = client.user_info(access_token(merchant, refresh=True), openid)
+        info = with_access_token(merchant, "oa", lambda token: client.user_info(token, openid))
     except WeChatError as exc:
         # The job is retried; a WeChat outage must not create a consumer that a later unionid would split.
         raise Unavailable(f"user/info failed: {exc.code}") from exc
@@ -343,14 +338,9 @@ def create_qr_code(
     scene = "hl" + secrets.token_urlsafe(15)
     client = official_account_client(merchant)
     try:
-        try:
-            code = client.create_qrcode(access_token(merchant), scene, expire_seconds=expire_seconds)
-        except WeChatError as exc:
-            if exc.code not in TOKEN_REFUSED:
-                raise
-            code = client.create_qrcode(
-                access_token(merchant, refresh=True), scene, expire_seconds=expire_seconds
-            )
+        code = with_access_token(
+            merchant, "oa", lambda token: client.create_qrcode(token, scene, expire_seconds=expire_seconds)
+        )
     except WeChatError as exc:
         raise Unavailable(f"WeChat did not create the QR code: {exc.code}") from exc
     row = QrScene(

@@ -8,7 +8,8 @@ it lives only in Redis and in memory, never in logs or the database.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from typing import Literal, TypeVar
 
 from flask import current_app
 
@@ -16,6 +17,7 @@ from app.gateway.clients import mini_program_client, official_account_client
 from app.merchants.models import Merchant
 from app.queue.queues import get_redis
 from app.settings import Settings
+from wechat.errors import WeChatError
 
 Kind = Literal["oa", "mp"]
 MARGIN_SECONDS = 300  # refresh a little before WeChat's expiry, so no call carries a token about to die
@@ -46,3 +48,17 @@ def access_token(merchant: Merchant, kind: Kind = "oa", *, refresh: bool = False
 
 # WeChat's answers when the token itself is the problem: fetch a new one and try once more.
 TOKEN_REFUSED = frozenset({"40001", "40014", "42001"})
+
+
+T = TypeVar("T")
+
+
+def with_access_token(merchant: Merchant, kind: Kind, call: Callable[[str], T]) -> T:
+    """``call(token)``; when WeChat refuses the cached token (it was refreshed elsewhere, or revoked),
+    once more with a freshly fetched one."""
+    try:
+        return call(access_token(merchant, kind))
+    except WeChatError as exc:
+        if exc.code not in TOKEN_REFUSED:
+            raise
+        return call(access_token(merchant, kind, refresh=True))

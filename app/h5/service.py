@@ -22,12 +22,11 @@ from app.consumers.sessions import authenticate_consumer
 from app.core.errors import Unauthenticated
 from app.extensions import db
 from app.gateway.clients import official_account_client
-from app.gateway.tokens import TOKEN_REFUSED, access_token
+from app.gateway.tokens import with_access_token
 from app.merchants.models import Merchant, MerchantStatus
 from app.queue.queues import get_redis
 from app.settings import Settings
 from wechat.crypto import jsapi_config_signature
-from wechat.errors import WeChatError
 
 COOKIE = "hl_h5"
 
@@ -84,12 +83,7 @@ def jsapi_ticket(merchant: Merchant, *, refresh: bool = False) -> str:
         if isinstance(cached, bytes) and cached:
             return cached.decode("ascii")
     client = official_account_client(merchant)
-    try:
-        ticket = client.get_ticket(access_token(merchant), "jsapi")
-    except WeChatError as exc:
-        if exc.code not in TOKEN_REFUSED:
-            raise
-        ticket = client.get_ticket(access_token(merchant, refresh=True), "jsapi")
+    ticket = with_access_token(merchant, "oa", lambda token: client.get_ticket(token, "jsapi"))
     redis.set(key, ticket.ticket, ex=max(ticket.expires_in - 300, 60))
     return ticket.ticket
 
