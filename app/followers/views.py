@@ -7,9 +7,9 @@ import io
 from typing import Any
 
 import qrcode
-from qrcode.image.pure import PyPNGImage
 from flask import Blueprint, Response, request
 from flask_smorest import Blueprint as ApiBlueprint
+from qrcode.image.pure import PyPNGImage
 
 from app.auth.guards import current_actor, current_merchant_id, current_staff, public, staff_required
 from app.auth.principals import Role
