@@ -45,6 +45,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     from app.merchants.cli import merchants_cli
     from app.merchants.credentials import init_sealer
     from app.merchants.snapshots import init_app as init_merchant_snapshots
+    from app.messages.views import console as console_messages_blp
+    from app.messages.views import mp as mp_messages_blp
     from app.metrics.views import bp as metrics_bp
     from app.orders.views import console as console_orders_blp
     from app.orders.views import mp as mp_orders_blp
@@ -110,6 +112,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     api.register_blueprint(console_coupons_blp)
     api.register_blueprint(mp_coupons_blp)
     api.register_blueprint(followers_blp)
+    api.register_blueprint(mp_messages_blp)
+    api.register_blueprint(console_messages_blp)
     app.register_blueprint(pay_notify_bp)
     app.register_blueprint(coupon_notify_bp)
     app.register_blueprint(oa_server_bp)

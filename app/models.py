@@ -15,6 +15,7 @@ from app.invitations import models as invitation_models
 from app.ledger import models as ledger_models
 from app.limits import models as limit_models
 from app.merchants import models as merchant_models
+from app.messages import models as message_models
 from app.orders import models as order_models
 from app.payments import models as payment_models
 from app.payouts import models as payout_models
@@ -38,6 +39,7 @@ __all__ = [
     "ledger_models",
     "limit_models",
     "merchant_models",
+    "message_models",
     "order_models",
     "payment_models",
     "payout_models",

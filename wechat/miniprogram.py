@@ -136,6 +136,26 @@ class MiniProgramClient:
             country_code=str(info.get("countryCode", "")),
         )
 
+    def send_subscribe_message(
+        self, access_token: str, *, touser: str, template_id: str, data: dict[str, str], page: str = ""
+    ) -> None:
+        """``cgi-bin/message/subscribe/send``: one message for one consent the user gave to the template
+        (43101: the user has not accepted it, or has used every consent)."""
+        body: dict[str, Any] = {
+            "touser": touser,
+            "template_id": template_id,
+            "data": {key: {"value": value} for key, value in data.items()},
+        }
+        if page:
+            body["page"] = page
+        self.http.call(
+            "POST",
+            "/cgi-bin/message/subscribe/send",
+            api="wxa.subscribe_send",
+            params={"access_token": access_token},
+            body=body,
+        )
+
     def fetch_access_token(self, *, stable: bool = False, force: bool = False) -> AccessToken:
         """A global access token for this mini-program (the app caches it; one holder only, §1.3)."""
         return fetch_access_token(self.http, self.appid, self._secret, stable=stable, force=force)

@@ -194,3 +194,23 @@ class OfficialAccountClient:
             api="user.info",
             params={"access_token": access_token, "openid": openid, "lang": lang},
         )
+
+    def send_template_message(
+        self, access_token: str, *, touser: str, template_id: str, data: dict[str, str], url: str = ""
+    ) -> str:
+        """``cgi-bin/message/template/send`` to a follower (43004: they do not follow); the ``msgid``."""
+        body: dict[str, Any] = {
+            "touser": touser,
+            "template_id": template_id,
+            "data": {key: {"value": value} for key, value in data.items()},
+        }
+        if url:
+            body["url"] = url
+        answer = self.http.call(
+            "POST",
+            "/cgi-bin/message/template/send",
+            api="template.send",
+            params={"access_token": access_token},
+            body=body,
+        )
+        return str(answer.get("msgid", ""))

@@ -56,6 +56,7 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("enqueue-due-payouts", "jobs.payouts.enqueue_due_payouts", "* * * * *"),
     PeriodicJob("query-uncertain-payouts", "jobs.payouts.query_uncertain_payouts", "* * * * *"),
     PeriodicJob("resolve-unlinked-followers", "jobs.followers.resolve_unlinked", "*/10 * * * *"),
+    PeriodicJob("collect-messages", "jobs.messages.collect", "* * * * *"),
     PeriodicJob("expire-coupons", "jobs.coupons.expire_coupons", "*/5 * * * *"),
     PeriodicJob("resend-coupons", "jobs.coupons.resend_coupons", "* * * * *"),
 )

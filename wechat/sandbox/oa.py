@@ -8,7 +8,7 @@ from typing import Any
 
 from wechat.sandbox.identity import openid_for
 from wechat.sandbox.mp import MpError
-from wechat.sandbox.state import App, QrTicket, User
+from wechat.sandbox.state import App, QrTicket, SentMessage, User
 from wechat.sandbox.world import World
 
 TEMPORARY_MAX_S = 30 * 86400  # a temporary code lives at most 30 days
@@ -126,3 +126,66 @@ def text(world: World, app: App, user: User, content: str) -> str:
     msg_id = world.rng.digits(19)
     _push(world, app, user, {"MsgType": "text", "Content": content, "MsgId": int(msg_id)})
     return msg_id
+
+
+def subscribe_consent(
+    world: World, app: App, user: User, template_ids: list[str], accept: bool
+) -> dict[str, str]:
+    """The user answers ``wx.requestSubscribeMessage``: each accepted template gets one more consent.
+    Returns what the mini-program receives (template id → "accept" / "reject")."""
+    answers: dict[str, str] = {}
+    for template_id in template_ids:
+        key = (app.appid, user.id, template_id)
+        if accept:
+            world.state.subscribe_consents[key] = world.state.subscribe_consents.get(key, 0) + 1
+        answers[template_id] = "accept" if accept else "reject"
+    return answers
+
+
+def send_subscribe(world: World, appid: str, body: dict[str, Any]) -> dict[str, Any]:
+    """``message/subscribe/send``: spends one consent of the user for the template (43101 without one)."""
+    user = world.state.user_by_openid(appid, str(body.get("touser", "")))
+    if user is None:
+        raise MpError(40003, "invalid openid")
+    template_id = str(body.get("template_id", ""))
+    data = body.get("data")
+    if not template_id or not isinstance(data, dict) or not data:
+        raise MpError(47003, "argument invalid! data.thing1.value is empty")
+    key = (appid, user.id, template_id)
+    if world.state.subscribe_consents.get(key, 0) <= 0:
+        raise MpError(43101, "user refuse to accept the msg")
+    world.state.subscribe_consents[key] -= 1
+    msgid = world.rng.digits(18)
+    world.state.sent_messages.append(
+        SentMessage(
+            msgid,
+            "subscribe",
+            appid,
+            user.id,
+            template_id,
+            data,
+            str(body.get("page", "")),
+            world.clock.now(),
+        )
+    )
+    return {"errcode": 0, "errmsg": "ok", "msgid": int(msgid)}
+
+
+def send_template(world: World, appid: str, body: dict[str, Any]) -> dict[str, Any]:
+    """``message/template/send``: only to a follower of the account (43004 otherwise)."""
+    user = world.state.user_by_openid(appid, str(body.get("touser", "")))
+    if user is None:
+        raise MpError(40003, "invalid openid")
+    if (appid, user.id) not in world.state.follows:
+        raise MpError(43004, "require subscribe")
+    template_id = str(body.get("template_id", ""))
+    data = body.get("data")
+    if not template_id or not isinstance(data, dict):
+        raise MpError(40037, "invalid template_id")
+    msgid = world.rng.digits(18)
+    world.state.sent_messages.append(
+        SentMessage(
+            msgid, "template", appid, user.id, template_id, data, str(body.get("url", "")), world.clock.now()
+        )
+    )
+    return {"errcode": 0, "errmsg": "ok", "msgid": int(msgid)}

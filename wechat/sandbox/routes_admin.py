@@ -345,6 +345,30 @@ def phone_code(uid: str) -> Response:
         return jsonify({"code": code.code})
 
 
+@bp.post("/users/<uid>/subscribe-consent")
+def subscribe_consent(uid: str) -> Response:
+    """The user answers ``wx.requestSubscribeMessage`` for ``template_ids`` (``accept``: true by default);
+    returns what the mini-program gets back, which it reports to Hongli."""
+    world = current_world()
+    body = json_body()
+    template_ids = body.get("template_ids")
+    if not isinstance(template_ids, list) or not all(isinstance(t, str) for t in template_ids):
+        raise AdminError(
+            422, "invalid_field", "template_ids must be a list of strings", {"field": "template_ids"}
+        )
+    with world.lock:
+        user, app = user_of(world, uid), app_of(world, body.get("appid"))
+        return jsonify(oa.subscribe_consent(world, app, user, template_ids, bool(body.get("accept", True))))
+
+
+@bp.get("/messages")
+def sent_messages() -> Response:
+    """Subscribe and template messages users received, oldest first."""
+    world = current_world()
+    with world.lock:
+        return jsonify({"messages": [dataclasses.asdict(m) for m in world.state.sent_messages]})
+
+
 @bp.post("/users/<uid>/follow")
 def follow(uid: str) -> Response:
     """The user follows the official account (``ticket``: by scanning that parametric QR code): pushes

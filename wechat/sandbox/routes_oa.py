@@ -30,3 +30,24 @@ def user_info(world: World) -> dict[str, Any]:
     tok = check_access_token(world, request.args.get("access_token"))
     app = world.state.apps[tok.appid]
     return oa.user_info(world, app, str(request.args.get("openid", "")))
+
+
+def _body() -> dict[str, Any]:
+    body = request.get_json(force=True, silent=True)
+    if not isinstance(body, dict):
+        raise MpError(47001, "data format error")
+    return body
+
+
+@bp.post("/cgi-bin/message/subscribe/send")
+@mp_endpoint("mp.subscribe_send")
+def subscribe_send(world: World) -> dict[str, Any]:
+    tok = check_access_token(world, request.args.get("access_token"))
+    return oa.send_subscribe(world, tok.appid, _body())
+
+
+@bp.post("/cgi-bin/message/template/send")
+@mp_endpoint("mp.template_send")
+def template_send(world: World) -> dict[str, Any]:
+    tok = check_access_token(world, request.args.get("access_token"))
+    return oa.send_template(world, tok.appid, _body())

@@ -163,6 +163,20 @@ class PhoneCode:
 
 
 @dataclass
+class SentMessage:
+    """A subscribe or template message a user received."""
+
+    msgid: str
+    kind: str  # "subscribe" | "template"
+    appid: str
+    user_id: str
+    template_id: str
+    data: dict[str, Any]
+    link: str
+    at: float
+
+
+@dataclass
 class LoginCode:
     code: str
     appid: str
@@ -416,6 +430,9 @@ class State:
     busifavor_coupons: dict[tuple[str, str], BusifavorCoupon] = field(default_factory=dict)  # (stock, code)
     qr_tickets: dict[str, QrTicket] = field(default_factory=dict)
     phone_codes: dict[str, PhoneCode] = field(default_factory=dict)
+    # (appid, user id, template id) -> one-time consents given and not used yet
+    subscribe_consents: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    sent_messages: list[SentMessage] = field(default_factory=list)
     follows: dict[tuple[str, str], float] = field(default_factory=dict)  # (appid, user id) -> since
     cards: dict[str, Card] = field(default_factory=dict)
     card_codes: dict[str, CardCode] = field(default_factory=dict)
