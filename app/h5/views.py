@@ -1,4 +1,4 @@
-"""``/h5/m/<slug>/…``: a follower's pages (wallet and timeline, red packets), server-rendered in zh-CN.
+"""``/h5/m/<slug>/…``: a follower's pages (wallet and timeline, red packets, coupons), server-rendered in zh-CN.
 
 Public routes in the API's sense: each page authenticates the follower from the H5 session cookie itself
 and sends a stranger to the official account's web OAuth instead of answering 401.
@@ -16,6 +16,8 @@ from werkzeug.wrappers import Response as BaseResponse
 from app.auth.guards import public
 from app.core.money import Money
 from app.core.tx import commit
+from app.coupons.models import CouponStatus
+from app.coupons.service import coupons_of
 from app.h5 import service
 from app.red_packets.service import packets_of
 from app.wallet.service import timeline, wallet_of
@@ -61,6 +63,12 @@ def wallet(slug: str) -> BaseResponse:
     balances = wallet_of(merchant_id=merchant.id, consumer_id=principal.consumer_id)
     lines = timeline(merchant_id=merchant.id, consumer_id=principal.consumer_id, limit=20)
     packets = packets_of(merchant_id=merchant.id, consumer_id=principal.consumer_id)
+    # Coupons not yet in the card pack (reserved, or refused by WeChat) are not the follower's to see.
+    coupons = [
+        coupon
+        for coupon in coupons_of(merchant_id=merchant.id, consumer_id=principal.consumer_id)
+        if coupon.status not in (CouponStatus.RESERVED, CouponStatus.FAILED)
+    ]
     return make_response(
         render_template(
             "h5/wallet.html",
@@ -68,6 +76,7 @@ def wallet(slug: str) -> BaseResponse:
             wallet=balances,
             lines=lines,
             packets=packets,
+            coupons=coupons,
             slug=slug,
             beijing=BEIJING,
         )
