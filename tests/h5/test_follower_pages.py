@@ -94,7 +94,9 @@ def test_js_sdk_config_is_signed_with_the_cached_jsapi_ticket(
     merchant = sandbox.onboard("acme-tea")
     first = js_config(merchant, "https://h5.acme-tea.example/h5/m/acme-tea/?a=1#frag")
     second = js_config(merchant, "https://h5.acme-tea.example/h5/m/acme-tea/?a=1")
-    [ticket] = [t for (appid, kind), (t, _) in sandbox.world.state.tickets.items() if appid == merchant.oa_appid]
+    [ticket] = [
+        t for (appid, kind), (t, _) in sandbox.world.state.tickets.items() if appid == merchant.oa_appid
+    ]
     for config in (first, second):
         assert config.app_id == merchant.oa_appid
         assert config.signature == jsapi_config_signature(

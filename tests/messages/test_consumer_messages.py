@@ -90,8 +90,14 @@ def test_a_packet_is_announced_once_by_the_one_consent_given(
     assert sorted(_send_queued(app, "jobs.messages.send")) == ["no_channel", "sent"]
 
     [sent] = shop.sandbox.get("/messages")["messages"]
-    assert (sent["kind"], sent["template_id"], sent["link"]) == ("subscribe", MP_TEMPLATE, "pages/wallet/index")
-    assert sent["data"]["thing1"] == {"value": "你收到一个红包"} and sent["data"]["amount2"] == {"value": "10.00元"}
+    assert (sent["kind"], sent["template_id"], sent["link"]) == (
+        "subscribe",
+        MP_TEMPLATE,
+        "pages/wallet/index",
+    )
+    assert sent["data"]["thing1"] == {"value": "你收到一个红包"} and sent["data"]["amount2"] == {
+        "value": "10.00元"
+    }
     rows = db_session.scalars(select(ConsumerMessage).order_by(ConsumerMessage.id)).all()
     assert {r.dedupe_key: r.status for r in rows} == {
         f"red_packet_received:{first}": MessageStatus.SENT,
@@ -118,7 +124,11 @@ def test_a_follower_without_consent_gets_the_template_message(
 
     assert _send_queued(app, "jobs.messages.send") == ["sent"]
     [sent] = shop.sandbox.get("/messages")["messages"]
-    assert (sent["kind"], sent["template_id"], sent["appid"]) == ("template", OA_TEMPLATE, shop.merchant.oa_appid)
+    assert (sent["kind"], sent["template_id"], sent["appid"]) == (
+        "template",
+        OA_TEMPLATE,
+        shop.merchant.oa_appid,
+    )
 
 
 def test_a_consent_wechat_does_not_hold_is_spent_and_the_message_goes_another_way(
