@@ -43,6 +43,24 @@ ensure_tool() {
   fi
 }
 
+# Make sure PgBouncer exists (the scale-out tests put two web instances and two workers behind it):
+# Debian's pgbouncer package when we are root, never started as a system service.
+pgbouncer_bin() { command -v pgbouncer 2>/dev/null || { [ -x /usr/sbin/pgbouncer ] && echo /usr/sbin/pgbouncer; }; }
+ensure_pgbouncer() {
+  [ -n "$(pgbouncer_bin)" ] && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && [ "${HONGLI_NO_APT:-}" != 1 ]; then
+    echo "hongli: pgbouncer is missing; installing Debian's pgbouncer package" >&2
+    policy=/usr/sbin/policy-rc.d
+    [ -e "$policy" ] || { printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod +x "$policy"; trap_policy=1; }
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pgbouncer >/dev/null
+    [ "${trap_policy:-}" = 1 ] && rm -f "$policy"
+    [ -n "$(pgbouncer_bin)" ] || die "installing pgbouncer failed"
+  else
+    die "pgbouncer is not installed. Install it (Debian/Ubuntu: sudo apt-get install pgbouncer) and re-run."
+  fi
+}
+
 # Directory holding the PostgreSQL server binaries (initdb, pg_ctl, postgres).
 pg_bindir() {
   if command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/initdb" ]; then pg_config --bindir; return; fi

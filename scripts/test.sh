@@ -12,4 +12,5 @@ echo "== pytest"
 . scripts/lib.sh
 ensure_tool jq jq      # the quickstart walk-through runs as written (tests/test_quickstart.py)
 ensure_tool curl curl
+ensure_pgbouncer       # two web instances and two workers behind PgBouncer (tests/scale)
 exec scripts/with-services.sh .venv/bin/python -m pytest "$@"

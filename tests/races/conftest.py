@@ -1,4 +1,5 @@
-"""The race suite (issue 18): every money race on PostgreSQL and on a file SQLite database in WAL mode.
+"""The race suite (issue 18): every money race on PostgreSQL, on a file SQLite database in WAL mode, and
+on PostgreSQL behind PgBouncer in transaction pooling with two app instances taking turns (issue 21).
 
 Each test gets a fresh migrated database of one engine, its own app (``app_factory``, every request commits
 for real) and its own in-process WeChat sandbox with an onboarded merchant. A test runs ``ROUNDS`` rounds,
@@ -14,6 +15,7 @@ asserts money, states and ledger balances, and the registered ledger checks must
 from __future__ import annotations
 
 import itertools
+import os
 import sqlite3
 import threading
 import time
@@ -31,6 +33,7 @@ import redis as redis_lib
 import responses
 from flask import Flask
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from werkzeug.test import TestResponse
 
@@ -57,7 +60,9 @@ from wechat.sandbox import Clock, SandboxConfig, create_sandbox, world_of
 from wechat.sandbox.testing import route_to_wsgi
 
 ROUNDS = 20
-ENGINES = ("postgresql", "sqlite")
+# "pgbouncer": PostgreSQL reached through PgBouncer (transaction pooling, no prepared statements), by two
+# app instances with pools of their own; requests, notifications and job calls alternate between them.
+ENGINES = ("postgresql", "sqlite", "pgbouncer")
 WECHAT_LATENCY_S = 0.005  # each way, per WeChat API call (real calls take tens of milliseconds)
 T = TypeVar("T")
 
@@ -141,6 +146,14 @@ class Race:
     console_cookie: str
     console_csrf: str
     _serial: Iterator[int] = field(default_factory=itertools.count)
+    # Every app instance serving this race (two behind PgBouncer); requests and job calls take turns.
+    instances: tuple[Flask, ...] = ()
+    _turn: Iterator[int] = field(default_factory=itertools.count)
+
+    def instance(self) -> Flask:
+        """The app instance the next request or job call goes to."""
+        apps = self.instances or (self.app,)
+        return apps[next(self._turn) % len(apps)]
 
     # ------------------------------------------------------------ running things at once
 
@@ -218,17 +231,17 @@ class Race:
 
     def post(self, path: str, json: Any = None, headers: dict[str, str] | None = None) -> Answer:
         """One HTTP request on a client of its own (its own session and connection)."""
-        client = self.app.test_client(use_cookies=False)
+        client = self.instance().test_client(use_cookies=False)
         return Answer.of(client.post(path, json=json, headers=headers or {}))
 
     def get(self, path: str, headers: dict[str, str] | None = None) -> Answer:
-        client = self.app.test_client(use_cookies=False)
+        client = self.instance().test_client(use_cookies=False)
         return Answer.of(client.get(path, headers=headers or {}))
 
     def notify(self, signed: tuple[dict[str, str], bytes]) -> Answer:
         """Deliver a WeChat Pay notification (headers, exact bytes) to the merchant's notify URL."""
         headers, body = signed
-        client = self.app.test_client(use_cookies=False)
+        client = self.instance().test_client(use_cookies=False)
         return Answer.of(client.post(f"/wechat/{self.slug}/pay/notify", data=body, headers=headers))
 
     def console_post(self, path: str, json: Any = None) -> Answer:
@@ -251,7 +264,7 @@ class Race:
         """``fn`` in an app context of its own, then committed: a job or service call as a worker runs it.
 
         A DomainError is a refusal; SQLite's "database is locked" is busy; anything else is a crash (500)."""
-        with self.app.app_context():
+        with self.instance().app_context():
             try:
                 value = fn(*args, **kwargs)
                 db.session.commit()
@@ -448,6 +461,14 @@ def race_database_url(engine: str, request: pytest.FixtureRequest, tmp_path: Pat
     """A fresh database: one on the test PostgreSQL server, or a file SQLite database in WAL mode."""
     if engine == "postgresql":
         return str(request.getfixturevalue("empty_database_url"))
+    if engine == "pgbouncer":
+        bouncer = os.environ.get("TEST_PGBOUNCER_URL")
+        if not bouncer:
+            pytest.fail(
+                "TEST_PGBOUNCER_URL is not set: run with `make test` (it starts PgBouncer; apt install pgbouncer)"
+            )
+        database = make_url(str(request.getfixturevalue("empty_database_url"))).database
+        return make_url(bouncer).set(database=database).render_as_string(hide_password=False)
     path = tmp_path / "race.db"
     # WAL is a property of the file: set it here too, so the suite never silently races a rollback journal.
     with sqlite3.connect(path) as connection:
@@ -469,6 +490,9 @@ def race_settings(engine: str, race_database_url: str, redis_url: str, tmp_path:
     }
     if engine == "postgresql":
         environ["HONGLI_DATABASE__POOL_SIZE"] = "60"
+    if engine == "pgbouncer":
+        environ["HONGLI_DATABASE__POOL_SIZE"] = "30"  # per instance; PgBouncer multiplexes them
+        environ["HONGLI_DATABASE__PREPARED_STATEMENTS"] = "false"
     return load_settings(config_path=config, environ=environ)
 
 
@@ -486,6 +510,26 @@ def race_app(race_settings: Settings, app_factory: Callable[[Settings], Flask], 
     return application
 
 
+@pytest.fixture
+def race_instances(
+    engine: str, race_app: Flask, race_settings: Settings, app_factory: Callable[[Settings], Flask]
+) -> tuple[Flask, ...]:
+    """The app instances serving the race: behind PgBouncer a second one, with its own pool."""
+    if engine != "pgbouncer":
+        return (race_app,)
+    return (race_app, app_factory(race_settings))
+
+
+def _taking_turns(apps: Sequence[Any]) -> Any:
+    """One WSGI app handing each request to the next of ``apps`` (a load balancer, round robin)."""
+    turn = itertools.count()
+
+    def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
+        return apps[next(turn) % len(apps)](environ, start_response)
+
+    return wsgi
+
+
 def _over_the_network(app: Any, seconds: float) -> Any:
     """``app`` (WSGI) answering ``seconds`` after the request left and again before the answer arrives."""
 
@@ -499,7 +543,9 @@ def _over_the_network(app: Any, seconds: float) -> Any:
 
 
 @pytest.fixture
-def race_sandbox(race_settings: Settings, race_app: Flask, sandbox_keys: list[Any]) -> Iterator[Sandbox]:
+def race_sandbox(
+    race_settings: Settings, race_instances: tuple[Flask, ...], sandbox_keys: list[Any]
+) -> Iterator[Sandbox]:
     """tests.sandbox.open_sandbox, but WeChat's APIs take WECHAT_LATENCY_S each way as over a network:
     in process they answer in microseconds, which leaves the windows between WeChat's answer and the
     next statement unrealistically narrow (a late payment against the close sweep would show 1 in 20)."""
@@ -509,12 +555,12 @@ def race_sandbox(race_settings: Settings, race_app: Flask, sandbox_keys: list[An
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         for base in {wechat.api_base_url, wechat.pay_base_url, wechat.open_base_url}:
             route_to_wsgi(mock, base, _over_the_network(app, WECHAT_LATENCY_S))
-        route_to_wsgi(mock, race_settings.web.public_base_url, race_app)
+        route_to_wsgi(mock, race_settings.web.public_base_url, _taking_turns(race_instances))
         yield Sandbox(app, world_of(app), app.test_client(), mock)
 
 
 @pytest.fixture
-def race(engine: str, race_app: Flask, race_sandbox: Sandbox) -> Race:
+def race(engine: str, race_app: Flask, race_instances: tuple[Flask, ...], race_sandbox: Sandbox) -> Race:
     """A merchant onboarded in the sandbox, its shop key, and a finance member's console session."""
     with race_app.app_context():
         merchant = race_sandbox.onboard("race-tea")
@@ -540,4 +586,5 @@ def race(engine: str, race_app: Flask, race_sandbox: Sandbox) -> Race:
         shop_key=shop_key,
         console_cookie=cookie,
         console_csrf=session["csrf_token"],
+        instances=race_instances,
     )
