@@ -668,9 +668,11 @@ def deliver_coupon(coupon_id: int) -> CouponStatus | None:
         if no_auth(exc):
             _switch_off(coupon.merchant_id, stock.kind, exc)
         if exc.final or stock_used_up or no_auth(exc):
-            if stock_used_up:
+            ended = end_coupon(
+                coupon, CouponStatus.FAILED, key=f"coupon-failed:{coupon.id}", give_back=not stock_used_up
+            )
+            if ended and stock_used_up:
                 _wechat_stock_used_up(stock)
-            end_coupon(coupon, CouponStatus.FAILED, key=f"coupon-failed:{coupon.id}", give_back=True)
             db.session.commit()
             return CouponStatus.FAILED
         db.session.commit()
@@ -692,18 +694,17 @@ def deliver_coupon(coupon_id: int) -> CouponStatus | None:
 
 
 def _wechat_stock_used_up(stock: CouponStock) -> None:
-    """WeChat's stock is smaller than ours: its size is what it has sent; the difference is reported."""
-    sent = db.session.scalar(
-        select(func.count(Coupon.id)).where(Coupon.stock_id == stock.id, Coupon.wechat_coupon_id.is_not(None))
-    )
+    """WeChat's stock is smaller than ours: this coupon's place is given back and WeChat's size becomes the
+    places still taken (one UPDATE on the counter, so concurrent refusals each take one off: at the end it
+    is what WeChat really sent). The difference to our size is reported with the stock."""
     db.session.execute(
         update(CouponStock)
-        .where(CouponStock.id == stock.id)
-        .values(wechat_max_coupons=int(sent or 0))
+        .where(CouponStock.id == stock.id, CouponStock.issued > 0)
+        .values(issued=CouponStock.issued - 1, wechat_max_coupons=CouponStock.issued - 1)
         .execution_options(synchronize_session=False)
     )
     db.session.expire(stock)
-    logger.warning("coupon stock %s: WeChat's stock is used up after %s coupons", stock.id, sent)
+    logger.warning("coupon stock %s: WeChat's stock is used up", stock.id)
 
 
 def link_wechat_size(*, merchant_id: int, stock_id: int, wechat_max_coupons: int) -> CouponStock:
