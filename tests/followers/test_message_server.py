@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from flask import Flask
@@ -223,6 +224,15 @@ def test_safe_mode_pushes_are_decrypted_and_replies_encrypted_with_wechatpy(
     shop.sandbox.user(id="fay", nickname="Fay")
     openid = shop.sandbox.post("/users/fay/follow", {"appid": _oa(shop)})["openid"]
     assert _follower(db_session, shop, openid).status is FollowStatus.FOLLOWING
+    # The sandbox opened the server's encrypted reply (wechatpy's) as WeChat would and shows it; wechatpy
+    # opens the sandbox's push.
+    [note] = _oa_notes(shop)
+    assert note["state"] == "delivered" and "<Content><![CDATA[欢迎]]></Content>" in note["reply"]
+    pushed = parse_qs(urlsplit(note["last_url"]).query)
+    plain = WeChatCrypto(oa_app.token, oa_app.encoding_aes_key, _oa(shop)).decrypt_message(
+        note["body"], pushed["msg_signature"][0], pushed["timestamp"][0], pushed["nonce"][0]
+    )
+    assert f"<FromUserName><![CDATA[{openid}]]></FromUserName>" in plain
 
     # The same kind of push encrypted by wechatpy (as another WeChat-side implementation would): the
     # server decrypts it, and its encrypted reply decrypts with wechatpy to the configured text.

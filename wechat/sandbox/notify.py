@@ -7,6 +7,8 @@ outside ``World.lock`` so an in-process merchant may call back into the sandbox 
 from __future__ import annotations
 
 import json
+import re
+import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -44,12 +46,15 @@ COUPON_RETRY_S: tuple[int, ...] = (60,) * 8
 # OA server pushes: WeChat drops the connection after 5 s and retries three times (§7b.2).
 OA_RETRY_S: tuple[int, ...] = (5, 5, 5)
 
-Transport = Callable[[str, bytes, dict[str, str], float], int]
+# A transport POSTs and returns the status code, or (status, body) when the answer's body matters (an
+# official account's passive reply).
+Transport = Callable[[str, bytes, dict[str, str], float], "int | tuple[int, bytes]"]
 
 
-def requests_transport(url: str, body: bytes, headers: dict[str, str], timeout: float) -> int:
-    """POST with ``requests`` (so tests can intercept it with ``responses``); returns the status code."""
-    return requests.post(url, data=body, headers=headers, timeout=timeout).status_code
+def requests_transport(url: str, body: bytes, headers: dict[str, str], timeout: float) -> tuple[int, bytes]:
+    """POST with ``requests`` (so tests can intercept it with ``responses``); the status and the body."""
+    response = requests.post(url, data=body, headers=headers, timeout=timeout)
+    return response.status_code, response.content
 
 
 @dataclass
@@ -83,6 +88,7 @@ class Notification:
     last_headers: dict[str, str] = field(default_factory=dict)
     last_url: str = ""
     next_due: float | None = None
+    reply: str | None = None  # an official account's passive reply, as the follower sees it
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -95,6 +101,7 @@ class Notification:
             "resource": self.resource,
             "body": self.body.decode(),
             "last_url": self.last_url,
+            "reply": self.reply,
             "last_headers": self.last_headers,
             "attempts": [a.as_dict() for a in self.attempts],
             "next_due": rfc3339(self.next_due) if self.next_due is not None else None,
@@ -223,11 +230,19 @@ class Notifier:
             at = rfc3339(world.clock.now())
         status: int | None = None
         error: str | None = None
+        answer = b""
         try:
-            status = self._transport(url, note.body, headers, world.config.notify_timeout_s)
+            sent = self._transport(url, note.body, headers, world.config.notify_timeout_s)
+            status, answer = sent if isinstance(sent, tuple) else (sent, b"")
         except Exception as exc:  # any transport failure counts as "no success answer" (§3.10)
             error = f"{type(exc).__name__}: {exc}"
         ok = status in (200, 204)
+        if ok and note.channel == "oa":
+            # What the follower is shown: the passive reply, which must open with the account's key and
+            # carry a valid MsgSignature in safe mode; an invalid reply is no answer (WeChat retries).
+            with world.lock:
+                note.reply, error = oa_reply(world, note.owner, answer, url)
+            ok = error is None
         with world.lock:
             note.attempts.append(Attempt(kind, at, status, error, ok))
             note.last_headers = headers
@@ -270,3 +285,34 @@ def _xml(fields: dict[str, Any]) -> bytes:
             parts.append(f"<{key}><![CDATA[{value}]]></{key}>")
     parts.append("</xml>")
     return "".join(parts).encode()
+
+
+def oa_reply(world: World, appid: str, body: bytes, url: str) -> tuple[str | None, str | None]:
+    """(the reply shown to the follower or None for "success" / nothing, an error if the reply is invalid).
+
+    In safe mode (the push's URL says ``encrypt_type=aes``) the reply must be the encrypted envelope: its
+    ``MsgSignature`` over token, TimeStamp, Nonce and Encrypt, the payload for this appid."""
+    text = body.decode("utf-8", "replace").strip()
+    if text in ("", "success"):
+        return None, None
+    app = world.state.apps.get(appid)
+    if app is None or "encrypt_type=aes" not in url:
+        return text, None
+    fields = {name: _element(text, name) for name in ("Encrypt", "MsgSignature", "TimeStamp", "Nonce")}
+    if not all(fields.values()):
+        return None, "reply is not an encrypted envelope"
+    expected = crypto.sha1_signature(app.token, fields["TimeStamp"], fields["Nonce"], fields["Encrypt"])
+    if expected != fields["MsgSignature"]:
+        return None, "reply MsgSignature does not match"
+    try:
+        message, reply_appid = crypto.wx_decrypt(app.encoding_aes_key, fields["Encrypt"])
+    except (ValueError, struct.error, UnicodeDecodeError):
+        return None, "reply does not decrypt"
+    if reply_appid != app.appid:
+        return None, "reply is for another appid"
+    return message.decode("utf-8"), None
+
+
+def _element(text: str, name: str) -> str:
+    match = re.search(rf"<{name}>(?:<!\[CDATA\[(.*?)\]\]>|([^<]*))</{name}>", text, re.S)
+    return (match.group(1) or match.group(2) or "") if match else ""
