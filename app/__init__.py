@@ -138,12 +138,13 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 def _connect_domains(app: Flask) -> None:
     """Wire the domains through their seams: payment events to the rebate engine, red packets into pay."""
+    from app.coupons import merchant_coupons
     from app.coupons import redemption as coupon_redemption
     from app.coupons import service as coupon_service
     from app.events.bus import ORDER_CLOSED, ORDER_PAID, REFUND_SUCCEEDED, subscribe
     from app.ledger.accounts import install_account_cache_hooks
     from app.limits import checks as limit_checks
-    from app.payments.discounts import set_discount_resolver
+    from app.payments.discounts import set_discount_resolver, set_held_discount
     from app.payouts import checks as payout_checks
     from app.rebates import checks as rebate_checks
     from app.rebates import service as rebates
@@ -153,11 +154,15 @@ def _connect_domains(app: Flask) -> None:
     install_account_cache_hooks()
     # Coupons first: a used voucher's row is locked before any ledger account, as COUPON.USE locks them.
     subscribe(app, ORDER_PAID, coupon_redemption.on_order_paid)
+    subscribe(app, ORDER_PAID, merchant_coupons.on_order_paid)
     subscribe(app, "follower.subscribed", coupon_service.on_follower_subscribed)
     subscribe(app, ORDER_PAID, rebates.on_order_paid)
     subscribe(app, REFUND_SUCCEEDED, rebates.on_refund_succeeded)
+    subscribe(app, REFUND_SUCCEEDED, merchant_coupons.on_refund_succeeded)
     subscribe(app, ORDER_CLOSED, rebates.on_order_closed)
+    subscribe(app, ORDER_CLOSED, merchant_coupons.on_order_closed)
     set_discount_resolver(app, apply_to_order, release_from_order)
+    set_held_discount(app, merchant_coupons.held_discount)
     rebate_checks.register()
     payout_checks.register()
     limit_checks.register()

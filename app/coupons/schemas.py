@@ -167,3 +167,19 @@ class PluginParamsSchema(Schema):
     send_coupon_params = fields.List(fields.Nested(PluginCouponSchema))
     send_coupon_merchant = fields.String()
     sign = fields.String(metadata={"description": "APIv2 HMAC-SHA256 over the flattened parameters."})
+
+
+class ApplySchema(Schema):
+    order_id = IdField(required=True)
+
+
+class AppliedSchema(Schema):
+    coupon_id = fields.Integer()
+    order_id = fields.Integer()
+    total_fen = fields.Integer()
+    discount_fen = fields.Integer()
+    payable_fen = fields.Integer()
+
+
+class RevokeSchema(Schema):
+    reason = fields.String(required=True, validate=validate.Length(min=1, max=150))

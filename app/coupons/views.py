@@ -23,10 +23,12 @@ from app.auth.guards import (
 )
 from app.auth.principals import Role
 from app.core.tx import commit
-from app.coupons import metrics, service
+from app.coupons import merchant_coupons, metrics, service
 from app.coupons.models import Channel, Coupon, CouponKind, CouponStock, StockStatus
 from app.coupons.redemption import handle_coupon_notification
 from app.coupons.schemas import (
+    AppliedSchema,
+    ApplySchema,
     CapabilitySchema,
     ConsoleCouponSchema,
     CouponSchema,
@@ -35,6 +37,7 @@ from app.coupons.schemas import (
     PluginRequestSchema,
     PushResultSchema,
     PushSchema,
+    RevokeSchema,
     StockActionSchema,
     StockCreateSchema,
     StockMetricsSchema,
@@ -251,6 +254,46 @@ def plugin(body: dict[str, Any]) -> dict[str, Any]:
     )
     commit()
     return params
+
+
+@mp.route("/coupons/<int:coupon_id>/apply", methods=["POST"])
+@consumer_required
+@mp.arguments(ApplySchema)
+@mp.response(200, AppliedSchema)
+def apply(body: dict[str, Any], coupon_id: int) -> dict[str, Any]:
+    """Apply a claimed merchant coupon (商家券) to an unpaid order: our pricing checks its minimum, scope
+    and validity and holds it for the order; the next ``/orders/{id}/pay`` asks WeChat for the lower
+    amount, and the coupon is used (reported to WeChat) when the order is paid."""
+    principal = current_consumer()
+    priced = merchant_coupons.apply_to_order(
+        merchant_id=principal.merchant_id,
+        consumer_id=principal.consumer_id,
+        coupon_id=coupon_id,
+        order_id=body["order_id"],
+    )
+    commit()
+    return priced
+
+
+@console.route("/coupons/<int:coupon_id>/revoke", methods=["POST"])
+@staff_required(Role.OPERATOR)
+@console.arguments(RevokeSchema)
+@console.response(200, ConsoleCouponSchema)
+def revoke(body: dict[str, Any], coupon_id: int) -> Coupon:
+    """Revoke a live merchant coupon: its reservation back to the budget now, 使券失效 at WeChat after
+    commit. Operator or owner."""
+    merchant_id = current_merchant_id()
+    coupon = merchant_coupons.revoke(merchant_id=merchant_id, coupon_id=coupon_id, reason=body["reason"])
+    record_audit(
+        actor=current_actor(),
+        action="coupon.revoke",
+        target_type="coupon",
+        target_id=coupon_id,
+        merchant_id=merchant_id,
+        after={"status": coupon.status.value, "reason": body["reason"]},
+    )
+    commit()
+    return coupon
 
 
 # ---------------------------------------------------------------- WeChat

@@ -28,12 +28,18 @@ NO_DISCOUNT = Discount(Money(0), None)
 Resolver = Callable[[Order, int], Discount]
 Releaser = Callable[[int, int | None], int]
 _RELEASER = "hongli.discount_releaser"
+_HELD = "hongli.held_discount"  # a merchant coupon (app.coupons) applied to the order beforehand
 
 
 def set_discount_resolver(app: Flask, resolver: Resolver, releaser: Releaser) -> None:
     """``resolver`` reserves a packet for an order; ``releaser(order_id, packet_id)`` gives it back."""
     app.extensions[_RESOLVER] = resolver
     app.extensions[_RELEASER] = releaser
+
+
+def set_held_discount(app: Flask, finder: Callable[[Order], Discount | None]) -> None:
+    """``finder(order)``: the discount of a coupon held for the order when no red packet is named."""
+    app.extensions[_HELD] = finder
 
 
 def release_discount(order_id: int, red_packet_id: int | None) -> None:
@@ -45,7 +51,8 @@ def release_discount(order_id: int, red_packet_id: int | None) -> None:
 
 def resolve_discount(order: Order, red_packet_id: int | None) -> Discount:
     if red_packet_id is None:
-        return NO_DISCOUNT
+        finder: Callable[[Order], Discount | None] | None = current_app.extensions.get(_HELD)
+        return (finder(order) if finder is not None else None) or NO_DISCOUNT
     resolver: Resolver | None = current_app.extensions.get(_RESOLVER)
     if resolver is None:
         raise InvalidInput("unknown red packet", details={"fields": {"red_packet_id": ["unknown"]}})

@@ -29,7 +29,7 @@ from sqlalchemy.orm import aliased
 from sqlalchemy.sql import ColumnElement
 
 from app.core.calendar import beijing_day_start, beijing_month_start, beijing_week_start
-from app.coupons.models import Coupon, CouponStatus, CouponStock
+from app.coupons.models import Coupon, CouponKind, CouponStatus, CouponStock
 from app.extensions import db
 from app.ledger.checks import MAX_LISTED, register_check
 from app.ledger.models import AccountKind, EntryReason, JournalEntry, LedgerAccount, OwnerType, Posting
@@ -351,9 +351,19 @@ def red_packet_redeemed_once() -> list[str]:
     is_discount = RebateGrant.beneficiary == DISCOUNT
     paid = Order.status == OrderStatus.PAID
 
+    # A discount in our pricing is a red packet's, or a merchant coupon's (app.coupons): one of them.
+    merchant_coupon = (
+        select(Coupon.id)
+        .where(Coupon.id == RebateGrant.coupon_id, Coupon.kind == CouponKind.MERCHANT_COUPON)
+        .correlate(RebateGrant)
+        .exists()
+    )
     redemptions = (
         select(func.count(RebateGrant.id))
-        .where(RebateGrant.order_id == Order.id, is_discount)
+        .where(
+            RebateGrant.order_id == Order.id,
+            or_(is_discount, and_(RebateGrant.beneficiary == COUPON_DISCOUNT, merchant_coupon)),
+        )
         .correlate(Order)
         .scalar_subquery()
     )
@@ -573,50 +583,58 @@ def coupon_reservation_consistent() -> list[str]:
 
 
 def coupon_used_once() -> list[str]:
-    """A used coupon is booked once, on one paid order: one cost grant (its contribution, moved by a
-    ``red_packet_redeem`` entry), legs only with it; a coupon that is not used has no grant at all."""
+    """A booked coupon was used once on its order: one cost grant there (moved by a ``red_packet_redeem``
+    entry), on a paid order; any grant of it on another order (a merchant coupon returned after a full
+    refund, then used again) is fully reversed; an unbooked coupon has no grant still standing."""
     violations: list[str] = []
     cost_grants = (
         select(func.count(RebateGrant.id))
-        .where(RebateGrant.coupon_id == Coupon.id, RebateGrant.beneficiary == COUPON_DISCOUNT)
+        .where(
+            RebateGrant.coupon_id == Coupon.id,
+            RebateGrant.order_id == Coupon.order_id,
+            RebateGrant.beneficiary == COUPON_DISCOUNT,
+        )
         .correlate(Coupon)
         .scalar_subquery()
     )
-    all_grants = (
+    current = and_(Coupon.booked_at.is_not(None), RebateGrant.order_id == Coupon.order_id)
+    standing = (
         select(func.count(RebateGrant.id))
-        .where(RebateGrant.coupon_id == Coupon.id)
+        .where(
+            RebateGrant.coupon_id == Coupon.id,
+            not_(current),
+            _fen(RebateGrant.amount) != _fen(RebateGrant.reversed),
+        )
         .correlate(Coupon)
         .scalar_subquery()
     )
     booked = Coupon.booked_at.is_not(None)
-    for coupon_id, status, order_id, n_cost, n_all, is_booked in db.session.execute(
-        select(Coupon.id, Coupon.status, Coupon.order_id, cost_grants, all_grants, booked)
+    for coupon_id, status, order_id, n_cost, n_standing in db.session.execute(
+        select(Coupon.id, Coupon.status, Coupon.order_id, cost_grants, standing)
         .where(
             or_(
                 and_(booked, Coupon.status != CouponStatus.USED),
                 and_(booked, Coupon.order_id.is_(None)),
                 and_(booked, cost_grants != 1),
-                and_(not_(booked), all_grants != 0),
+                standing != 0,
             )
         )
         .order_by(Coupon.id)
         .limit(MAX_LISTED + 1)
     ):
         violations.append(
-            f"coupon {coupon_id} ({status.value}, order {order_id}, booked {bool(is_booked)}) has "
-            f"{n_cost} cost grants of {n_all}"
+            f"coupon {coupon_id} ({status.value}, order {order_id}) has {n_cost} cost grants on its order "
+            f"and {n_standing} standing grants elsewhere"
         )
-    for grant_id, coupon_id, grant_order, coupon_order, paid in db.session.execute(
-        select(RebateGrant.id, RebateGrant.coupon_id, RebateGrant.order_id, Coupon.order_id, Order.status)
-        .join(Coupon, Coupon.id == RebateGrant.coupon_id)
+    for grant_id, coupon_id, grant_order, status in db.session.execute(
+        select(RebateGrant.id, RebateGrant.coupon_id, RebateGrant.order_id, Order.status)
         .join(Order, Order.id == RebateGrant.order_id)
-        .where(or_(RebateGrant.order_id != Coupon.order_id, Order.status != OrderStatus.PAID))
+        .where(RebateGrant.coupon_id.is_not(None), Order.status != OrderStatus.PAID)
         .order_by(RebateGrant.id)
         .limit(MAX_LISTED + 1)
     ):
         violations.append(
-            f"grant {grant_id} of coupon {coupon_id} is for order {grant_order} ({paid.value}); "
-            f"the coupon was used on order {coupon_order}"
+            f"grant {grant_id} of coupon {coupon_id} is for order {grant_order} ({status.value})"
         )
     key = _grant_key()
     for grant_id, reason in db.session.execute(

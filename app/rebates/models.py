@@ -26,8 +26,9 @@ class RebateGrant(Base):
         UniqueConstraint("order_id", "rule_version_id", "rule_id", "beneficiary"),
         # A red packet is spent on one order: its redemption (and each leg it triggers) is booked once.
         UniqueConstraint("red_packet_id", "beneficiary"),
-        # Likewise a coupon: its use (its cost and each leg) is booked once.
-        UniqueConstraint("coupon_id", "beneficiary"),
+        # Likewise a coupon: each use (its cost and each leg) is booked once; a merchant coupon returned
+        # (退券) on a refund may be used again, on another order.
+        UniqueConstraint("coupon_id", "order_id", "beneficiary"),
         Index("ix_rebate_grants_status_order", "status", "order_id"),
     )
 

@@ -649,7 +649,7 @@ def book_coupon_use(use: CouponUse, order_id: int) -> bool:
 
     All of it from the coupon's own reservation, in one ledger :class:`Batch` (balances last); the whole
     reservation is spent or released. False (nothing booked) when the order is not paid (yet). The caller guards "once"
-    (the coupon's ``booked_at``); the grants' unique ``(coupon_id, beneficiary)`` backs it up.
+    (the coupon's ``booked_at``); the grants' unique ``(coupon_id, order_id, beneficiary)`` backs it up.
     """
     row = db.session.execute(_PAID_ORDER, {"order": order_id}).one_or_none()
     if row is None:
@@ -721,7 +721,7 @@ def book_coupon_use(use: CouponUse, order_id: int) -> bool:
     if left.fen > 0:
         booking.batch.add(
             Draft(
-                key=f"coupon-release:{use.id}",
+                key=f"coupon-release:{use.id}:{order.id}",
                 reason=EntryReason.RELEASE,
                 cause_type="coupon",
                 cause_id=str(use.id),

@@ -148,15 +148,15 @@ def upgrade():
     sa.UniqueConstraint('order_id', 'wechat_coupon_id', name=op.f('uq_coupon_promotions_order_id_wechat_coupon_id'))
     )
     op.create_index(op.f('ix_coupon_promotions_order_id'), 'coupon_promotions', ['order_id'], unique=False)
-    # A coupon's use (its cost and each leg) is booked once, like a red packet's.
+    # A coupon's use (its cost and each leg) is booked once per order, like a red packet's.
     with op.batch_alter_table('rebate_grants', schema=None) as batch_op:
         batch_op.add_column(sa.Column('coupon_id', sa.BigInteger(), nullable=True))
-        batch_op.create_unique_constraint(batch_op.f('uq_rebate_grants_coupon_id_beneficiary'), ['coupon_id', 'beneficiary'])
+        batch_op.create_unique_constraint(batch_op.f('uq_rebate_grants_coupon_id_order_id_beneficiary'), ['coupon_id', 'order_id', 'beneficiary'])
 
 
 def downgrade():
     with op.batch_alter_table('rebate_grants', schema=None) as batch_op:
-        batch_op.drop_constraint(batch_op.f('uq_rebate_grants_coupon_id_beneficiary'), type_='unique')
+        batch_op.drop_constraint(batch_op.f('uq_rebate_grants_coupon_id_order_id_beneficiary'), type_='unique')
         batch_op.drop_column('coupon_id')
     op.drop_index(op.f('ix_coupon_promotions_order_id'), table_name='coupon_promotions')
     op.drop_table('coupon_promotions')
