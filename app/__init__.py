@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from app.coupons.views import console as console_coupons_blp
     from app.coupons.views import mp as mp_coupons_blp
     from app.coupons.views import notify as coupon_notify_bp
+    from app.dashboard.views import blp as dashboard_blp
     from app.devclock import init_dev_clock
     from app.extensions import api, db, migrate
     from app.followers.views import blp as followers_blp
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from app.staff.cli import staff_cli
     from app.staff.views import blp as staff_blp
     from app.wallet.views import blp as wallet_blp
+    from app.web import init_console_pages
     from app.withdrawals.views import console as console_withdrawals_blp
     from app.withdrawals.views import mp as mp_withdrawals_blp
 
@@ -112,6 +114,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     api.register_blueprint(console_coupons_blp)
     api.register_blueprint(mp_coupons_blp)
     api.register_blueprint(followers_blp)
+    api.register_blueprint(dashboard_blp)
     api.register_blueprint(mp_messages_blp)
     api.register_blueprint(console_messages_blp)
     app.register_blueprint(pay_notify_bp)
@@ -120,6 +123,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(h5_pages_bp)
     app.register_blueprint(apidocs_bp)
     app.register_blueprint(metrics_bp)
+    init_console_pages(app)  # the console's pages (/console/…) over the same services
     init_http(app)  # after flask-smorest, so our error envelope replaces its handlers
     init_inputs(app)  # after the request id is assigned, so a refused body is logged with it
     _connect_domains(app)

@@ -1,0 +1,1 @@
+"""The merchant's dashboard: money from the ledger, the campaigns' funnel, over a date range."""
