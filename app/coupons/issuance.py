@@ -238,13 +238,14 @@ def reserve_rule_coupon(
     ):
         return None
     merchant = db.session.get(Merchant, merchant_id)
-    identities = dict(
-        db.session.execute(
+    identities = {
+        appid: openid
+        for appid, openid in db.session.execute(
             select(WeChatIdentity.appid, WeChatIdentity.openid).where(
                 WeChatIdentity.consumer_id == grant.recipient_id, WeChatIdentity.merchant_id == merchant_id
             )
-        ).tuples()
-    )
+        )
+    }
     if merchant is None or not identities:
         return None
     # The voucher goes to the buyer's openid under the app they paid in (the mini-program), else any.

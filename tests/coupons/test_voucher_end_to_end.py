@@ -18,7 +18,7 @@ from app.payments.models import Refund
 from app.rebates.models import GrantStatus, RebateGrant
 from app.rebates.service import settle_due
 from jobs.payments import submit_refund
-from tests.coupons.conftest import WORST_CASE, Marketing, ledger_clean, run_jobs
+from tests.coupons.conftest import TWO_WAY, WORST_CASE, Marketing, ledger_clean, run_jobs
 
 
 def _follow(marketing: Marketing, app: Flask) -> None:
@@ -161,4 +161,46 @@ def test_the_payments_promotion_detail_is_recorded_per_order(
             (p.wechat_coupon_id, p.amount.fen, p.merchant_contribute.fen, p.wechat_contribute.fen)
             for p in lines
         ] == [(coupon.wechat_coupon_id, 1000, 1000, 0)]
+    ledger_clean()
+
+
+def test_a_two_way_rule_can_reward_with_a_voucher_whose_use_drives_the_legs(
+    marketing: Marketing, app: Flask, db_session: Session
+) -> None:
+    shop = marketing.shop
+    merchant_id = shop.merchant.id
+    accounts = campaign_accounts(merchant_id, marketing.campaign_id)
+    stock = marketing.stock(channels=[])
+    rules = {"rules": [TWO_WAY["rules"][0] | {"reward": "coupon", "coupon_stock_id": stock["id"]}]}
+    changed = marketing.console.post(
+        f"/api/console/v1/campaigns/{marketing.campaign_id}/rules", json={"rules": rules}
+    )
+    assert changed.status_code == 200, changed.json
+    refused = marketing.console.post(
+        f"/api/console/v1/campaigns/{marketing.campaign_id}/rules",
+        json={"rules": {"rules": [TWO_WAY["rules"][0] | {"reward": "coupon"}]}},
+    )
+    assert (
+        refused.status_code == 422 and "rules.0.coupon_stock_id" in refused.json["error"]["details"]["fields"]
+    )
+
+    # Order 1 (¥200) reaches the trigger: the reward is a voucher of the stock, reserved with the order.
+    first = shop.register("RULE-1", 20000)
+    shop.pay(first["id"])
+    packets = shop.client.get("/api/mp/v1/red-packets", headers=shop.consumer_headers).json
+    assert packets == []
+    mine = shop.client.get("/api/mp/v1/coupons", headers=shop.consumer_headers).json
+    assert [(c["channel"], c["status"], c["face_value_fen"]) for c in mine] == [("rule", "reserved", 1000)]
+    assert accounts.reserved.balance.fen == WORST_CASE
+    ledger_clean()
+    assert run_jobs("jobs.coupons.send_coupon") == 1
+
+    # Order 2 (¥50) paid in WeChat: the voucher applies; its use books the legs at the rule's rates.
+    second = shop.register("RULE-2", 5000)
+    paid = shop.pay(second["id"])
+    assert paid["amount"]["payer_total"] == 4000
+    wallet = shop.client.get("/api/mp/v1/wallet", headers=shop.consumer_headers).json
+    assert wallet["pending_fen"] == 250
+    assert merchant_accounts(merchant_id).rebate.balance.fen == 1000 + 500
+    assert accounts.reserved.balance.fen == 0
     ledger_clean()
