@@ -249,7 +249,8 @@ def reserve_rule_coupon(
     if merchant is None or not identities:
         return None
     # The voucher goes to the buyer's openid under the app they paid in (the mini-program), else any.
-    appid = merchant.mp_appid if merchant.mp_appid in identities else sorted(identities)[0]
+    mp_appid = merchant.mp_appid or ""
+    appid = mp_appid if mp_appid in identities else sorted(identities)[0]
     now = utcnow()
     if not take_place(stock.id, now):
         return None

@@ -73,7 +73,10 @@ class StockSchema(Schema):
 
 class WeChatSizeSchema(Schema):
     wechat_max_coupons = fields.Integer(
-        required=True, strict=True, validate=validate.Range(min=0, max=1_000_000)
+        load_default=None,
+        strict=True,
+        validate=validate.Range(min=0, max=1_000_000),
+        metadata={"description": "Omitted: read from WeChat's stock (vouchers)."},
     )
 
 

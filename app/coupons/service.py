@@ -707,10 +707,26 @@ def _wechat_stock_used_up(stock: CouponStock) -> None:
     logger.warning("coupon stock %s: WeChat's stock is used up", stock.id)
 
 
-def link_wechat_size(*, merchant_id: int, stock_id: int, wechat_max_coupons: int) -> CouponStock:
-    """Record WeChat's size of a stock (as its stock query reports it) when it is smaller than ours."""
+def link_wechat_size(
+    *, merchant_id: int, stock_id: int, wechat_max_coupons: int | None = None
+) -> CouponStock:
+    """Record WeChat's size of a stock when it is smaller than ours: given, or read from WeChat's stock
+    query (vouchers). The smaller issues from now on; the difference is reported with the stock."""
     stock = get_stock(merchant_id=merchant_id, stock_id=stock_id)
-    stock.wechat_max_coupons = wechat_max_coupons
+    if wechat_max_coupons is None:
+        if stock.kind is not CouponKind.VOUCHER or stock.wechat_stock_id is None:
+            raise Conflict(
+                "only a voucher stock WeChat has can be read back", details={"kind": stock.kind.value}
+            )
+        try:
+            answer = coupons_client(_merchant(merchant_id)).query_voucher_stock(stock.wechat_stock_id)
+        except WeChatError as exc:
+            raise _refused(merchant_id, stock, exc) from None
+        size = (answer.get("stock_use_rule") or {}).get("max_coupons")
+        if type(size) is not int or size < 0:
+            raise UpstreamError("WeChat's stock has no size", details={"wechat_code": None})
+        wechat_max_coupons = size
+    stock.wechat_max_coupons = wechat_max_coupons if wechat_max_coupons < stock.max_coupons else None
     return stock
 
 

@@ -148,7 +148,8 @@ def submit(stock_id: int) -> CouponStock:
 @console.arguments(WeChatSizeSchema)
 @console.response(200, StockSchema)
 def wechat_size(body: dict[str, Any], stock_id: int) -> CouponStock:
-    """Record WeChat's size of the stock when it is smaller than ours: the smaller issues. Operator."""
+    """Record WeChat's size of the stock when it is smaller than ours (given, or read from WeChat): the
+    smaller issues, the difference is reported. Operator or owner."""
     changed = service.link_wechat_size(
         merchant_id=current_merchant_id(), stock_id=stock_id, wechat_max_coupons=body["wechat_max_coupons"]
     )

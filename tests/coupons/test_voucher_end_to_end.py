@@ -6,6 +6,7 @@ refund reverses them pro rata; the ledger check is clean after every step."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from flask import Flask
 from sqlalchemy import select
@@ -203,4 +204,42 @@ def test_a_two_way_rule_can_reward_with_a_voucher_whose_use_drives_the_legs(
     assert wallet["pending_fen"] == 250
     assert merchant_accounts(merchant_id).rebate.balance.fen == 1000 + 500
     assert accounts.reserved.balance.fen == 0
+    ledger_clean()
+
+
+def test_a_stock_paused_restarted_cut_at_wechat_and_stopped(
+    marketing: Marketing, db_session: Session
+) -> None:
+    shop = marketing.shop
+    stock = marketing.stock(max_coupons=3)
+    path = f"/api/console/v1/coupon-stocks/{stock['id']}"
+
+    def issue(key: str) -> Any:
+        return marketing.console.post(
+            f"{path}/coupons", json={"consumer_id": shop.consumer_id, "idempotency_key": key}
+        )
+
+    paused = marketing.console.post(f"{path}/status", json={"status": "paused"})
+    assert paused.json["status"] == "paused"
+    assert shop.sandbox.world.state.stocks[stock["wechat_stock_id"]].status == "paused"
+    refused = issue("p1")
+    assert refused.status_code == 409 and refused.json["error"]["code"] == "coupon_stock_exhausted"
+    assert marketing.console.post(f"{path}/status", json={"status": "running"}).json["status"] == "running"
+    assert issue("p2").status_code == 201
+
+    # The merchant cut WeChat's stock to 2 in the portal: read back, the smaller limit issues and is reported.
+    shop.sandbox.world.state.stocks[stock["wechat_stock_id"]].max_coupons = 2
+    synced = marketing.console.post(f"{path}/wechat-size", json={})
+    assert synced.status_code == 200, synced.json
+    assert (synced.json["limit"], synced.json["wechat_max_coupons"]) == (2, 2)
+    assert issue("p3").status_code == 201
+    assert issue("p4").json["error"]["details"]["limit"] == 2
+    metrics = marketing.console.get("/api/console/v1/coupons/metrics").json[0]
+    assert (metrics["limit"], metrics["limit_difference"], metrics["issued"]) == (2, 1, 2)
+
+    stopped = marketing.console.post(f"{path}/status", json={"status": "stopped"})
+    assert stopped.json["status"] == "stopped"
+    assert marketing.console.post(f"{path}/status", json={"status": "running"}).status_code == 409
+    viewer = marketing.console.get(f"{path}/coupons").json
+    assert [c["status"] for c in viewer] == ["reserved", "reserved"]
     ledger_clean()

@@ -83,6 +83,47 @@ def stock_restart(world: World, merchant: Merchant, body: dict[str, Any], stock_
     return _stock_action(world, merchant, body, stock_id, "running")
 
 
+@bp.post("/v3/marketing/favor/stocks/<stock_id>/stop")
+@v3_endpoint("v3.favor_stock_start")
+def stock_stop(world: World, merchant: Merchant, body: dict[str, Any], stock_id: str) -> V3Result:
+    """Stop a stock for good (sent coupons stay usable until they expire)."""
+    return _stock_action(world, merchant, body, stock_id, "stoped")
+
+
+@bp.get("/v3/marketing/favor/stocks/<stock_id>")
+@v3_endpoint("v3.favor_stock_query")
+def stock_query(world: World, merchant: Merchant, body: dict[str, Any], stock_id: str) -> V3Result:
+    """Stock detail: its state, size and how many were sent (§7a)."""
+    stock = world.state.stocks.get(stock_id)
+    if (
+        stock is None
+        or stock.creator_mchid != merchant.mchid
+        or request.args.get("stock_creator_mchid") != merchant.mchid
+    ):
+        raise V3Error(404, "RESOURCE_NOT_EXISTS", "批次不存在")
+    return 200, {
+        "stock_id": stock.stock_id,
+        "stock_creator_mchid": stock.creator_mchid,
+        "stock_name": stock.name,
+        "status": stock.status,
+        "create_time": rfc3339(stock.created_at),
+        "available_begin_time": rfc3339(stock.available_begin),
+        "available_end_time": rfc3339(stock.available_end),
+        "stock_use_rule": {
+            "max_coupons": stock.max_coupons,
+            "max_amount": stock.max_coupons * stock.coupon_amount,
+            "max_coupons_per_user": stock.max_coupons_per_user,
+            "fixed_normal_coupon": {
+                "coupon_amount": stock.coupon_amount,
+                "transaction_minimum": stock.transaction_minimum,
+            },
+        },
+        "distributed_coupons": stock.sent,
+        "no_cash": stock.no_cash,
+        "stock_type": "NORMAL",
+    }
+
+
 @bp.post("/v3/marketing/favor/users/<openid>/coupons")
 @v3_endpoint("v3.favor_send")
 def coupon_send(world: World, merchant: Merchant, body: dict[str, Any], openid: str) -> V3Result:
