@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench clean
+.PHONY: run test lint typecheck bench bench-scale clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ typecheck: $(STAMP)
 ## bench: side-by-side throughput ratios (see bench/README.md)
 bench: $(STAMP)
 	@scripts/with-services.sh $(VENV)/bin/python -m bench $(ARGS)
+
+## bench-scale: one instance vs two vs two behind PgBouncer, with where the CPU went (docs/scaling.md)
+bench-scale: $(STAMP)
+	@scripts/with-services.sh $(VENV)/bin/python -m bench.scale $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
