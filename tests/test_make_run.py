@@ -145,7 +145,7 @@ def _check_derived_urls(run: Run) -> None:
     requests.post(f"{sandbox}/_sandbox/users/{user['id']}/follow", json={"appid": official}, timeout=10)
     pushes = requests.get(f"{sandbox}/_sandbox/notifications", params={"owner": official}, timeout=5).json()
     (push,) = pushes["notifications"]
-    assert push["url"] == f"{public}/wechat/demo-tea/oa/events"
+    assert push["url"] == f"{public}/wechat/demo-tea/oa"
     assert push["attempts"][0]["status"] is not None, push  # an HTTP answer, not a refused connection
     # Its own Redis, keeping its data in its own instance directory, serving its worker.
     own = redis.Redis(port=run.redis, socket_timeout=5)

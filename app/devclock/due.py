@@ -26,7 +26,8 @@ class DueJob:
 # The periodic sweeps run now, by name, in this order (their functions are the periodic jobs' own). Order
 # matters: unpaid orders close before campaigns end; settlement before payouts (a cash campaign's settled
 # rebate leaves as a payout in the same run); the sandbox has already moved (its red-packet refunds and
-# transfer-bill timeouts happened), so the payout passes see WeChat's new states.
+# transfer-bill timeouts happened), so the payout passes see WeChat's new states; messages last, about
+# what the sweeps before them settled.
 _DUE_ORDER = (
     "close-expired-orders",
     "retry-requested-refunds",
@@ -36,6 +37,7 @@ _DUE_ORDER = (
     "expire-coupons",
     "enqueue-due-payouts",
     "query-uncertain-payouts",
+    "collect-messages",
 )
 # Run synchronously here instead of what the periodic job does (queue a pass per payout for the worker).
 _IN_PROCESS = {
@@ -49,9 +51,9 @@ def _due_jobs() -> tuple[DueJob, ...]:
 
 
 DUE_JOBS = _due_jobs()
-# Periodic jobs that are not business deadlines: liveness, and the daily bill reconciliation (run it
-# with `flask --app wsgi reconcile …`).
-NOT_DUE_JOBS = frozenset({"heartbeat", "reconcile-trades", "resend-coupons"})
+# Periodic jobs that are not business deadlines: liveness, the daily bill reconciliation (run it with
+# `flask --app wsgi reconcile …`), and the sweeps that re-queue work whose enqueue was lost.
+NOT_DUE_JOBS = frozenset({"heartbeat", "reconcile-trades", "resend-coupons", "resolve-unlinked-followers"})
 
 
 @dataclass(frozen=True)
