@@ -18,7 +18,7 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import select, update
@@ -32,6 +32,9 @@ from app.events.bus import Event
 from app.extensions import db
 from app.gateway.clients import platform_keys
 from app.gateway.log import PendingLog
+from app.ledger.accounts import campaign_accounts
+from app.ledger.models import EntryReason
+from app.ledger.service import post_entry
 from app.merchants.schemas import SLUG
 from app.merchants.snapshots import MerchantSnapshot, merchant_snapshot
 from app.orders.models import Order, OrderStatus
@@ -40,6 +43,7 @@ from wechat.errors import WeChatError
 from wechat.notifications import Notification, parse_notification
 
 logger = logging.getLogger("hongli.coupons")
+UNCLAIMED_USE_GRACE = timedelta(days=7)
 _SLUG = cast(re.Pattern[str], SLUG.regex)
 
 
@@ -386,7 +390,9 @@ def book_use(coupon_id: int) -> bool:
 
 
 def expire_coupons(now: datetime | None = None, limit: int = 500) -> int:
-    """Live coupons past their validity end; their reservations go back to the campaign budgets."""
+    """Live coupons past their validity end; their reservations go back to the campaign budgets. A voucher
+    used on a payment Hongli never learnt of (no order named a week after its validity) lets its
+    reservation go too: it stays ``used``, and a payment arriving later books nothing more than it holds."""
     now = now or utcnow()
     ids = db.session.scalars(
         select(Coupon.id)
@@ -399,4 +405,31 @@ def expire_coupons(now: datetime | None = None, limit: int = 500) -> int:
         coupon = db.session.get(Coupon, coupon_id)
         if coupon is not None and end_coupon(coupon, CouponStatus.EXPIRED, key=f"coupon-expire:{coupon_id}"):
             expired += 1
+    for coupon_id, held in db.session.execute(
+        select(Coupon.id, Coupon.reserved)
+        .where(
+            Coupon.status == CouponStatus.USED,
+            Coupon.booked_at.is_(None),
+            Coupon.order_id.is_(None),
+            Coupon.valid_until <= now - UNCLAIMED_USE_GRACE,
+            Coupon.reserved > Money(0),
+        )
+        .limit(limit)
+    ).all():
+        if guarded_update(
+            Coupon, coupon_id, Coupon.booked_at.is_(None), Coupon.reserved == held, reserved=Money(0)
+        ):
+            coupon = db.session.get(Coupon, coupon_id)
+            assert coupon is not None
+            accounts = campaign_accounts(coupon.merchant_id, coupon.campaign_id)
+            post_entry(
+                key=f"coupon-unclaimed-use:{coupon_id}",
+                reason=EntryReason.RELEASE,
+                cause_type="coupon",
+                cause_id=str(coupon_id),
+                lines=[(accounts.reserved, -held), (accounts.budget, held)],
+                merchant_id=coupon.merchant_id,
+                rule_version_id=coupon.rule_version_id,
+                memo=f"release reservation of coupon {coupon_id}: used on a payment never seen",
+            )
     return expired

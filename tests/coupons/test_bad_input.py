@@ -8,13 +8,15 @@ import time
 from typing import Any
 
 from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.coupons.models import Coupon, CouponStatus
 from app.gateway.models import GatewayEvent
+from app.ledger.accounts import campaign_accounts
 from app.ledger.models import JournalEntry
-from tests.coupons.conftest import Marketing, ledger_clean, run_jobs
+from tests.coupons.conftest import WORST_CASE, Marketing, ledger_clean, run_jobs
 from wechat.sandbox.clock import rfc3339
 
 
@@ -121,3 +123,42 @@ def test_a_use_without_its_payment_waits_and_a_repeat_is_one_use(
     assert coupon.reserved.fen > 0  # still held until the payment names its order
     assert _entries(db_session) == entries
     ledger_clean()
+    # A week after its validity, with no payment ever naming it, its reservation goes back to the budget.
+    from datetime import timedelta
+
+    from app.core.db import utcnow
+    from app.coupons.redemption import expire_coupons
+
+    accounts = campaign_accounts(shop.merchant.id, marketing.campaign_id)
+    held = accounts.reserved.balance.fen
+    assert expire_coupons(now=utcnow() + timedelta(days=30)) == 0
+    assert accounts.reserved.balance.fen == held
+    expire_coupons(now=utcnow() + timedelta(days=40))
+    db_session.refresh(coupon)
+    assert coupon.status is CouponStatus.USED and coupon.reserved.fen == 0
+    assert accounts.reserved.balance.fen == held - WORST_CASE
+    ledger_clean()
+
+
+def test_console_roles_a_viewer_reads_an_operator_changes(
+    marketing: Marketing, client: FlaskClient, db_session: Session
+) -> None:
+    from app.auth.principals import Role
+    from tests.console_client import Console
+    from tests.factories import make_staff
+
+    stock = marketing.stock()
+    viewer = Console(client, marketing.shop.merchant.slug).login(
+        make_staff(merchant=marketing.shop.merchant, role=Role.VIEWER).email
+    )
+    assert viewer.get("/api/console/v1/coupon-stocks").status_code == 200
+    assert viewer.get("/api/console/v1/coupons/metrics").status_code == 200
+    assert viewer.get(f"/api/console/v1/coupon-stocks/{stock['id']}/coupons").status_code == 200
+    refused = viewer.post(f"/api/console/v1/coupon-stocks/{stock['id']}/status", json={"status": "paused"})
+    assert refused.status_code == 403
+    refused = viewer.post(
+        f"/api/console/v1/coupon-stocks/{stock['id']}/coupons",
+        json={"consumer_id": marketing.shop.consumer_id, "idempotency_key": "v"},
+    )
+    assert refused.status_code == 403
+    assert db_session.scalar(select(func.count(Coupon.id))) == 0
