@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bench.console import DASHBOARD
 from bench.coupons import COUPON_USE
 from bench.harness import Case, Paired, Request, RequestSource, Server
 from bench.seed import (
@@ -257,4 +258,5 @@ CASES: tuple[Case, ...] = (
         baseline_label="the same read, 10x fewer entries",
     ),
     COUPON_USE,
+    DASHBOARD,
 )

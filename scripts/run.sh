@@ -244,11 +244,15 @@ start web .venv/bin/gunicorn -c python:app.metrics.gunicorn --bind "$BIND_HOST:$
   --preload 'wsgi:create_app()'
 start worker $FLASK worker
 
+# The console's demo login (owner), as the banner prints it.
+DEMO_LOGIN=$(sed -n 's/^console login: //p' "$CREDENTIALS")
+
 cat <<MSG
 
   Hongli is starting:
     web            http://$URL_HOST:$WEB_PORT/          (health: /healthz, readiness: /readyz)
     public URL     $PUBLIC_URL      (WeChat calls back here)
+    console        http://$URL_HOST:$WEB_PORT/console/   (demo login: $DEMO_LOGIN)
     API reference  http://$URL_HOST:$WEB_PORT/docs      (OpenAPI: /openapi.json)
     WeChat sandbox $SANDBOX_URL/   (admin API: /_sandbox/, see docs/sandbox.md)
     Redis          $REDIS_URL

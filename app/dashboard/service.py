@@ -182,12 +182,12 @@ def flows(*, merchant_id: int, span: DateRange) -> dict[str, Any]:
     return {"totals": totals, "series": series}
 
 
-def funnel(*, merchant_id: int, span: DateRange) -> dict[str, Any]:
-    """Red packets issued in the range and those redeemed in it, with the GMV they drove (two round trips)."""
+def packets_issued(*, merchant_id: int, span: DateRange) -> dict[str, Any]:
+    """Red packets issued in the range, per China day and campaign (two round trips)."""
     bound = first_id_since(RedPacket.id, RedPacket.created_at, span.since)
     issued_day = _china_day(RedPacket.created_at)
-    issued: dict[date, int] = defaultdict(int)
-    by_campaign: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    per_day: dict[date, int] = defaultdict(int)
+    by_campaign: dict[int, int] = defaultdict(int)
     for epoch_day, campaign_id, number in db.session.execute(
         select(issued_day, RedPacket.campaign_id, func.count())
         .where(
@@ -198,16 +198,20 @@ def funnel(*, merchant_id: int, span: DateRange) -> dict[str, Any]:
         )
         .group_by(issued_day, RedPacket.campaign_id)
     ).tuples():
-        issued[_epoch_day(int(epoch_day))] += number
-        by_campaign[campaign_id]["issued"] += number
-    # Redeemed in the range: the packets whose paying order was paid in it (a packet is spent when its
-    # order is paid), wherever their issue lies; their ids are later than the range's first packet's
-    # less the longest validity, so the same kind of bound holds with a year of margin.
-    redeemed_bound = first_id_since(RedPacket.id, RedPacket.created_at, span.since - timedelta(days=367))
+        per_day[_epoch_day(int(epoch_day))] += number
+        by_campaign[campaign_id] += number
+    return {"per_day": dict(per_day), "by_campaign": dict(by_campaign)}
+
+
+def packets_redeemed(*, merchant_id: int, span: DateRange) -> dict[str, Any]:
+    """Red packets redeemed in the range (their order paid in it), with the GMV those orders drove net of
+    refunds and the time from issue to redemption (two round trips)."""
+    # A packet redeemed in the range was issued at most its validity (≤ 366 days) before it.
+    bound = first_id_since(RedPacket.id, RedPacket.created_at, span.since - timedelta(days=367))
     redeemed_day = _china_day(RedPacket.redeemed_at)
-    redeemed: dict[date, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    seconds_to_redeem = 0
-    redeemed_total = 0
+    per_day: dict[date, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    by_campaign: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    seconds = 0
     for epoch_day, campaign_id, number, gmv, waited in db.session.execute(
         select(
             redeemed_day,
@@ -215,13 +219,12 @@ def funnel(*, merchant_id: int, span: DateRange) -> dict[str, Any]:
             func.count(),
             func.coalesce(func.sum(Order.total - Order.refunded), 0),
             func.coalesce(
-                func.sum(extract("epoch", RedPacket.redeemed_at) - extract("epoch", RedPacket.created_at)),
-                0,
+                func.sum(extract("epoch", RedPacket.redeemed_at) - extract("epoch", RedPacket.created_at)), 0
             ),
         )
         .join(Order, Order.id == RedPacket.order_id)
         .where(
-            _id_after(RedPacket.id, redeemed_bound),
+            _id_after(RedPacket.id, bound),
             RedPacket.merchant_id == merchant_id,
             RedPacket.status == RedPacketStatus.REDEEMED,
             RedPacket.redeemed_at >= span.since,
@@ -229,31 +232,44 @@ def funnel(*, merchant_id: int, span: DateRange) -> dict[str, Any]:
         )
         .group_by(redeemed_day, RedPacket.campaign_id)
     ).tuples():
-        bucket = redeemed[_epoch_day(int(epoch_day))]
-        bucket["redeemed"] += number
-        bucket["gmv_driven_fen"] += _fen(gmv)
-        by_campaign[campaign_id]["redeemed"] += number
-        by_campaign[campaign_id]["gmv_driven_fen"] += _fen(gmv)
-        seconds_to_redeem += int(waited or 0)
-        redeemed_total += number
-    issued_total = sum(issued.values())
-    gmv_total = sum(bucket["gmv_driven_fen"] for bucket in redeemed.values())
+        for bucket in (per_day[_epoch_day(int(epoch_day))], by_campaign[campaign_id]):
+            bucket["redeemed"] += number
+            bucket["gmv_driven_fen"] += _fen(gmv)
+        seconds += int(waited or 0)
+    return {
+        "per_day": {d: dict(v) for d, v in per_day.items()},
+        "by_campaign": {c: dict(v) for c, v in by_campaign.items()},
+        "seconds_to_redeem": seconds,
+    }
+
+
+def funnel(*, merchant_id: int, span: DateRange) -> dict[str, Any]:
+    """The issued and redeemed widgets together: counts, GMV driven, series and per campaign."""
+    issued = packets_issued(merchant_id=merchant_id, span=span)
+    redeemed = packets_redeemed(merchant_id=merchant_id, span=span)
+    issued_total = sum(issued["per_day"].values())
+    redeemed_total = sum(v["redeemed"] for v in redeemed["per_day"].values())
+    by_campaign: dict[int, dict[str, int]] = defaultdict(dict)
+    for cid, number in issued["by_campaign"].items():
+        by_campaign[cid]["issued"] = number
+    for cid, values in redeemed["by_campaign"].items():
+        by_campaign[cid].update(values)
     return {
         "issued": issued_total,
         "claimed": issued_total,
         "redeemed": redeemed_total,
-        "gmv_driven_fen": gmv_total,
-        "avg_seconds_to_redeem": seconds_to_redeem // redeemed_total if redeemed_total else None,
+        "gmv_driven_fen": sum(v["gmv_driven_fen"] for v in redeemed["per_day"].values()),
+        "avg_seconds_to_redeem": redeemed["seconds_to_redeem"] // redeemed_total if redeemed_total else None,
         "series": [
             {
                 "day": d.isoformat(),
-                "issued": issued.get(d, 0),
-                "redeemed": redeemed[d]["redeemed"] if d in redeemed else 0,
-                "gmv_driven_fen": redeemed[d]["gmv_driven_fen"] if d in redeemed else 0,
+                "issued": issued["per_day"].get(d, 0),
+                "redeemed": redeemed["per_day"].get(d, {}).get("redeemed", 0),
+                "gmv_driven_fen": redeemed["per_day"].get(d, {}).get("gmv_driven_fen", 0),
             }
             for d in span.days()
         ],
-        "by_campaign": {cid: dict(values) for cid, values in by_campaign.items()},
+        "by_campaign": dict(by_campaign),
     }
 
 

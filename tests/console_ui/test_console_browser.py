@@ -16,6 +16,7 @@ from app.core.db import utcnow
 from app.extensions import db
 from app.ledger.models import AccountKind, LedgerAccount
 from app.web.blueprint import BEIJING
+from app.web.pages_campaigns import RULE_KINDS
 from tests.console_ui.conftest import Live, Watched
 
 pytestmark = pytest.mark.slow  # a browser process
@@ -308,7 +309,17 @@ def test_a_campaign_named_like_a_script_is_shown_as_text(live: Live, open_page: 
     owner.page.fill("[data-test=campaign-name]", XSS)
     owner.page.fill("[data-test=starts-at]", beijing_input(timedelta(hours=1)))
     owner.page.fill("[data-test=ends-at]", beijing_input(timedelta(days=3)))
-    # The builder: add one rule of every kind, fill the ones it needs, and save.
+    # The builder's buttons add a block of fields for every rule kind and remove them again.
+    rules = "#rules fieldset.rule"
+    assert owner.page.locator(rules).count() == 1  # the seed rule
+    for kind in RULE_KINDS:
+        owner.page.select_option("#add-rule-kind", kind)
+        owner.page.click("#add-rule")
+        assert owner.page.locator(f"{rules}[data-rule-kind='{kind}']").count() >= 1
+    assert owner.page.locator(rules).count() == 1 + len(RULE_KINDS)
+    owner.shot("campaign-builder-every-kind")
+    while owner.page.locator(rules).count() > 1:
+        owner.page.locator(f"{rules} [data-remove-rule]").last.click()
     submit(owner, "[data-test=save-campaign]")
     assert owner.text("[data-test=campaign-title]").startswith(XSS)
     owner.open("/console/m/demo-tea/campaigns")
