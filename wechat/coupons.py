@@ -12,6 +12,7 @@ import hmac
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlencode
 
 from wechat.crypto import V2_HMAC, v2_sign
 from wechat.errors import WeChatError
@@ -21,6 +22,7 @@ from wechat.v3_http import path_segment
 __all__ = [
     "CouponsClient",
     "PluginCoupon",
+    "h5_send_url",
     "no_auth",
     "plugin_sign",
     "send_coupon_params",
@@ -215,6 +217,27 @@ def send_coupon_params(coupons: Sequence[PluginCoupon], merchant: str, v2_key: s
         "send_coupon_merchant": merchant,
         "sign": plugin_sign(coupons, merchant, v2_key),
     }
+
+
+H5_SEND_URL = "https://action.weixin.qq.com/busifavor/getcouponinfo"
+
+
+def h5_send_url(
+    *, stock_id: str, out_request_no: str, merchant: str, openid: str, coupon_code: str | None, v2_key: str
+) -> str:
+    """The H5 issuance link of a merchant coupon (opened in WeChat, e.g. from an official-account page):
+    its ``sign`` is the same APIv2 HMAC-SHA256 over ``stock_id``, ``out_request_no``,
+    ``send_coupon_merchant``, ``open_id`` and ``coupon_code``."""
+    fields = {
+        "stock_id": stock_id,
+        "out_request_no": out_request_no,
+        "send_coupon_merchant": merchant,
+        "open_id": openid,
+    }
+    if coupon_code:
+        fields["coupon_code"] = coupon_code
+    query = urlencode({**fields, "sign": v2_sign(fields, v2_key, V2_HMAC)})
+    return f"{H5_SEND_URL}?{query}#wechat_redirect"
 
 
 def verify_plugin_sign(params: Mapping[str, Any], v2_key: str) -> bool:

@@ -170,6 +170,9 @@ class PluginParamsSchema(Schema):
     send_coupon_params = fields.List(fields.Nested(PluginCouponSchema))
     send_coupon_merchant = fields.String()
     sign = fields.String(metadata={"description": "APIv2 HMAC-SHA256 over the flattened parameters."})
+    h5_url = fields.String(
+        metadata={"description": "The same coupon by H5 (opened inside WeChat), signed alike."}
+    )
 
 
 class ApplySchema(Schema):

@@ -49,7 +49,7 @@ from app.merchants.service import merchant_secrets
 from app.orders.models import Order, OrderStatus
 from app.rebates.ruledoc import TwoWayRule, stored_rules
 from app.rebates.rules import worst_case_cost
-from wechat.coupons import CouponsClient, PluginCoupon, no_auth, send_coupon_params
+from wechat.coupons import CouponsClient, PluginCoupon, h5_send_url, no_auth, send_coupon_params
 from wechat.errors import WeChatError
 
 logger = logging.getLogger("hongli.coupons")
@@ -819,7 +819,16 @@ def plugin_params(*, merchant_id: int, consumer_id: int, stock_id: int) -> dict[
         merchant.mchid or "",
         v2_key,
     )
-    return {"coupon_id": coupon.id, **params}
+    # The same coupon by H5 (an official-account page): the link WeChat opens, signed alike.
+    h5_url = h5_send_url(
+        stock_id=stock.wechat_stock_id,
+        out_request_no=coupon.out_request_no,
+        merchant=merchant.mchid or "",
+        openid=openid,
+        coupon_code=coupon.wechat_coupon_id,
+        v2_key=v2_key,
+    )
+    return {"coupon_id": coupon.id, **params, "h5_url": h5_url}
 
 
 def coupons_of(*, merchant_id: int, consumer_id: int) -> list[Coupon]:

@@ -198,13 +198,14 @@ def test_an_expired_or_revoked_merchant_coupon_cannot_price_an_order(
     offered = shop.client.post(
         "/api/mp/v1/coupons/plugin", json={"stock_id": stock["id"]}, headers=shop.consumer_headers
     ).json
-    shop.sandbox.post(
-        "/users/alice/send-coupon",
-        {
-            "appid": shop.merchant.mp_appid,
-            **{k: offered[k] for k in ("send_coupon_params", "send_coupon_merchant", "sign")},
-        },
+    # Claimed by H5 this time: the signed link opened inside WeChat (a tampered one is refused).
+    tampered = offered["h5_url"].replace("coupon_code=HL", "coupon_code=HX")
+    assert (
+        shop.sandbox.admin.post("/_sandbox/users/alice/open-h5-coupon", json={"url": tampered}).status_code
+        >= 400
     )
+    shop.sandbox.post("/users/alice/open-h5-coupon", {"url": offered["h5_url"]})
+    assert _coupon(db_session, offered["coupon_id"]).status is CouponStatus.CLAIMED
     # Past its validity (our clock): our pricing refuses it.
     order = shop.register("MC-LATE", 9000)
     coupon = _coupon(db_session, offered["coupon_id"])

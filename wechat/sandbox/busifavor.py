@@ -116,59 +116,84 @@ def plugin_send(
     if not hmac.compare_digest(plugin_sign(params, merchant.v2_key), params["sign"]):
         raise V3Error(400, "SIGN_ERROR", "签名错误")
     require_product(merchant)
-    results = []
-    for item in items:
-        stock = world.state.busifavor_stocks.get(str(item.get("stock_id")))
-        if stock is None or stock.creator_mchid != merchant.mchid:
-            raise V3Error(400, "PARAM_ERROR", "批次不存在")
-        code, request_no = str(item.get("coupon_code") or ""), str(item.get("out_request_no") or "")
-        if stock.code_mode == "MERCHANT_API" and not code:
-            raise V3Error(400, "PARAM_ERROR", "MERCHANT_API 模式必须传入 coupon_code")
-        code = code or world.rng.digits(12)
-        existing = world.state.busifavor_coupons.get((stock.stock_id, code))
-        if existing is not None:
-            if existing.out_request_no != request_no or existing.openid != openid:
-                raise V3Error(400, "INVALID_REQUEST", "券码已被使用")
-            results.append(
-                {
-                    "stock_id": stock.stock_id,
-                    "out_request_no": request_no,
-                    "coupon_code": code,
-                    "code": "SUCCESS",
-                }
-            )
-            continue
-        now = world.clock.now()
-        if not stock.available_begin <= now <= stock.available_end:
-            raise V3Error(400, "INVALID_REQUEST", "批次不在可用时间内")
-        if stock.sent >= stock.max_coupons:
-            raise V3Error(400, "INVALID_REQUEST", "批次已发完")
-        coupon = BusifavorCoupon(code, stock.stock_id, openid, appid, request_no, now)
-        world.state.busifavor_coupons[(stock.stock_id, code)] = coupon
-        stock.sent += 1
-        world.notifier.v3(
-            merchant,
-            merchant.busifavor_notify_url,
-            event_type="COUPON.SEND",
-            summary="商家券领券通知",
-            original_type="busifavor",
-            associated_data="busifavor",
-            resource={
-                "event_type": "EVENT_TYPE_BUSICOUPON_SEND",
-                "coupon_code": code,
-                "stock_id": stock.stock_id,
-                "send_time": rfc3339(now),
-                "openid": openid,
-                "unionid": "",
-                "send_channel": "BUSICOUPON_SEND_CHANNEL_MINIAPP",
-                "send_merchant": merchant.mchid,
-                "attach_info": {},
-            },
-        )
-        results.append(
-            {"stock_id": stock.stock_id, "out_request_no": request_no, "coupon_code": code, "code": "SUCCESS"}
-        )
-    return results
+    return [
+        _claim(world, merchant, item, appid, openid, "BUSICOUPON_SEND_CHANNEL_MINIAPP")
+        for item in items
+        if isinstance(item, dict)
+    ]
+
+
+def h5_send(world: World, merchant: Merchant, query: dict[str, str]) -> dict[str, Any]:
+    """The user opens the merchant's H5 issuance link in WeChat: its ``sign`` (APIv2 HMAC-SHA256 over
+    stock_id, out_request_no, send_coupon_merchant, open_id, coupon_code) is checked, then as the plugin."""
+    fields = {
+        k: query[k]
+        for k in ("stock_id", "out_request_no", "send_coupon_merchant", "open_id", "coupon_code")
+        if query.get(k)
+    }
+    if fields.get("send_coupon_merchant") != merchant.mchid:
+        raise V3Error(400, "PARAM_ERROR", "send_coupon_merchant 与商户不一致")
+    expected = crypto.v2_sign(fields, merchant.v2_key, "HMAC-SHA256")
+    if not hmac.compare_digest(expected, str(query.get("sign", ""))):
+        raise V3Error(400, "SIGN_ERROR", "签名错误")
+    require_product(merchant)
+    openid = fields.get("open_id", "")
+    appid = next((a for a in merchant.appids if world.state.user_by_openid(a, openid) is not None), None)
+    if appid is None:
+        raise V3Error(400, "PARAM_ERROR", "open_id 不属于商户的应用")
+    return _claim(world, merchant, fields, appid, openid, "BUSICOUPON_SEND_CHANNEL_H5")
+
+
+def _claim(
+    world: World, merchant: Merchant, item: dict[str, Any], appid: str, openid: str, channel: str
+) -> dict[str, Any]:
+    """Bind one code to the user and push COUPON.SEND (a replay of the same request is one claim)."""
+    stock = world.state.busifavor_stocks.get(str(item.get("stock_id")))
+    if stock is None or stock.creator_mchid != merchant.mchid:
+        raise V3Error(400, "PARAM_ERROR", "批次不存在")
+    code, request_no = str(item.get("coupon_code") or ""), str(item.get("out_request_no") or "")
+    if stock.code_mode == "MERCHANT_API" and not code:
+        raise V3Error(400, "PARAM_ERROR", "MERCHANT_API 模式必须传入 coupon_code")
+    code = code or world.rng.digits(12)
+    result = {
+        "stock_id": stock.stock_id,
+        "out_request_no": request_no,
+        "coupon_code": code,
+        "code": "SUCCESS",
+    }
+    existing = world.state.busifavor_coupons.get((stock.stock_id, code))
+    if existing is not None:
+        if existing.out_request_no != request_no or existing.openid != openid:
+            raise V3Error(400, "INVALID_REQUEST", "券码已被使用")
+        return result
+    now = world.clock.now()
+    if not stock.available_begin <= now <= stock.available_end:
+        raise V3Error(400, "INVALID_REQUEST", "批次不在可用时间内")
+    if stock.sent >= stock.max_coupons:
+        raise V3Error(400, "INVALID_REQUEST", "批次已发完")
+    coupon = BusifavorCoupon(code, stock.stock_id, openid, appid, request_no, now)
+    world.state.busifavor_coupons[(stock.stock_id, code)] = coupon
+    stock.sent += 1
+    world.notifier.v3(
+        merchant,
+        merchant.busifavor_notify_url,
+        event_type="COUPON.SEND",
+        summary="商家券领券通知",
+        original_type="busifavor",
+        associated_data="busifavor",
+        resource={
+            "event_type": "EVENT_TYPE_BUSICOUPON_SEND",
+            "coupon_code": code,
+            "stock_id": stock.stock_id,
+            "send_time": rfc3339(now),
+            "openid": openid,
+            "unionid": "",
+            "send_channel": channel,
+            "send_merchant": merchant.mchid,
+            "attach_info": {},
+        },
+    )
+    return result
 
 
 def find_coupon(world: World, merchant: Merchant, body: dict[str, Any]) -> BusifavorCoupon:

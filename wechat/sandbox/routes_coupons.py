@@ -4,6 +4,7 @@ switch, the user tapping the ``send-coupon`` plugin, the user's card pack."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from flask import Blueprint, Response, jsonify
 
@@ -156,6 +157,24 @@ def plugin_send(uid: str | None = None) -> Response:
                 422, "invalid_field", "the user has no openid under that app", {"field": "appid"}
             )
         return {"send_coupon_result": busifavor.plugin_send(world, merchant, body, app.appid, openid)}
+
+    return jsonify(run(world, act, bool(body.get("deliver", True))))
+
+
+@admin.post("/users/<uid>/open-h5-coupon")
+def h5_coupon(uid: str) -> Response:
+    """The user opens a merchant-coupon H5 link (``{"url": …}``) inside WeChat: COUPON.SEND is pushed."""
+    world = current_world()
+    body = json_body()
+
+    def act() -> dict[str, Any]:
+        user = user_of(world, uid)
+        parts = urlsplit(str(body.get("url", "")))
+        query = dict(parse_qsl(parts.query))
+        merchant = _merchant(world, query.get("send_coupon_merchant", ""))
+        if query.get("open_id") not in user.openids.values():
+            raise AdminError(422, "invalid_field", "the link is for another user", {"field": "url"})
+        return busifavor.h5_send(world, merchant, query)
 
     return jsonify(run(world, act, bool(body.get("deliver", True))))
 
