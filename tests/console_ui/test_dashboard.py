@@ -155,3 +155,29 @@ def test_date_range_bounds(days: int) -> None:
     today = service.china_today()
     span = service.date_range(today - timedelta(days=days - 1), today)
     assert len(span.days()) == days and span.until - span.since == timedelta(days=days)
+
+
+def test_refunds_adjust_gmv_driven_cost_and_roi(
+    shop: Shop, app: Flask, client: FlaskClient, db_session: Session
+) -> None:
+    from sqlalchemy import select
+
+    from app.payments.models import Refund
+    from jobs.payments import submit_refund
+
+    campaign = _seed_scenario(shop, app, client)
+    assert shop.refund("D-2", "D-2-R1", 2000).status_code == 202  # half of the ¥40 paid
+    row = db_session.scalars(select(Refund).where(Refund.out_refund_no == "D-2-R1")).one()
+    submit_refund(row.id)
+    shop.sandbox.post(
+        f"/refunds/{row.wechat_refund_no}/resolve", {"mchid": shop.merchant.mchid, "status": "SUCCESS"}
+    )
+    figures = service.dashboard(merchant_id=shop.merchant.id, span=service.date_range())
+    budget = campaign_accounts(shop.merchant.id, campaign)
+    cost = 100000 - budget.budget.balance.fen - budget.reserved.balance.fen
+    assert figures["rebate_cost_fen"] == cost < 1750  # clawed back pro rata
+    assert figures["gmv_driven_fen"] == 5000 - 2000
+    assert (
+        figures["roi"]
+        == f"{(3000 - cost) * 10000 // cost // 10000}.{(3000 - cost) * 10000 // cost % 10000:04d}"
+    )
