@@ -459,6 +459,7 @@ class _Booking:
         self.batch = Batch(order.merchant_id)
         self.grants: list[dict[str, Any]] = []
         self.packets: list[tuple[dict[str, Any], Callable[[int], Draft]]] = []
+        self.coupons: list[Callable[[], None]] = []  # rule rewards as coupons, issued in write()
         # (campaign, caps) → what the buyer was granted by this order and when: one counter take each
         self.counted: dict[tuple[int, Caps | None], tuple[Money, datetime]] = {}
 
@@ -553,32 +554,38 @@ class _Booking:
         self.packets.append((row, reserve))
 
     def _issue_coupon(self, grant: IssueRedPacket, campaign: _LiveCampaign, key: str) -> None:
-        """The rule's reward as a WeChat Pay coupon: a place taken in its stock now (the stock's counter
-        is the guard), the reservation in this batch, the send queued after commit."""
+        """The rule's reward as a WeChat Pay coupon: at :meth:`write`, a place taken in its stock (the
+        stock's counter is the guard) and the reservation added to the batch; the send queued after commit."""
         assert grant.coupon_stock_id is not None and campaign.budget is not None
         assert campaign.reserved is not None
-        coupon_id = reserve_rule_coupon(
-            merchant_id=self.order.merchant_id,
-            campaign_id=campaign.id,
-            rule_version_id=campaign.version_id,
-            stock_id=grant.coupon_stock_id,
-            grant=grant,
-            issue_key=key,
-        )
-        if coupon_id is None:
-            count_skips(campaign.id, "coupon stock cannot issue", 1)
-            return
-        self.batch.add(
-            Draft(
-                key=f"coupon-reserve:{coupon_id}",
-                reason=EntryReason.RESERVE,
-                cause_type="coupon",
-                cause_id=str(coupon_id),
-                lines=[(campaign.budget, -grant.worst_case_cost), (campaign.reserved, grant.worst_case_cost)],
+        budget, reserved = campaign.budget, campaign.reserved
+
+        def issue() -> None:
+            assert grant.coupon_stock_id is not None
+            coupon_id = reserve_rule_coupon(
+                merchant_id=self.order.merchant_id,
+                campaign_id=campaign.id,
                 rule_version_id=campaign.version_id,
-                memo=f"reserve worst case of coupon {coupon_id}",
+                stock_id=grant.coupon_stock_id,
+                grant=grant,
+                issue_key=key,
             )
-        )
+            if coupon_id is None:
+                count_skips(campaign.id, "coupon stock cannot issue", 1)
+                return
+            self.batch.add(
+                Draft(
+                    key=f"coupon-reserve:{coupon_id}",
+                    reason=EntryReason.RESERVE,
+                    cause_type="coupon",
+                    cause_id=str(coupon_id),
+                    lines=[(budget, -grant.worst_case_cost), (reserved, grant.worst_case_cost)],
+                    rule_version_id=campaign.version_id,
+                    memo=f"reserve worst case of coupon {coupon_id}",
+                )
+            )
+
+        self.coupons.append(issue)
 
     def _destination(self, beneficiary: str, consumer_id: int | None) -> Account:
         if beneficiary in _MERCHANT_SIDE:
@@ -591,6 +598,8 @@ class _Booking:
     def write(self) -> None:
         for row, reserve in self.packets:
             self.batch.add(reserve(insert_packet(row)))
+        for issue_coupon in self.coupons:
+            issue_coupon()  # a stock's counter row is locked from here to the commit, as the balances
         if not self.batch:
             return
         if self.grants:
