@@ -97,6 +97,9 @@ def test_metrics_move_with_the_seed_scenario_and_make_run_rides_through_a_redis_
     assert total(after, "hongli_payouts", status="succeeded", rail="transfer_bill") == 1
     assert total(after, "hongli_queue_jobs", queue="payouts") == 0
     assert 0 <= total(after, "hongli_worker_heartbeat_age_seconds", queue="payouts") < 60
+    # The walk's `flask ledger check` (a process of its own) left its result for the scrape.
+    assert total(after, "hongli_ledger_check_violations") == 0
+    assert total(after, "hongli_ledger_check_timestamp_seconds") > time.time() - 600
     assert (
         total(after, "hongli_up", dependency="redis") == total(after, "hongli_up", dependency="database") == 1
     )

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import click
+from flask import current_app
 from flask.cli import AppGroup
 
 from app.ledger.checks import ledger_counts, run_checks
+from app.metrics.collectors import record_ledger_check
 
 ledger_cli = AppGroup("ledger", help="Inspect and verify the double-entry ledger.")
 
@@ -15,6 +17,7 @@ def check_command() -> None:
     """Run every ledger check (built-in and registered by other domains); exit 1 if any fails."""
     results = run_checks()
     failed = [result for result in results if result.violations]
+    record_ledger_check(current_app, checks=len(results), violations=sum(len(r.violations) for r in failed))
     for result in failed:
         for violation in result.violations:
             click.echo(f"{result.name}: {violation}")
