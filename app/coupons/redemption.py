@@ -335,12 +335,12 @@ def _fen(value: Any) -> int | None:
 # ---------------------------------------------------------------- booking a use
 
 
-class _NotPaid(Exception):
-    pass
-
-
 def book_use(coupon_id: int) -> bool:
-    """Book a used coupon's cost and legs once (its ``booked_at``), if its order is paid."""
+    """Book a used coupon's cost and legs once (its ``booked_at``), if its order is paid.
+
+    The order is read first: a paid order stays paid, so once it is, the guarded UPDATE that marks the
+    coupon booked (from the reservation as read) is followed by the booking itself, in the same
+    transaction, without a savepoint."""
     db.session.flush()
     coupon = db.session.scalar(
         select(Coupon).where(Coupon.id == coupon_id).execution_options(populate_existing=True)
@@ -348,6 +348,8 @@ def book_use(coupon_id: int) -> bool:
     if coupon is None or coupon.status is not CouponStatus.USED or coupon.order_id is None:
         return False
     if coupon.booked_at is not None:
+        return False
+    if db.session.scalar(select(Order.status).where(Order.id == coupon.order_id)) is not OrderStatus.PAID:
         return False
     use = CouponUse(
         id=coupon.id,
@@ -365,24 +367,21 @@ def book_use(coupon_id: int) -> bool:
         reserved=coupon.reserved,
         cost=coupon.merchant_contribute if coupon.merchant_contribute is not None else coupon.face_value,
     )
-    try:
-        with db.session.begin_nested():
-            # The guard: booked once, from the reservation as read.
-            if not guarded_update(
-                Coupon,
-                coupon.id,
-                Coupon.booked_at.is_(None),
-                Coupon.status == CouponStatus.USED,
-                Coupon.reserved == coupon.reserved,
-                booked_at=utcnow(),
-                reserved=Money(0),
-            ):
-                return False
-            if not book_coupon_use(use, coupon.order_id):
-                raise _NotPaid
-    except _NotPaid:
+    order_id = coupon.order_id
+    # The guard: booked once, from the reservation as read.
+    if not guarded_update(
+        Coupon,
+        coupon.id,
+        Coupon.booked_at.is_(None),
+        Coupon.status == CouponStatus.USED,
+        Coupon.reserved == coupon.reserved,
+        booked_at=utcnow(),
+        reserved=Money(0),
+    ):
         return False
-    logger.info("coupon %s used on order %s: booked", coupon.id, coupon.order_id)
+    if not book_coupon_use(use, order_id):
+        raise RuntimeError(f"order {order_id} was paid and is not")  # a paid order never stops being paid
+    logger.info("coupon %s used on order %s: booked", coupon.id, order_id)
     return True
 
 
