@@ -74,16 +74,22 @@ def handle_coupon_notification(*, slug: str, headers: Mapping[str, str], body: b
         log.write()
         logger.warning("refused a coupon notification for %s: %s", slug, exc.code)
         return Answer(401, "signature verification failed")
-    resource = notification.resource
     log.write()
-    event = notification.event_type
+    return apply_coupon_event(
+        merchant=merchant, event_type=notification.event_type, resource=notification.resource
+    )
+
+
+def apply_coupon_event(*, merchant: MerchantSnapshot, event_type: str, resource: Mapping[str, Any]) -> Answer:
+    """Apply a verified coupon notification (also when a merchant pointed its coupon callbacks at the
+    payment notification URL)."""
     original = str(resource.get("event_type") or "")
-    if event == "COUPON.SEND" or original == "EVENT_TYPE_BUSICOUPON_SEND":
+    if event_type == "COUPON.SEND" or original == "EVENT_TYPE_BUSICOUPON_SEND":
         return apply_merchant_coupon_send(merchant=merchant, resource=resource)
     # §7a.5 DISAGREE: a partner page shows TRANSACTION.SUCCESS for a coupon use; the coupon shape decides.
-    if event == "COUPON.USE" or (isinstance(resource.get("coupon_id"), str) and "stock_id" in resource):
+    if event_type == "COUPON.USE" or (isinstance(resource.get("coupon_id"), str) and "stock_id" in resource):
         return apply_voucher_use(merchant=merchant, resource=resource)
-    logger.info("acknowledged %s for %s", event, slug)
+    logger.info("acknowledged %s for %s", event_type, merchant.slug)
     return Answer(204)
 
 
