@@ -105,11 +105,16 @@ def rsa_sha256_sign(private_key: rsa.RSAPrivateKey, message: bytes) -> str:
     return base64.b64encode(private_key.sign(message, PKCS1v15(), hashes.SHA256())).decode("ascii")
 
 
+# Stateless parameter objects, built once rather than per signature checked.
+_PKCS1V15 = PKCS1v15()
+_SHA256 = hashes.SHA256()
+
+
 def rsa_sha256_verify(public_key: rsa.RSAPublicKey, message: bytes, signature_b64: str) -> bool:
     """True iff ``signature_b64`` is a valid SHA256withRSA signature of ``message``."""
     try:
-        signature = base64.b64decode(signature_b64, validate=True)
-        public_key.verify(signature, message, PKCS1v15(), hashes.SHA256())
+        signature = binascii.a2b_base64(signature_b64, strict_mode=True)
+        public_key.verify(signature, message, _PKCS1V15, _SHA256)
     except (InvalidSignature, binascii.Error, ValueError):
         return False
     return True
@@ -213,8 +218,8 @@ def aead_decrypt(apiv3_key: str | bytes, nonce: str, ciphertext_b64: str, associ
     if len(key) not in (16, 32):
         raise VerificationError("APIv3 key must be 32 bytes", code="BAD_APIV3_KEY", ambiguous=False)
     try:
-        data = base64.b64decode(ciphertext_b64, validate=True)
-        return AESGCM(key).decrypt(nonce.encode("ascii"), data, associated_data.encode("utf-8"))
+        data = binascii.a2b_base64(ciphertext_b64, strict_mode=True)
+        return _aesgcm(key).decrypt(nonce.encode("ascii"), data, associated_data.encode("utf-8"))
     except (InvalidTag, binascii.Error, ValueError) as exc:
         # wechatpy returns "" here and fails later in json.loads; we fail loudly instead (§3.5).
         raise VerificationError(
@@ -222,6 +227,13 @@ def aead_decrypt(apiv3_key: str | bytes, nonce: str, ciphertext_b64: str, associ
             code="DECRYPT_FAILED",
             ambiguous=False,
         ) from exc
+
+
+# Every notification of a merchant is decrypted with the same APIv3 key: keep its key schedule. (The key is
+# held in memory by the merchant's snapshot anyway; an AESGCM object is safe to share between threads.)
+@functools.lru_cache(maxsize=128)
+def _aesgcm(key: bytes) -> AESGCM:
+    return AESGCM(key)
 
 
 def aead_encrypt(apiv3_key: str | bytes, nonce: str, plaintext: bytes, associated_data: str) -> str:

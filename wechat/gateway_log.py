@@ -81,28 +81,50 @@ def mask_openid(value: str) -> str:
     return f"{value[:4]}***{value[-4:]}"
 
 
+# Per key as received, what redaction does with its value: the lower-casing and set look-ups are made
+# once per distinct key (notifications and answers repeat the same few dozen), not once per value.
+_KEEP, _SECRET, _OPENID = 0, 1, 2
+_ACTIONS: dict[str, int] = {}
+_MAX_ACTIONS = 4096  # keys are WeChat's, but a bound keeps an odd answer from growing the table
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+# json.dumps builds an encoder per call; its arguments never change here. No circularity check: redact()
+# has already copied the structure, and would have recursed without end on a cycle.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True, default=str, check_circular=False)
+
+
+def _action(key: str) -> int:
+    lowered = key.lower()
+    action = _SECRET if lowered in _SECRET_KEYS else _OPENID if lowered in _OPENID_KEYS else _KEEP
+    if len(_ACTIONS) < _MAX_ACTIONS:
+        _ACTIONS[key] = action
+    return action
+
+
 def redact(value: Any) -> Any:
     """Return a copy of a JSON-like structure with secrets removed and openids masked."""
-    if isinstance(value, Mapping):
+    if type(value) is dict or isinstance(value, Mapping):
         out: dict[str, Any] = {}
         for k, v in value.items():
-            lowered = str(k).lower()
-            if lowered in _SECRET_KEYS:
-                out[str(k)] = "[redacted]"
-            elif lowered in _OPENID_KEYS and isinstance(v, str):
-                out[str(k)] = mask_openid(v)
+            name = k if type(k) is str else str(k)
+            action = _ACTIONS.get(name)
+            if action is None:
+                action = _action(name)
+            if action == _SECRET:
+                out[name] = "[redacted]"
+            elif action == _OPENID and isinstance(v, str):
+                out[name] = mask_openid(v)
             else:
-                out[str(k)] = redact(v)
+                out[name] = v if type(v) in _SCALARS else redact(v)
         return out
     if isinstance(value, list):
-        return [redact(v) for v in value]
+        return [v if type(v) in _SCALARS else redact(v) for v in value]
     return value
 
 
 def redact_body(data: Any) -> str:
     """Redacted JSON text of ``data`` (parsed request or response), truncated for storage."""
     try:
-        text = json.dumps(redact(data), ensure_ascii=False, sort_keys=True, default=str)
+        text = _ENCODER.encode(redact(data))
     except (TypeError, ValueError):
         text = "[unserialisable]"
     return text if len(text) <= MAX_BODY_CHARS else text[:MAX_BODY_CHARS] + "…"

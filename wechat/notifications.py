@@ -32,18 +32,19 @@ class Notification:
 
 
 def _reject(message: str, code: str, body: bytes, hook: GatewayHook | None) -> VerificationError:
-    emit(
-        hook,
-        GatewayEvent(
-            direction="inbound",
-            api="notification",
-            idempotency_key=None,
-            http_status=None,
-            wechat_code=code,
-            verified=False,
-            body=redact_body({"raw_length": len(body)}),
-        ),
-    )
+    if hook is not None:
+        emit(
+            hook,
+            GatewayEvent(
+                direction="inbound",
+                api="notification",
+                idempotency_key=None,
+                http_status=None,
+                wechat_code=code,
+                verified=False,
+                body=redact_body({"raw_length": len(body)}),
+            ),
+        )
     # Inbound: nothing of ours is in doubt; the transport answers 4xx so WeChat retries.
     return VerificationError(message, code=code, ambiguous=False, raw_body=body[:4096])
 
@@ -66,7 +67,8 @@ def parse_notification(
     except VerificationError as exc:
         raise _reject(exc.message, exc.code or "VERIFICATION_FAILED", body, hook) from exc
     try:
-        envelope = json.loads(body)
+        # UTF-8 JSON, decoded here: json.loads would first sniff bytes for UTF-16/32, which WeChat never sends.
+        envelope = json.loads(body.decode("utf-8"))
         resource = envelope["resource"]
         if resource.get("algorithm") != AEAD_ALGORITHM:
             raise _reject(f"unsupported algorithm {resource.get('algorithm')!r}", "ALGORITHM", body, hook)
@@ -76,7 +78,7 @@ def parse_notification(
             str(resource["ciphertext"]),
             str(resource.get("associated_data") or ""),
         )
-        decrypted = json.loads(plaintext)
+        decrypted = json.loads(plaintext.decode("utf-8"))
         if not isinstance(decrypted, dict):
             raise ValueError("decrypted resource is not an object")
         notification = Notification(
@@ -95,20 +97,21 @@ def parse_notification(
         raise
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         raise _reject(f"malformed notification: {exc}", "MALFORMED", body, hook) from exc
-    emit(
-        hook,
-        GatewayEvent(
-            direction="inbound",
-            api=f"notification:{notification.event_type}",
-            idempotency_key=_key_of(decrypted),
-            http_status=None,
-            wechat_code=None,
-            verified=True,
-            body=redact_body(
-                {"id": notification.id, "event_type": notification.event_type, "resource": decrypted}
+    if hook is not None:  # the redacted record is a third of the work: built only when someone keeps it
+        emit(
+            hook,
+            GatewayEvent(
+                direction="inbound",
+                api=f"notification:{notification.event_type}",
+                idempotency_key=_key_of(decrypted),
+                http_status=None,
+                wechat_code=None,
+                verified=True,
+                body=redact_body(
+                    {"id": notification.id, "event_type": notification.event_type, "resource": decrypted}
+                ),
             ),
-        ),
-    )
+        )
     return notification
 
 

@@ -203,12 +203,13 @@ class PlatformKeys:
         # ASCII digits only: str.isdigit() also accepts '²³', which int() refuses.
         if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
             raise VerificationError("malformed Wechatpay-Timestamp", code="TIMESTAMP_MALFORMED")
-        if abs(self._clock() - int(timestamp)) >= self._max_skew:
+        now = self._clock()
+        if abs(now - int(timestamp)) >= self._max_skew:
             raise VerificationError("Wechatpay-Timestamp outside the ±5 minute window", code="TIMESTAMP_SKEW")
         key = self.get(serial) or self._maybe_refresh(serial)
         if key is None:
             raise VerificationError(f"unknown Wechatpay-Serial {serial!r}", code="UNKNOWN_SERIAL")
-        if not self._in_validity(key, self._clock()):
+        if not self._in_validity(key, now):
             raise VerificationError(f"platform certificate {serial} is not valid now", code="CERT_EXPIRED")
         # §3.3 rule 6: the exact received bytes, never re-serialised JSON.
         if not rsa_sha256_verify(key.public_key, v3_response_message(timestamp, nonce, body), signature):

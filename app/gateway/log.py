@@ -59,10 +59,14 @@ class PendingLog:
     def discard(self) -> None:
         self.events.clear()
 
-    def write(self, order_id: int | None = None) -> None:
+    def rows(self, order_id: int | None = None) -> list[dict[str, Any]]:
+        """The held exchanges as gateway-log rows tied to ``order_id``; they are no longer held."""
         rows = [_row(self.merchant_id, order_id, e) for e in self.events]
         self.events.clear()
-        if rows:
+        return rows
+
+    def write(self, order_id: int | None = None) -> None:
+        if rows := self.rows(order_id):
             db.session.execute(_INSERT, rows[0] if len(rows) == 1 else rows)
 
 
