@@ -30,6 +30,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from app.core.http import init_http
     from app.core.inputs import init_inputs, install_converters
     from app.core.logging import configure_logging
+    from app.core.pool import install_idle_ping
     from app.core.sqlite import install_serialisation
     from app.coupons.views import console as console_coupons_blp
     from app.coupons.views import mp as mp_coupons_blp
@@ -85,6 +86,8 @@ def create_app(settings: Settings | None = None) -> Flask:
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
         with app.app_context():
             install_serialisation(db.engine, busy_timeout_ms=settings.database.sqlite_busy_timeout_ms)
+    with app.app_context():
+        install_idle_ping(db.engine)
     install_session_hooks()
     init_queue(app, settings)
     init_sealer(app, settings)
@@ -175,7 +178,7 @@ def _connect_domains(app: Flask) -> None:
 
 def _flask_config(settings: Settings) -> dict[str, Any]:
     engine_options: dict[str, Any] = {
-        "pool_pre_ping": True,
+        "pool_pre_ping": False,  # app.core.pool pings connections that sat idle instead
         "pool_recycle": settings.database.pool_recycle_seconds,
     }
     if not settings.database.is_sqlite:

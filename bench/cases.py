@@ -56,9 +56,9 @@ def _notify_full(server: Server, total: int) -> RequestSource:
 
 
 def _notify_duplicate(server: Server, total: int) -> RequestSource:
-    # Each notification is applied once here, then replayed once in the run. A distinct one per request
-    # rather than one replayed by every connection: concurrent replays of the same notification
-    # currently deadlock on the order row (gateway_events' FK share-locks it before SELECT … FOR UPDATE).
+    # Each notification is applied once here, then replayed once in the run: a distinct one per request,
+    # as WeChat's repeats of one notification come seconds apart. (Many at once are one effect too:
+    # tests/races/test_notifications.py.)
     requests = _paid_order_notifications(server, "bench-notify-duplicate", total)
     post_each(server, requests)
     return requests.__getitem__
@@ -184,16 +184,18 @@ CASES: tuple[Case, ...] = (
     Case(
         name="notify-full",
         description="WeChat Pay TRANSACTION.SUCCESS, each for a distinct pending order: verify, decrypt, "
-        "mark paid under the row lock, event + gateway log rows, commit",
+        "one statement that logs it and reads its attempt, then mark paid under the row lock, domain event, "
+        "commit",
         prepare=_notify_full,
-        goal_ratio=0.5,
+        goal_ratio=0.35,
         expect_status=(204,),
     ),
     Case(
         name="notify-duplicate",
-        description="an already applied TRANSACTION.SUCCESS replayed: verify, decrypt, log, answer 204",
+        description="an already applied TRANSACTION.SUCCESS replayed: verify, decrypt, one statement that "
+        "logs it and finds its attempt paid, answer 204",
         prepare=_notify_duplicate,
-        goal_ratio=0.8,
+        goal_ratio=0.6,
         expect_status=(204,),
     ),
     Case(

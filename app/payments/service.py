@@ -319,6 +319,29 @@ _MARK_ORDER_PAID = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class SeenAttempt:
+    """A payment attempt as read without a lock (by the statement that logs its notification)."""
+
+    order_id: int
+    status: AttemptStatus
+    amount: Money
+
+
+def already_applied(merchant: PayingMerchant, resource: dict[str, Any], seen: SeenAttempt | None) -> bool:
+    """True when ``resource`` repeats a payment already applied, with nothing :func:`apply_locked` would
+    refuse (another merchant or app, other terms): it would answer "a duplicate" and change nothing.
+
+    No lock is needed to know it: an attempt never leaves PAID. Any other answer takes the locked path.
+    """
+    return (
+        seen is not None
+        and seen.status is AttemptStatus.PAID
+        and foreign_payment(merchant, resource) is None
+        and terms_mismatch(resource, seen.amount.fen) is None
+    )
+
+
 def lock_payment(merchant_id: int, out_trade_no: object) -> LockedPayment | None:
     """Lock the attempt ``out_trade_no`` of ``merchant_id`` and its order (one statement, columns only:
     nothing is loaded into the session). Concurrent notifications of one payment queue here."""

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from app.events.models import DomainEvent
 from app.gateway.models import GatewayEvent
 from app.payments.models import PaymentAttempt
+from app.reviews.models import ReviewItem
 from tests.payments.conftest import Shop
 
 
@@ -119,3 +120,43 @@ def test_wechat_retries_until_answered(
     [note] = _notifications(shop)
     assert [(a["kind"], a["ok"]) for a in note["attempts"]] == [("delivery", False), ("delivery", True)]
     assert _paid_events(db_session) == [(order["id"], 6100)]
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"amount": {"total": 3299, "currency": "CNY"}},
+        {"appid": "wx0000000000000000"},
+        {"trade_state": "REFUND"},
+    ],
+    ids=["other_amount", "other_app", "not_success"],
+)
+def test_a_replay_of_a_paid_attempt_with_other_terms_is_refused_not_taken_for_a_duplicate(
+    shop: Shop, db_session: Session, changes: dict[str, Any]
+) -> None:
+    """Only a repeat that the locked path would call a duplicate is answered without it."""
+    order, out_trade_no = shop.prepared("SO-D6", 3300)
+    assert shop.notify(*shop.forger.signed(shop.forger.transaction(out_trade_no, 3300))).status_code == 204
+
+    response = shop.notify(*shop.forger.signed(shop.forger.transaction(out_trade_no, 3300, **changes)))
+
+    assert response.status_code == 400
+    assert _paid_events(db_session) == [(order["id"], 3300)]
+    flagged = db_session.scalars(select(ReviewItem)).all()
+    assert [(item.kind, item.reference) for item in flagged] == [
+        ("payment_mismatch", f"notification:{out_trade_no}")
+    ]
+    inbound = db_session.scalars(
+        select(GatewayEvent).where(GatewayEvent.order_id == order["id"], GatewayEvent.direction == "inbound")
+    ).all()
+    assert [e.verified for e in inbound] == [True, True]
+
+
+def test_a_notification_for_an_unknown_payment_is_logged_without_an_order(
+    shop: Shop, db_session: Session
+) -> None:
+    response = shop.notify(*shop.forger.signed(shop.forger.transaction("HL99999999P1", 3300)))
+
+    assert response.status_code == 400
+    inbound = db_session.scalars(select(GatewayEvent).where(GatewayEvent.direction == "inbound")).all()
+    assert [(e.verified, e.order_id, e.idempotency_key) for e in inbound] == [(True, None, "HL99999999P1")]
