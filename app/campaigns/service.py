@@ -293,7 +293,8 @@ def count_skips(campaign_id: int, reason: str, n: int = 1) -> None:
     """Add ``n`` to the campaign's count of grants skipped for ``reason`` (``skip_stats``), in one
     UPDATE that reads and writes the JSON in the database: paid orders book without locking the
     campaign, so a read-modify-write in Python would lose counts. The row is locked from here to the
-    commit, so callers count last."""
+    commit: a paid order counts its campaigns' skips in campaign order, before it moves any balance, as
+    a staff action on a campaign locks the campaign before its budget."""
     db.session.execute(
         update(Campaign)
         .where(Campaign.id == campaign_id)

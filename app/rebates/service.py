@@ -127,12 +127,6 @@ _PAID_ORDER = (
     )
     .where(Order.id == bindparam("order"), Order.status == OrderStatus.PAID)
 )
-_LOCK_ACCOUNTS = (
-    select(LedgerAccount.id)
-    .where(LedgerAccount.id.in_(bindparam("ids", expanding=True)))
-    .order_by(LedgerAccount.id)
-    .with_for_update()
-)
 
 
 def _live_campaigns(merchant_id: int) -> list[_LiveCampaign]:
@@ -155,11 +149,13 @@ def on_order_paid(event: Event) -> None:
     """Book what a paid order earns: the spent packet's legs, and every active campaign's grants.
 
     No campaign row is locked, and rules are evaluated against the budget as last committed. Everything
-    the order books is written as one ledger :class:`Batch` whose balance moves come last, so a campaign's
-    budget (every order of the campaign wants it) is locked only from there to the commit. If a
-    concurrent order took the budget meanwhile, the budget's conditional UPDATE refuses: the booking is
-    rolled back to its savepoint and evaluated again with the budgets locked (the budget never goes
-    negative either way; SQLite runs one writing transaction at a time, so there it cannot happen).
+    the order books is written as one ledger :class:`Batch` whose balance moves come last, in ascending
+    account id order like every other posting, so a campaign's budget (every order of the campaign wants
+    it) is locked only from there to the commit. If a concurrent order took the budget meanwhile, the
+    budget's conditional UPDATE refuses: the booking is rolled back to its savepoint and evaluated again
+    on the budget as now committed, a few times; then the payment's transaction fails as a whole
+    (``ConcurrentChange``) and WeChat's redelivery books it. The budget never goes negative either way;
+    SQLite runs one writing transaction at a time, so there the first evaluation always holds.
     """
     packet_id = event.payload.get("red_packet_id")
     campaigns = _live_campaigns(event.merchant_id)
@@ -178,28 +174,41 @@ def on_order_paid(event: Event) -> None:
         paid_at,
         buyer_pending=None if pending_id is None else AccountRef(pending_id, merchant_id),
     )
+    packet = int(packet_id) if packet_id else None
     if db.session.get_bind().dialect.name == "sqlite":
-        _book(order, int(packet_id) if packet_id else None, campaigns)
+        _book(order, packet, campaigns)
         return
-    try:
-        with db.session.begin_nested():
-            _book(order, int(packet_id) if packet_id else None, campaigns)
-    except Overdraft:
-        # A concurrent order spent a budget after it was read: again, with every budget locked first.
-        logger.info("order %s: a budget was spent meanwhile; booking again with the budgets locked", order.id)
-        ids = [c.budget.id for c in campaigns if c.budget is not None]
-        db.session.execute(_LOCK_ACCOUNTS, {"ids": ids}).all()
-        with db.session.begin_nested():
-            _book(order, int(packet_id) if packet_id else None, _live_campaigns(event.merchant_id))
+    for attempt in range(1, BOOKING_ATTEMPTS + 1):
+        try:
+            with db.session.begin_nested():
+                _book(order, packet, campaigns)
+            return
+        except Overdraft:
+            # A concurrent order spent a budget after it was read. No lock is taken before the batch (a
+            # budget locked first would break the ascending order every posting keeps): read again.
+            logger.info(
+                "order %s: a budget was spent meanwhile; booking again (attempt %d)", order.id, attempt
+            )
+            campaigns = _live_campaigns(event.merchant_id)
+    raise ConcurrentChange(f"order {order.id}: campaign budgets kept changing while it was booked")
+
+
+# Each attempt is refused only if another order took the same budget between this one's read and its
+# write; budgets run out, so a few attempts are enough outside contrived contention.
+BOOKING_ATTEMPTS = 5
 
 
 def _book(order: _PaidOrder, packet_id: int | None, campaigns: list[_LiveCampaign]) -> None:
     booking = _Booking(order)
     packet = _redeem(booking, packet_id) if packet_id is not None else None
     facts = _OrderFacts(order, packet)
+    released = Money(0)
     if packet is not None:
-        _book_packet_legs(booking, packet, facts.get(needs_attribution=True))
+        released = _book_packet_legs(booking, packet, facts.get(needs_attribution=True))
     for campaign in campaigns:
+        if packet is not None and campaign.id == packet.campaign_id:
+            # What the spent packet's reservation gives back is the campaign's again, for this order too.
+            campaign = campaign._replace(budget_fen=campaign.budget_fen + released.fen)
         _book_campaign(booking, campaign, facts)
     booking.write()
 
@@ -356,8 +365,9 @@ def _caps_per_user(caps: Caps) -> bool:
     )
 
 
-def _book_packet_legs(booking: _Booking, packet: RedPacket, facts: OrderFacts) -> None:
-    """The two-way legs, at the packet's frozen rates, paid from its reservation; the rest released."""
+def _book_packet_legs(booking: _Booking, packet: RedPacket, facts: OrderFacts) -> Money:
+    """The two-way legs, at the packet's frozen rates, paid from its reservation; the rest released
+    (returned: what goes back to the campaign's budget)."""
     version = db.session.get(RuleVersion, packet.rule_version_id)
     assert version is not None
     accounts = campaign_accounts(packet.merchant_id, packet.campaign_id)
@@ -403,7 +413,8 @@ def _book_packet_legs(booking: _Booking, packet: RedPacket, facts: OrderFacts) -
                 memo=f"release reservation of red packet {packet.id}",
             )
         )
-        packet.reserved = Money(0)
+    released, packet.reserved = packet.reserved, Money(0)
+    return released
 
 
 def _book_campaign(booking: _Booking, campaign: _LiveCampaign, facts: _OrderFacts) -> None:
@@ -412,9 +423,19 @@ def _book_campaign(booking: _Booking, campaign: _LiveCampaign, facts: _OrderFact
     rules = stored_rules(campaign.document)
     # One booking moment for the caps' facts, the grants and their counters, so all three agree.
     booked_at = utcnow()
-    user = (
-        _user_facts(campaign.id, order.consumer_id, booked_at) if _caps_per_user(rules.caps) else UserFacts()
-    )
+    user = UserFacts()
+    if _caps_per_user(rules.caps):
+        # The grants read back, plus what this booking already gave the buyer from this campaign (a spent
+        # packet's buyer leg, written with the rest at the end).
+        booked, given = (
+            _user_facts(campaign.id, order.consumer_id, booked_at),
+            booking.given_to_buyer(campaign.id),
+        )
+        user = UserFacts(
+            granted_today=booked.granted_today + given,
+            granted_this_week=booked.granted_this_week + given,
+            granted_this_month=booked.granted_this_month + given,
+        )
     order_facts = facts.get(needs_attribution=_reads_attribution(rules))
     # The spent packet's legs were booked from its reservation; cash-back on a packet order still applies.
     evaluation = evaluate(
@@ -587,6 +608,12 @@ class _Booking:
 
         self.coupons.append(issue)
 
+    def given_to_buyer(self, campaign_id: int) -> Money:
+        """What this booking has given the buyer from ``campaign_id`` so far (counted in its caps)."""
+        return Money(
+            sum(amount.fen for (campaign, _), (amount, _) in self.counted.items() if campaign == campaign_id)
+        )
+
     def _destination(self, beneficiary: str, consumer_id: int | None) -> Account:
         if beneficiary in _MERCHANT_SIDE:
             return merchant_accounts(self.order.merchant_id).rebate
@@ -604,7 +631,11 @@ class _Booking:
             return
         if self.grants:
             db.session.execute(_INSERT_GRANT, self.grants)
-        for (campaign_id, caps), (amount, at) in self.counted.items():
+        # Counter rows in campaign order (a packet's legs, uncapped, before its campaign's capped grants):
+        # two bookings of one buyer take them in the same order, so they queue instead of deadlocking.
+        for (campaign_id, caps), (amount, at) in sorted(
+            self.counted.items(), key=lambda item: (item[0][0], item[0][1] is not None)
+        ):
             _count_for_buyer(self.order.merchant_id, campaign_id, self.order.consumer_id, amount, at, caps)
         self.batch.write()  # the balances last: the budgets are locked from here to the commit
 
