@@ -185,7 +185,7 @@ def submit(
     """Create the transfer bill / send the red packet under ``order.bill_no``. Exchanges go to ``log``
     (default: the gateway log, in the caller's transaction)."""
     merchant = _payout_merchant(merchant)
-    hook = log or RecordingHook(merchant.id)
+    hook = log if log is not None else RecordingHook(merchant.id)
     try:
         if order.rail is PayoutRail.TRANSFER_BILL:
             return _transfer_answer(
@@ -228,7 +228,7 @@ def query(
 ) -> Outcome:
     """WeChat's record of ``order.bill_no``."""
     merchant = _payout_merchant(merchant)
-    hook = log or RecordingHook(merchant.id)
+    hook = log if log is not None else RecordingHook(merchant.id)
     try:
         if order.rail is PayoutRail.TRANSFER_BILL:
             return _transfer_answer(merchant.pay_client(hook).query_transfer_bill(order.bill_no))
@@ -254,7 +254,7 @@ def cancel(
 ) -> Outcome:
     """Cancel an unconfirmed transfer bill; success only means "accepted" (CANCELING), §6.1."""
     merchant = _payout_merchant(merchant)
-    hook = log or RecordingHook(merchant.id)
+    hook = log if log is not None else RecordingHook(merchant.id)
     try:
         return _transfer_answer(merchant.pay_client(hook).cancel_transfer_bill(order.bill_no))
     except WeChatError as exc:
