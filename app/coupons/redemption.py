@@ -140,17 +140,19 @@ def apply_voucher_use(*, merchant: MerchantSnapshot, resource: Mapping[str, Any]
     creator = _text(resource, "stock_creator_mchid")
     if coupon_id is None or stock_id is None:
         return _ignored(merchant, "no coupon_id / stock_id", resource)
-    coupon = db.session.scalar(
-        select(Coupon).where(
+    found = db.session.execute(
+        select(Coupon.id, Coupon.face_value, CouponStock.wechat_stock_id)
+        .join(CouponStock, CouponStock.id == Coupon.stock_id)
+        .where(
             Coupon.merchant_id == merchant.id,
             Coupon.kind == CouponKind.VOUCHER,
             Coupon.wechat_coupon_id == coupon_id,
         )
-    )
-    stock = db.session.get(CouponStock, coupon.stock_id) if coupon is not None else None
-    if coupon is None or stock is None:
+    ).first()
+    if found is None:
         return _ignored(merchant, "unknown coupon", resource)
-    if stock.wechat_stock_id != stock_id or (creator is not None and creator != merchant.mchid):
+    ours, face_value, wechat_stock_id = found
+    if wechat_stock_id != stock_id or (creator is not None and creator != merchant.mchid):
         return _ignored(merchant, "coupon of another stock or merchant", resource)
     used_at = _time(_text(resource, "consume_information", "consume_time")) or utcnow()
     db.session.flush()
@@ -158,20 +160,27 @@ def apply_voucher_use(*, merchant: MerchantSnapshot, resource: Mapping[str, Any]
     # tells whether the payment side has already named the order.
     row = db.session.execute(
         update(Coupon)
-        .where(Coupon.id == coupon.id, Coupon.status.in_([CouponStatus.SENT, CouponStatus.RESERVED]))
+        .where(Coupon.id == ours, Coupon.status.in_([CouponStatus.SENT, CouponStatus.RESERVED]))
         .values(status=CouponStatus.USED, used_at=used_at, transaction_id=transaction_id)
         .returning(Coupon.order_id)
         .execution_options(synchronize_session=False)
     ).first()
-    db.session.expire(coupon)
+    _forget(ours)
     if row is None:
         return Answer(204, "a repeat")  # already used: WeChat's retry or duplicate
     order_id = row[0]
     if order_id is None and transaction_id is not None:
-        order_id = _order_paid_with(merchant.id, transaction_id, coupon)
+        order_id = _order_paid_with(merchant.id, transaction_id, ours, face_value)
     if order_id is not None:
-        book_use(coupon.id)
+        book_use(ours)
     return Answer(204)
+
+
+def _forget(coupon_id: int) -> None:
+    # A Core UPDATE changed the row: a copy in this session must be read again.
+    loaded = db.session.identity_map.get(db.session.identity_key(Coupon, coupon_id))
+    if loaded is not None:
+        db.session.expire(loaded)
 
 
 def _time(text: str | None) -> datetime | None:
@@ -184,7 +193,7 @@ def _time(text: str | None) -> datetime | None:
     return moment if moment.tzinfo is not None else None
 
 
-def _order_paid_with(merchant_id: int, transaction_id: str, coupon: Coupon) -> int | None:
+def _order_paid_with(merchant_id: int, transaction_id: str, coupon_id: int, face_value: Money) -> int | None:
     """The paid order of ``transaction_id`` when its payment named no coupon (no promotion_detail): the
     coupon's order then, its face value what it cut (a normal voucher cuts all of it)."""
     order_id = db.session.scalar(
@@ -198,15 +207,15 @@ def _order_paid_with(merchant_id: int, transaction_id: str, coupon: Coupon) -> i
         return None
     if guarded_update(
         Coupon,
-        coupon.id,
+        coupon_id,
         Coupon.order_id.is_(None),
         order_id=order_id,
-        discount=coupon.face_value,
-        merchant_contribute=coupon.face_value,
+        discount=face_value,
+        merchant_contribute=face_value,
         wechat_contribute=Money(0),
     ):
         return order_id
-    return db.session.scalar(select(Coupon.order_id).where(Coupon.id == coupon.id))
+    return db.session.scalar(select(Coupon.order_id).where(Coupon.id == coupon_id))
 
 
 # ---------------------------------------------------------------- merchant coupons: COUPON.SEND
@@ -272,7 +281,9 @@ def on_order_paid(event: Event) -> None:
                 Coupon.order_id.is_(None),
             )
         ):
-            if coupon.id not in named and _order_paid_with(event.merchant_id, transaction_id, coupon):
+            if coupon.id not in named and _order_paid_with(
+                event.merchant_id, transaction_id, coupon.id, coupon.face_value
+            ):
                 book_use(coupon.id)
 
 
