@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Any
 
 from flask import flash, make_response, redirect, render_template, request, url_for
-from marshmallow import ValidationError
 from werkzeug.wrappers import Response as BaseResponse
 
 from app.audit.service import Actor
@@ -29,12 +28,12 @@ from app.campaigns.schemas import (
 )
 from app.campaigns.stats import campaign_stats
 from app.core.errors import Forbidden, InvalidInput
-from app.core.money import Money
 from app.core.tx import commit
 from app.dashboard.schemas import DashboardQuerySchema
 from app.dashboard.service import balances, date_range
 from app.dashboard.service import dashboard as dashboard_figures
 from app.web.blueprint import BEIJING, bp
+from app.web.forms import fen, load
 from app.web.guards import current_page, page
 from app.web.rule_form import CAPS, KIND_FIELDS, SEED_DOCUMENT, document_from_form, form_values
 
@@ -43,27 +42,6 @@ RULE_KINDS = ("two_way", "ratio", "ladder", "fixed", "cashback", "invite", "dist
 
 def _actor() -> Actor:
     return Actor("staff", str(current_page().principal.staff_id))
-
-
-def _load(schema: Any, data: dict[str, Any]) -> dict[str, Any]:
-    """A form, shaped as the API's JSON body, loaded by the API's own schema (422 naming the fields)."""
-    try:
-        loaded: dict[str, Any] = schema.load(data)
-    except ValidationError as exc:
-        raise InvalidInput("invalid input", details={"fields": exc.messages}) from None
-    return loaded
-
-
-def _fen(field: str, *, required: bool = True) -> int | None:
-    text = request.form.get(field, "").strip().replace(",", "")
-    if not text and not required:
-        return None
-    try:
-        return Money.from_yuan(text).fen
-    except ValueError:
-        raise InvalidInput(
-            "not an amount in yuan", details={"fields": {field: ["yuan, at most two decimals"]}}
-        ) from None
 
 
 def _local_time(field: str) -> str:
@@ -100,7 +78,7 @@ def _rules_document() -> dict[str, Any]:
 @page()
 def dashboard(slug: str) -> BaseResponse:
     """Money from the ledger and the red-packet funnel over a China date range, with charts."""
-    query = _load(DashboardQuerySchema(), dict(request.args))
+    query = load(DashboardQuerySchema(), dict(request.args))
     span = date_range(query["first"], query["last"])
     figures = dashboard_figures(merchant_id=current_page().merchant.id, span=span)
     return make_response(
@@ -161,9 +139,9 @@ def _builder(campaign: dict[str, Any] | None) -> BaseResponse:
 @page(Role.FINANCE)
 def budget_deposit(slug: str) -> BaseResponse:
     """Money the merchant paid in (a bank transfer) into its marketing budget, once per reference."""
-    body = _load(
+    body = load(
         DepositRequestSchema(),
-        {"amount_fen": _fen("amount"), "idempotency_key": request.form.get("idempotency_key", "").strip()},
+        {"amount_fen": fen("amount"), "idempotency_key": request.form.get("idempotency_key", "").strip()},
     )
     deposit_merchant_budget(
         merchant_id=current_page().merchant.id,
@@ -185,7 +163,7 @@ def campaign_new(slug: str) -> BaseResponse:
 @bp.route("/m/<slug>/campaigns", methods=["POST"])
 @page(Role.OPERATOR)
 def campaign_create(slug: str) -> BaseResponse:
-    body = _load(
+    body = load(
         CampaignCreateSchema(),
         {
             "name": request.form.get("name", ""),
@@ -256,10 +234,10 @@ def campaign_rules(slug: str, campaign_id: int) -> BaseResponse:
 def campaign_fund(slug: str, campaign_id: int) -> BaseResponse:
     """Budget → campaign, idempotent on the form's key (a double submit moves the money once)."""
     ctx = current_page()
-    body = _load(
+    body = load(
         FundSchema(),
         {
-            "amount_fen": _fen("amount"),
+            "amount_fen": fen("amount"),
             "source": request.form.get("source", "merchant"),
             "idempotency_key": request.form.get("idempotency_key", ""),
         },
@@ -302,18 +280,18 @@ def campaign_status(slug: str, campaign_id: int) -> BaseResponse:
 def campaign_preview(slug: str, campaign_id: int) -> BaseResponse:
     """One described order through the rules (writes nothing); the answer shown on the campaign's page."""
     order: dict[str, Any] = {
-        "total_fen": _fen("total"),
+        "total_fen": fen("total"),
         "is_first_paid_order": request.form.get("is_first_paid_order") == "on",
         "has_inviter": request.form.get("has_inviter") == "on",
         "promoter_levels": int(request.form.get("promoter_levels", "0") or 0),
     }
-    paid = _fen("paid", required=False)
+    paid = fen("paid", required=False)
     if paid is not None:
         order["paid_fen"] = paid
     if request.form.get("with_red_packet") == "on":
         rule_id = request.form.get("rule_id", "")
         order["red_packet"] = {"rule_id": rule_id} if rule_id else {}
-    body = _load(PreviewSchema(), {"order": order})
+    body = load(PreviewSchema(), {"order": order})
     result = previews.preview_order(merchant_id=current_page().merchant.id, campaign_id=campaign_id, **body)
     return _campaign_page(campaign_id, preview=preview_view(result), preview_form=request.form)
 
@@ -323,7 +301,7 @@ def campaign_preview(slug: str, campaign_id: int) -> BaseResponse:
 def campaign_replay(slug: str, campaign_id: int) -> BaseResponse:
     """The last N days of real orders under the rules, with a P&L chart (writes nothing)."""
     raw_days = request.form.get("days", "")
-    body = _load(ReplaySchema(), {"days": int(raw_days) if raw_days.isdigit() else raw_days})
+    body = load(ReplaySchema(), {"days": int(raw_days) if raw_days.isdigit() else raw_days})
     result = replay_view(
         previews.replay_orders(merchant_id=current_page().merchant.id, campaign_id=campaign_id, **body)
     )

@@ -16,8 +16,8 @@ from app.payouts import service as payout_service
 from app.payouts.models import PayoutStatus
 from app.payouts.schemas import STUCK, ResolveSchema
 from app.web.blueprint import bp
+from app.web.forms import load
 from app.web.guards import current_page, page
-from app.web.pages_campaigns import _load
 from app.web.queries import reconciliation_differences
 from app.withdrawals import service as withdrawal_service
 from app.withdrawals.models import WithdrawalStatus
@@ -57,7 +57,7 @@ def withdrawal_approve(slug: str, withdrawal_id: int) -> BaseResponse:
 @bp.route("/m/<slug>/withdrawals/<int:withdrawal_id>/reject", methods=["POST"])
 @page(Role.FINANCE, while_suspended=True)
 def withdrawal_reject(slug: str, withdrawal_id: int) -> BaseResponse:
-    body = _load(RejectSchema(), {"reason": request.form.get("reason", "")})
+    body = load(RejectSchema(), {"reason": request.form.get("reason", "")})
     withdrawal_service.reject_withdrawal(
         merchant_id=current_page().merchant.id,
         withdrawal_id=withdrawal_id,
@@ -101,7 +101,7 @@ def payout_retry(slug: str, payout_id: int) -> BaseResponse:
 @bp.route("/m/<slug>/payouts/<int:payout_id>/resolve", methods=["POST"])
 @page(Role.FINANCE, while_suspended=True)
 def payout_resolve(slug: str, payout_id: int) -> BaseResponse:
-    body = _load(
+    body = load(
         ResolveSchema(),
         {"outcome": request.form.get("outcome", ""), "reason": request.form.get("reason", "")},
     )

@@ -25,8 +25,8 @@ from app.shop_keys.service import create_shop_key, list_shop_keys, revoke_shop_k
 from app.staff import service as staff_service
 from app.wallet.service import timeline
 from app.web.blueprint import bp
+from app.web.forms import load
 from app.web.guards import current_page, page
-from app.web.pages_campaigns import _load
 
 
 def _actor() -> Actor:
@@ -69,7 +69,7 @@ def consumer(slug: str, consumer_id: int) -> BaseResponse:
 @bp.route("/m/<slug>/consumers/<int:consumer_id>/ban", methods=["POST"])
 @page(Role.REVIEWER, while_suspended=True)
 def consumer_ban(slug: str, consumer_id: int) -> BaseResponse:
-    body = _load(BanSchema(), {"reason": request.form.get("reason", "")})
+    body = load(BanSchema(), {"reason": request.form.get("reason", "")})
     ban_consumer(
         merchant_id=current_page().merchant.id, consumer_id=consumer_id, reason=body["reason"], actor=_actor()
     )
@@ -220,7 +220,7 @@ def qr_code_create(slug: str) -> BaseResponse:
         raw["channel"] = channel
     if (seconds := _id("expire_seconds")) is not None:
         raw["expire_seconds"] = seconds
-    body = _load(QrCodeRequestSchema(), raw)
+    body = load(QrCodeRequestSchema(), raw)
     followers_service.create_qr_code(
         merchant_id=current_page().merchant.id,
         purpose=QrPurpose(body["purpose"]),
@@ -254,7 +254,7 @@ def qr_code_png(slug: str, qr_id: int) -> Response:
 @bp.route("/m/<slug>/followers/replies", methods=["POST"])
 @page(Role.OPERATOR)
 def reply_set(slug: str) -> BaseResponse:
-    body = _load(
+    body = load(
         ReplyRequestSchema(),
         {
             "trigger": request.form.get("trigger", ""),
