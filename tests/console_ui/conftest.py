@@ -180,7 +180,8 @@ class Watched:
         self.open("/console/login")
         self.page.fill("input[name=email]", STAFF[role])
         self.page.fill("input[name=password]", PASSWORD)
-        self.page.click("form button[type=submit]")
+        with self.page.expect_navigation():
+            self.page.click("form button[type=submit]")
         self.page.wait_for_load_state("load")
 
     def figure(self, key: str) -> int:

@@ -154,8 +154,7 @@ def test_the_console_end_to_end(live: Live, open_page: Any) -> None:
     }
     assert grants == {"merchant": 1000, "issuer_merchant": 500, "buyer": 250}
     assert owner.figure("preview_total_cost_fen") == 1750
-    owner.page.click("form[action$='/status'] button")  # 开始 (start)
-    owner.page.wait_for_load_state("load")
+    submit(owner, "form[action$='/status'] button")  # 开始 (start)
     assert owner.text("[data-test=campaign-status]") == "进行中"
 
     # The seed scenario through the sandbox: ¥200 earns the packet, ¥50 spends it, both received, settled.
