@@ -185,6 +185,14 @@ def test_redis_killed_during_a_payout_burst_the_worker_stays_up_and_pays_each_on
     )
     assert answer.status_code == 503, answer.get_data(as_text=True)
     assert answer.json["error"]["code"] == "redis_unavailable" and answer.headers["Retry-After"] == "5"
+    # Readiness says which part failed; metrics still answer, saying Redis could not be read.
+    ready = outage.app.test_client().get("/readyz")
+    assert ready.status_code == 503 and ready.json["checks"]["redis"]["ok"] is False
+    assert ready.json["checks"]["database"]["ok"] is True
+    metrics = outage.app.test_client().get("/metrics").get_data(as_text=True)
+    assert (
+        'hongli_up{dependency="redis"} 0.0' in metrics and 'hongli_up{dependency="database"} 1.0' in metrics
+    )
 
     # The call in flight ends (WeChat created the bill, then the answer timed out: outcome unknown) and is
     # recorded — the rows need no Redis; the worker is still there, waiting for Redis.
