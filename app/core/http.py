@@ -97,6 +97,20 @@ def _handle_redis_unavailable(exc: Exception) -> tuple[Response, int]:
     return response, status
 
 
+def _handle_lost_connection(exc: DBAPIError) -> tuple[Response, int]:
+    """The database connection broke under the request (a restart, a failover, a connection killed between
+    two uses too close together for the idle ping): nothing was committed, the pool has dropped it, and
+    the next try gets a fresh one."""
+    logger.warning(
+        "the database connection was lost during a request (%s); answered 503", type(exc.orig).__name__
+    )
+    response, status = error_response(
+        503, "database_unavailable", "the database connection was lost; retry shortly"
+    )
+    response.headers["Retry-After"] = "1"
+    return response, status
+
+
 def _handle_unexpected(exc: Exception) -> tuple[Response, int]:
     if isinstance(exc, HTTPException):
         return _handle_http_exception(exc)
@@ -104,6 +118,8 @@ def _handle_unexpected(exc: Exception) -> tuple[Response, int]:
         return _handle_redis_unavailable(exc)
     if isinstance(exc, DBAPIError) and (answer := _handle_concurrency(exc)) is not None:
         return answer
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return _handle_lost_connection(exc)
     logger.exception("unhandled error")
     return error_response(500, "internal_error", "internal server error; quote the request id to support")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
@@ -53,3 +54,32 @@ def test_a_connection_used_moments_ago_is_not_pinged(database_url: str, admin: E
         _backend(engine)
     assert _backend(engine) != first
     engine.dispose()
+
+
+def test_a_request_on_a_connection_lost_moments_ago_answers_503_and_the_next_is_served(
+    app: Any, settings: Any, app_factory: Any, admin: Engine
+) -> None:
+    """Between two uses closer than the idle ping's threshold a connection can die unseen: the request
+    that meets it gets a clean 503 with Retry-After (nothing was committed), never a 500, and the pool
+    serves the next one on a fresh connection. (``app``: the schema migrated.)"""
+    from app.extensions import db
+
+    web = app_factory(
+        settings.model_copy(update={"database": settings.database.model_copy(update={"pool_size": 1})})
+    )
+    with web.app_context():
+        pid = int(db.session.execute(text("SELECT pg_backend_pid()")).scalar_one())
+        db.session.remove()
+    _kill(admin, pid)
+    client = web.test_client()
+    headers = {"Authorization": "Bearer not-a-token", "X-WX-AppId": "wx0000000000000000"}
+
+    lost = client.get("/api/mp/v1/me", headers=headers)
+    again = client.get("/api/mp/v1/me", headers=headers)
+
+    assert (lost.status_code, lost.json["error"]["code"], lost.headers["Retry-After"]) == (
+        503,
+        "database_unavailable",
+        "1",
+    )
+    assert again.status_code == 401
