@@ -43,6 +43,20 @@ ensure_tool() {
   fi
 }
 
+# Make sure a file a package provides exists (ensure_file PATH DEBIAN_PACKAGE): e.g. a CJK font, so the
+# console's browser tests draw Chinese (their screenshots are in docs/console.md) rather than boxes.
+ensure_file() {
+  [ -e "$1" ] && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && [ "${HONGLI_NO_APT:-}" != 1 ]; then
+    echo "hongli: $1 is missing; installing Debian's $2 package" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$2" >/dev/null
+    [ -e "$1" ] || die "installing $2 failed"
+  else
+    echo "hongli: $1 is missing (Debian/Ubuntu: sudo apt-get install $2); Chinese text in screenshots will not render" >&2
+  fi
+}
+
 # Make sure PgBouncer exists (the scale-out tests put two web instances and two workers behind it):
 # Debian's pgbouncer package when we are root, never started as a system service.
 pgbouncer_bin() { command -v pgbouncer 2>/dev/null || { [ -x /usr/sbin/pgbouncer ] && echo /usr/sbin/pgbouncer; }; }

@@ -13,5 +13,6 @@ echo "== pytest"
 ensure_tool jq jq      # the quickstart walk-through runs as written (tests/test_quickstart.py)
 ensure_tool curl curl
 ensure_tool chromium chromium   # the console's browser tests (tests/console_ui), by executable path
+ensure_file /usr/share/fonts/truetype/wqy/wqy-microhei.ttc fonts-wqy-microhei  # Chinese in their screenshots
 ensure_pgbouncer       # two web instances and two workers behind PgBouncer (tests/scale)
 exec scripts/with-services.sh .venv/bin/python -m pytest "$@"
