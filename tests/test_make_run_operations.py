@@ -90,7 +90,9 @@ def test_metrics_move_with_the_seed_scenario_and_make_run_rides_through_a_redis_
         return total(after, name, **labels) - total(before, name, **labels)
 
     # Counters of the gunicorn workers and of the worker, added up across processes (multiprocess mode).
-    assert moved("hongli_wechat_notifications_total", result="applied") >= 2  # two orders paid
+    assert moved("hongli_wechat_notifications_total", type="TRANSACTION.SUCCESS", result="applied") >= 2
+    assert moved("hongli_wechat_calls_total", outcome="ok") >= 4  # prepays, queries, the transfer bill
+    assert moved("hongli_wechat_call_seconds_count") >= 4
     assert moved("hongli_jobs_total", queue="payouts", result="finished") >= 1  # the withdrawal's payout
     assert moved("hongli_job_seconds_count", queue="payouts") >= 1
     # Read from the database and Redis at scrape time.

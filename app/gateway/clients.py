@@ -15,6 +15,7 @@ from app.gateway.log import RecordingHook
 from app.merchants.models import Merchant
 from app.merchants.service import merchant_secrets
 from app.merchants.snapshots import MerchantSnapshot
+from app.metrics.instruments import instrument_session
 from app.settings import Settings
 from wechat.endpoints import WeChatEndpoints
 from wechat.miniprogram import MiniProgramClient
@@ -47,7 +48,7 @@ def http_session() -> requests.Session:
     its own, as it presents the merchant's client certificate.
     """
     if _HTTP.session is None or _HTTP.pid != os.getpid():
-        session = requests.Session()
+        session = instrument_session(requests.Session())  # answer times for hongli_wechat_call_seconds
         # Shared by every merchant: WeChat's APIs set no cookies we want, and none may travel between them.
         session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
         _HTTP.session, _HTTP.pid = session, os.getpid()

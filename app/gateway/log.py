@@ -11,6 +11,7 @@ from sqlalchemy import Table, insert, select
 from app.core.db import utcnow
 from app.extensions import db
 from app.gateway.models import GatewayEvent
+from app.metrics.instruments import observe_gateway_event
 from wechat.gateway_log import GatewayEvent as WireEvent
 
 # Core, not the ORM unit of work: a log row is written once and never loaded back on the hot paths.
@@ -18,6 +19,7 @@ _INSERT = insert(cast(Table, GatewayEvent.__table__))
 
 
 def _row(merchant_id: int | None, order_id: int | None, event: WireEvent) -> dict[str, Any]:
+    observe_gateway_event(event)  # every exchange passes here once: the WeChat metrics count it
     return {
         "merchant_id": merchant_id,
         "order_id": order_id,

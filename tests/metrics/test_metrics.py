@@ -90,7 +90,10 @@ def test_counters_and_figures_move_with_a_paid_order_of_the_seed_campaign(
         for name, labels in after
         if name == "hongli_wechat_notifications_total"
     }
-    assert sum(n for labels, n in notified.items() if ("result", "applied") in labels) == 1, notified
+    assert notified == {(("result", "applied"), ("type", "TRANSACTION.SUCCESS")): 1.0}, notified
+    # The prepay went to WeChat: counted by API and outcome, its answer time observed.
+    assert moved("hongli_wechat_calls_total", api="pay.jsapi_prepay", outcome="ok") == 1
+    assert moved("hongli_wechat_call_seconds_count", api="pay.jsapi_prepay") == 1
     # Budget burn of the live campaign: the ¥200 order reserved its packet's worst case (16000 fen).
     merchant, campaign_id = str(shop.merchant.id), str(campaign)
     assert (
