@@ -194,6 +194,12 @@ def handle_v3_notification(*, slug: str, headers: Mapping[str, str], body: bytes
         applied = apply_locked(merchant=merchant, resource=resource, source="notification", locked=locked)
         return Answer(204) if applied.ok else Answer(400, applied.reason)
     log.write(_order_of(merchant, resource.get("out_trade_no")))
+    if notification.event_type in ("COUPON.USE", "COUPON.SEND"):
+        # A merchant may point its coupon callbacks here rather than at /wechat/<slug>/coupons/notify.
+        from app.coupons.redemption import apply_coupon_event
+
+        used = apply_coupon_event(merchant=merchant, event_type=notification.event_type, resource=resource)
+        return Answer(used.status, used.message)
     if malformed := _malformed(resource):
         # Signed by WeChat yet unreadable: change nothing and answer a failure (WeChat retries, the log
         # shows it). Payments need no such check: their refusals (terms_mismatch, …) read any type.
@@ -209,7 +215,7 @@ def handle_v3_notification(*, slug: str, headers: Mapping[str, str], body: bytes
 
         on_transfer_bill_finished(merchant_id=merchant.id, resource=resource)
         return Answer(204)
-    # Other event types (e.g. vouchers) are acknowledged; their owners subscribe when they exist.
+    # Other event types are acknowledged; their owners subscribe when they exist.
     logger.info("acknowledged %s for %s", notification.event_type, slug)
     return Answer(204)
 

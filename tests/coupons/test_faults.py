@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from app.coupons.models import Coupon, CouponStatus
 from app.coupons.service import deliver_coupon
 from app.ledger.accounts import campaign_accounts, merchant_accounts
+from app.orders.models import Order
 from tests.coupons.conftest import WORST_CASE, Marketing, ledger_clean
 from wechat.errors import WeChatError
 
@@ -75,4 +76,29 @@ def test_duplicated_and_retried_coupon_use_books_once(
     listed = shop.sandbox.get("/notifications?event_type=COUPON.USE")
     uses = listed["notifications"] if isinstance(listed, dict) else listed
     assert len(uses) == 1 and any(a["kind"] == "duplicate" for a in uses[0]["attempts"])
+    ledger_clean()
+
+
+def test_coupon_callbacks_pointed_at_the_payment_url_are_applied_there(
+    marketing: Marketing, app: Flask, db_session: Session
+) -> None:
+    # A merchant may point the favor callbacks at its payment notification URL: COUPON.USE is applied there.
+    shop = marketing.shop
+    coupon_id = _issue(marketing, "f4")
+    assert deliver_coupon(coupon_id) is CouponStatus.SENT
+    shop.sandbox.post(f"/merchants/{shop.merchant.mchid}/settings", {"coupon_notify_url": None})
+    order = shop.register("FAULT-PAY-URL", 6000)
+    shop.pay(order["id"])
+    listed = shop.sandbox.get(f"/notifications?owner={shop.merchant.mchid}")["notifications"]
+    assert not any(n["event_type"] == "COUPON.USE" for n in listed)  # nowhere to go
+    coupon = db_session.get(Coupon, coupon_id)
+    assert coupon is not None and coupon.status is CouponStatus.SENT
+    resource = shop.sandbox.get("/users/alice/card-pack")["vouchers"][0] | {
+        "consume_information": {"transaction_id": db_session.get(Order, order["id"]).transaction_id}  # type: ignore[union-attr]
+    }
+    headers, body = shop.forger.signed(resource, event_type="COUPON.USE")
+    assert shop.notify(headers, body).status_code == 204
+    db_session.refresh(coupon)
+    assert coupon.status is CouponStatus.USED and coupon.booked_at is not None
+    assert merchant_accounts(shop.merchant.id).rebate.balance.fen == 1000 + 600
     ledger_clean()

@@ -157,11 +157,18 @@ def test_the_payments_promotion_detail_is_recorded_per_order(
     coupon = _coupon(db_session, issued.json["id"])
     assert (coupon.status, coupon.discount.fen if coupon.discount else None) == (CouponStatus.USED, 1000)
     lines = db_session.scalars(select(CouponPromotion).where(CouponPromotion.order_id == order["id"])).all()
-    if lines:  # the payment notification's promotion_detail reaches the coupons (see docs/coupons.md)
-        assert [
-            (p.wechat_coupon_id, p.amount.fen, p.merchant_contribute.fen, p.wechat_contribute.fen)
-            for p in lines
-        ] == [(coupon.wechat_coupon_id, 1000, 1000, 0)]
+    assert [
+        (
+            p.coupon_id,
+            p.wechat_coupon_id,
+            p.amount.fen,
+            p.merchant_contribute.fen,
+            p.wechat_contribute.fen,
+            p.type,
+        )
+        for p in lines
+    ] == [(coupon.id, coupon.wechat_coupon_id, 1000, 1000, 0, "CASH")]
+    assert (coupon.merchant_contribute.fen, coupon.wechat_contribute.fen) == (1000, 0)  # type: ignore[union-attr]
     ledger_clean()
 
 

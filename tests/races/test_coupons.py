@@ -11,11 +11,12 @@ import pytest
 from sqlalchemy import func, select
 
 from app.core.db import utcnow
-from app.coupons.models import Coupon, CouponKind, CouponStatus, CouponStock
-from app.coupons.service import create_stock, deliver_coupon, issue_on_follow, link_wechat_size
+from app.coupons.models import Channel, Coupon, CouponKind, CouponStatus, CouponStock
+from app.coupons.service import create_stock, deliver_coupon, issue_coupon, issue_on_follow, link_wechat_size
 from app.extensions import db
 from app.ledger.models import AccountKind
 from app.merchants.models import Merchant
+from app.rebates.models import RebateGrant
 from tests.factories import make_consumer
 from tests.races.conftest import Answer, Race
 
@@ -182,3 +183,69 @@ def test_wechats_smaller_stock_wins_whether_known_or_learnt_from_its_answers(rac
         assert received == 6
 
     race.rounds(round_, n=ROUNDS)
+
+
+def test_a_payment_and_its_coupon_use_arriving_together_book_once(race: Race) -> None:
+    """TRANSACTION.SUCCESS (naming the voucher in promotion_detail) and COUPON.USE race: whichever is second
+    books the voucher's cost and legs — exactly once, never zero times."""
+    campaign_id = race.campaign(TWO_WAY, 100 * WORST_CASE)
+    stock_id = _stock(race, campaign_id, 1000)
+
+    def round_(i: int) -> None:
+        buyer = race.buyer()
+        with race.context():
+            coupon = issue_coupon(
+                merchant_id=race.merchant_id,
+                stock_id=stock_id,
+                consumer_id=buyer.consumer_id,
+                channel=Channel.DIRECT,
+                issue_key=f"race-use:{i}",
+            )
+            db.session.commit()
+            coupon_id = coupon.id
+        with race.context():
+            assert deliver_coupon(coupon_id) is CouponStatus.SENT
+        order_id, _ = race.register(buyer, 6000)
+        assert race.pay(buyer, order_id).ok
+        (out_trade_no,) = race.out_trade_nos(order_id)
+        paid = race.sandbox.admin.post(
+            f"/_sandbox/transactions/{out_trade_no}/pay", json={"mchid": race.mchid, "deliver": False}
+        )
+        assert paid.status_code == 200 and paid.get_json()["promotion_detail"]
+        listed = race.sandbox.get(f"/notifications?owner={race.mchid}")["notifications"]
+        payment = next(n for n in listed if n["resource"].get("out_trade_no") == out_trade_no)
+        use = next(
+            n
+            for n in listed
+            if n["event_type"] == "COUPON.USE"
+            and n["resource"]["consume_information"]["transaction_id"]
+            == payment["resource"]["transaction_id"]
+        )
+        forger = race.forger
+        signed_payment = forger.signed(payment["resource"])
+        signed_use = forger.signed(use["resource"], event_type="COUPON.USE")
+
+        def deliver(path: str, signed: tuple[dict[str, str], bytes]) -> Answer:
+            client = race.app.test_client(use_cookies=False)
+            return Answer.of(client.post(f"/wechat/{race.slug}/{path}", data=signed[1], headers=signed[0]))
+
+        answers = race.staggered(
+            i, partial(deliver, "pay/notify", signed_payment), partial(deliver, "coupons/notify", signed_use)
+        )
+        race.assert_clean(answers)
+        for answer, signed, path in zip(
+            answers, (signed_payment, signed_use), ("pay/notify", "coupons/notify"), strict=True
+        ):
+            if answer.busy:  # SQLite said busy: WeChat would retry it
+                assert deliver(path, signed).ok
+        with race.context():
+            coupon = db.session.get(Coupon, coupon_id)
+            assert coupon is not None and coupon.status is CouponStatus.USED and coupon.booked_at is not None
+            grants = db.session.scalars(select(RebateGrant).where(RebateGrant.coupon_id == coupon_id)).all()
+            assert sorted((g.beneficiary, g.amount.fen) for g in grants) == [
+                ("buyer", 300),
+                ("coupon_discount", FACE),
+                ("issuer_merchant", 600),
+            ]
+
+    race.rounds(round_, n=10)
