@@ -14,20 +14,9 @@ from sqlalchemy.orm import Session
 from app.rebates.models import RebateGrant
 from tests.campaign_setup import start_campaign
 from tests.payments.conftest import Shop
+from tests.rebates.builders import two_way
 
-TWO_WAY = {
-    "id": "two-way",
-    "kind": "two_way",
-    "priority": 10,
-    "stacking": "combinable",
-    "trigger_min_order_fen": 20000,
-    "packet_value_fen": 1000,
-    "packet_min_spend_fen": 5000,
-    "packet_valid_days": 30,
-    "issuer_rate_bp": 1000,
-    "buyer_rate_bp": 500,
-    "max_order_fen": 100000,
-}
+TWO_WAY = two_way(priority=10)
 CASH_BACK = {
     "id": "cash-back",
     "kind": "cashback",
