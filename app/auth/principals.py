@@ -19,6 +19,7 @@ class ConsumerPrincipal:
     merchant_id: int
     consumer_id: int
     session_id: int
+    appid: str = ""  # the merchant's app the request came through (mini-program or official account)
 
 
 @dataclass(frozen=True)

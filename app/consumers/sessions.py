@@ -55,7 +55,9 @@ def authenticate_consumer(*, token: str, appid: str, now: datetime | None = None
         raise Unauthenticated("this token does not belong to this app")
     if consumer.status is not ConsumerStatus.ACTIVE or merchant.status is not MerchantStatus.ACTIVE:
         raise Unauthenticated("this account cannot sign in")
-    return ConsumerPrincipal(merchant_id=merchant.id, consumer_id=consumer.id, session_id=record.id)
+    return ConsumerPrincipal(
+        merchant_id=merchant.id, consumer_id=consumer.id, session_id=record.id, appid=appid
+    )
 
 
 def revoke_session(session_id: int, now: datetime | None = None) -> None:

@@ -88,32 +88,53 @@ def _move(payout: Payout | PayoutRow, target: PayoutStatus) -> None:
     payout.status = target
 
 
-def recipient(merchant: Merchant, consumer_id: int) -> tuple[str, str]:
-    """(appid, openid) the merchant's rail pays: a red packet needs the official-account openid (§5.1)."""
+def recipient(merchant: Merchant, consumer_id: int, appid: str | None = None) -> tuple[str, str]:
+    """(appid, openid) the merchant's rail pays.
+
+    A red packet needs the official-account openid (§5.1). A transfer bill may name either of the
+    merchant's apps (§6.1): the one the consumer asked from (``appid``) when they have an openid there, so
+    they confirm it where they are — a follower on the official account's H5 pages, a buyer in the
+    mini-program — else the mini-program, else the official account.
+    """
     from app.consumers.models import WeChatIdentity
 
-    appid = merchant.oa_appid if merchant.payout_rail is PayoutRail.CASH_RED_PACKET else merchant.mp_appid
-    openid = db.session.scalar(
-        select(WeChatIdentity.openid).where(
-            WeChatIdentity.consumer_id == consumer_id, WeChatIdentity.appid == (appid or "")
+    if merchant.payout_rail is PayoutRail.CASH_RED_PACKET:
+        candidates = [merchant.oa_appid]
+    else:
+        preferred = appid if appid in (merchant.mp_appid, merchant.oa_appid) else None
+        candidates = [preferred, merchant.mp_appid, merchant.oa_appid]
+    apps = list(dict.fromkeys(app for app in candidates if app))
+    rows = db.session.execute(
+        select(WeChatIdentity.appid, WeChatIdentity.openid).where(
+            WeChatIdentity.consumer_id == consumer_id, WeChatIdentity.appid.in_(apps)
         )
+    ).all()
+    openids = {row.appid: row.openid for row in rows}
+    for app in apps:
+        if app in openids:
+            return app, openids[app]
+    raise Conflict(
+        "no WeChat identity to pay this consumer on the merchant's payout rail",
+        details={"rail": merchant.payout_rail.value},
     )
-    if not appid or openid is None:
-        raise Conflict(
-            "no WeChat identity to pay this consumer on the merchant's payout rail",
-            details={"rail": merchant.payout_rail.value},
-        )
-    return appid, openid
 
 
 def create_payout(
-    *, merchant: Merchant, consumer_id: int, source_type: str, source_id: int, amount: Money, fee: Money
+    *,
+    merchant: Merchant,
+    consumer_id: int,
+    source_type: str,
+    source_id: int,
+    amount: Money,
+    fee: Money,
+    appid: str | None = None,
 ) -> Payout:
     """Save a payout (bill number fixed now, before any call) and queue it after commit.
 
-    The money (``amount + fee``) must already be in the consumer's withdrawing bucket.
+    The money (``amount + fee``) must already be in the consumer's withdrawing bucket. ``appid``: the app
+    the consumer asked from (see :func:`recipient`).
     """
-    appid, openid = recipient(merchant, consumer_id)
+    appid, openid = recipient(merchant, consumer_id, appid)
     payout = Payout(
         merchant_id=merchant.id,
         consumer_id=consumer_id,

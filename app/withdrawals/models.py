@@ -42,6 +42,9 @@ class Withdrawal(Base):
     reason: Mapped[str | None] = mapped_column(String(255))
     reviewed_by: Mapped[int | None] = mapped_column(BigInteger)
     payout_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("payouts.id"))
+    # The merchant's app it was asked from (mini-program or official-account H5): a transfer bill pays the
+    # consumer's openid of that app when they have one, so they confirm it where they asked for it.
+    appid: Mapped[str | None] = mapped_column(String(32))
     history: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

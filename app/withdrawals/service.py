@@ -50,12 +50,19 @@ def _key_digest(key: str) -> str:
 
 
 def request_withdrawal(
-    *, merchant_id: int, consumer_id: int, amount: Money, idempotency_key: str, now: datetime | None = None
+    *,
+    merchant_id: int,
+    consumer_id: int,
+    amount: Money,
+    idempotency_key: str,
+    appid: str | None = None,
+    now: datetime | None = None,
 ) -> tuple[Withdrawal, bool]:
     """Move ``amount`` available → withdrawing and record the withdrawal; (withdrawal, created).
 
     Debt is repaid from available first (only the excess can be withdrawn). Under the merchant's
     ``withdrawal_auto_approve_max`` the payout is created at once, otherwise it waits for review.
+    ``appid`` is the merchant's app the consumer asked from: a transfer bill pays their openid of that app.
     """
     now = now or utcnow()
     merchant = db.session.get(Merchant, merchant_id)
@@ -113,6 +120,7 @@ def request_withdrawal(
         amount=amount,
         fee=fee,
         status=WithdrawalStatus.PENDING_REVIEW,
+        appid=appid or None,
         history=[],
         created_at=now,
     )
@@ -229,6 +237,7 @@ def _approve(withdrawal: Withdrawal, merchant: Merchant, reviewer: int | None) -
         source_id=withdrawal.id,
         amount=withdrawal.net,
         fee=withdrawal.fee,
+        appid=withdrawal.appid,
     )
     withdrawal.payout_id = payout.id
     _note(withdrawal, "approved" if reviewer is not None else "auto_approved", payout_id=payout.id)

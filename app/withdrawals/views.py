@@ -41,7 +41,7 @@ def request_withdrawal(body: dict[str, Any]) -> dict[str, Any]:
     """Withdraw available money (after repaying any debt); the same ``idempotency_key`` returns the same one."""
     principal = current_consumer()
     withdrawal, _created = service.request_withdrawal(
-        merchant_id=principal.merchant_id, consumer_id=principal.consumer_id, **body
+        merchant_id=principal.merchant_id, consumer_id=principal.consumer_id, appid=principal.appid, **body
     )
     commit()
     return service.view_of(withdrawal)

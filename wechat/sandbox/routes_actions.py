@@ -6,11 +6,13 @@ Each action changes state like WeChat would and delivers the resulting notificat
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from wechat.sandbox.admin import AdminError, by_key, install_error_handlers, json_body, run, user_of
+from wechat.sandbox.admin import AdminError, app_of, by_key, install_error_handlers, json_body, run, user_of
 from wechat.sandbox.cards import consume_code, delete_code, receive_card
 from wechat.sandbox.marketing import render_coupon, use_coupon
 from wechat.sandbox.pay import pay_order, render_refund, render_transaction, resolve_refund
@@ -119,6 +121,57 @@ def transfer_confirm(out_bill_no: str) -> Response:
             raise AdminError(409, "invalid_state", f"bill is {bill.state}")
         confirm_transfer_bill(world, bill)
         return render_transfer_bill(bill)
+
+    return jsonify(run(world, act, bool(body.get("deliver", True))))
+
+
+def _check_js_config(world: World, app_id: str, page: Any) -> None:
+    """An official-account page may call the JS-SDK only after ``wx.config`` with a valid signature:
+    sha1 of ``jsapi_ticket``, ``noncestr``, ``timestamp`` and the page ``url`` (sorted ``k=v&…``), with the
+    ticket WeChat issued to that account, and the API in ``jsApiList`` (§7b)."""
+    if not isinstance(page, dict):
+        raise AdminError(403, "config_missing", "the page did not call wx.config", {"field": "page"})
+    text = {k: str(page.get(k, "")) for k in ("url", "appId", "timestamp", "nonceStr", "signature")}
+    ticket = world.state.tickets.get((app_id, "jsapi"))
+    raw = (
+        f"jsapi_ticket={ticket[0] if ticket else ''}&noncestr={text['nonceStr']}"
+        f"&timestamp={text['timestamp']}&url={text['url'].split('#', 1)[0]}"
+    )
+    expected = hashlib.sha1(raw.encode("utf-8")).hexdigest()  # noqa: S324 - WeChat's algorithm
+    if ticket is None or text["appId"] != app_id or not hmac.compare_digest(expected, text["signature"]):
+        raise AdminError(403, "invalid_signature", "config:invalid signature")
+    if "requestMerchantTransfer" not in (page.get("jsApiList") or []):
+        raise AdminError(403, "permission_denied", "requestMerchantTransfer:permission denied")
+
+
+@bp.post("/users/<uid>/request-merchant-transfer")
+def request_merchant_transfer(uid: str) -> Response:
+    """The user confirms a transfer bill where they are, with what the merchant's page handed the client:
+    ``wx.requestMerchantTransfer({mchId, appId, package})`` in the mini-program ``appId``, or the same
+    through the JS-SDK on an official-account page, which must have passed ``wx.config`` (``page``:
+    ``{url, appId, timestamp, nonceStr, signature, jsApiList}``). The bill must be this user's at that app."""
+    world = current_world()
+    body = json_body()
+
+    def act() -> dict[str, Any]:
+        user = user_of(world, uid)
+        app = app_of(world, str(body.get("appId", "")))
+        if app.kind == "official":
+            _check_js_config(world, app.appid, body.get("page"))
+        bills = [
+            bill
+            for bill in world.state.transfer_bills.values()
+            if bill.package_info and hmac.compare_digest(bill.package_info, str(body.get("package", "")))
+        ]
+        if len(bills) != 1 or bills[0].mchid != str(body.get("mchId", "")) or bills[0].appid != app.appid:
+            raise AdminError(400, "invalid_package", "requestMerchantTransfer:fail invalid package")
+        bill = bills[0]
+        if user.openids.get(app.appid) != bill.openid:
+            raise AdminError(403, "not_payee", "requestMerchantTransfer:fail the bill is another user's")
+        if bill.state != "WAIT_USER_CONFIRM":
+            raise AdminError(409, "invalid_state", f"bill is {bill.state}")
+        confirm_transfer_bill(world, bill)
+        return {"errMsg": "requestMerchantTransfer:ok", **render_transfer_bill(bill)}
 
     return jsonify(run(world, act, bool(body.get("deliver", True))))
 

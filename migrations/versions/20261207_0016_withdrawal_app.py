@@ -1,0 +1,25 @@
+"""Withdrawals remember the merchant's app they were asked from (mini-program or official-account H5).
+
+Revision ID: 0016
+Revises: 0012
+Create Date: 2026-12-07 11:40:00
+
+"""
+from alembic import op
+import sqlalchemy as sa
+
+# revision identifiers, used by Alembic.
+revision = '0016'
+down_revision = '0012'
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    with op.batch_alter_table('withdrawals', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('appid', sa.String(length=32), nullable=True))
+
+
+def downgrade():
+    with op.batch_alter_table('withdrawals', schema=None) as batch_op:
+        batch_op.drop_column('appid')
