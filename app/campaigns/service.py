@@ -207,7 +207,12 @@ def deposit_budget(*, key: str, amount: Money, merchant_id: int | None, actor: A
         reason=EntryReason.FUNDING,
         cause_type=cause,
         cause_id=str(merchant_id or 0),
-        lines=[(platform_account(AccountKind.PLATFORM_FUNDING_SOURCE), -amount), (target, amount)],
+        # The outside world's side, kept per merchant (the platform's own when None): a deposit writes
+        # only its merchant's rows, so merchants never queue on one balance (nor cross shards).
+        lines=[
+            (platform_account(AccountKind.PLATFORM_FUNDING_SOURCE, merchant_id), -amount),
+            (target, amount),
+        ],
         merchant_id=merchant_id,
         memo=memo,
     )

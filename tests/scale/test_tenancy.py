@@ -5,7 +5,6 @@ merchant only."""
 
 from __future__ import annotations
 
-import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import ForeignKeyConstraint, Table, func, select, update
@@ -14,7 +13,7 @@ from sqlalchemy.orm import Session
 import app.models  # noqa: F401 - every model registered on the metadata
 from app.audit.service import CLI
 from app.core.db import Base
-from app.ledger.models import AccountKind, EntryReason, JournalEntry, LedgerAccount, Posting
+from app.ledger.models import JournalEntry, LedgerAccount, Posting
 from app.payments.models import Refund
 from app.shop_keys.service import create_shop_key
 from tests.campaign_setup import start_campaign
@@ -100,8 +99,8 @@ def test_every_money_transaction_of_the_seed_scenario_touches_one_merchant(
             .values(out_refund_no=f"{each.merchant.slug}-R1")
         )
 
-    # Each ledger entry moves money between accounts of its own merchant only — but for one known
-    # exception: a deposit's counterpart is the one global funding-source account (see the xfail below).
+    # Each ledger entry moves money between accounts of its own merchant only (a deposit's counterpart too:
+    # the funding source is kept per merchant).
     postings = db_session.execute(
         select(
             JournalEntry.id,
@@ -121,19 +120,12 @@ def test_every_money_transaction_of_the_seed_scenario_touches_one_merchant(
         if account_merchant != merchant:
             elsewhere.append((reason, account_merchant, kind))
     assert len(merchants_of) > 20 and {m for _, m, *_ in postings} == {shop.merchant.id, other.merchant.id}
-    assert elsewhere == [(EntryReason.FUNDING, None, AccountKind.PLATFORM_FUNDING_SOURCE)] * 2  # the deposits
+    assert elsewhere == []
     # And no row of one merchant points at a row of another.
     crossing = _cross_merchant_references(db_session)
     assert len(crossing) > 20 and {k: v for k, v in crossing.items() if v} == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a deposit books against ONE global platform_funding_source account (app/campaigns/service.py "
-    "deposit_budget): every merchant's deposit updates the same balance row — a cross-shard write under "
-    "Citus and a hot row before it. Fix: platform_account(PLATFORM_FUNDING_SOURCE, merchant_id), as the "
-    "clearing and payout accounts already are; then drop this mark and the exception above.",
-)
 def test_a_deposit_touches_its_merchant_only(shop: Shop, app: Flask, db_session: Session) -> None:
     deposit = app.test_cli_runner().invoke(
         args=[
