@@ -26,6 +26,7 @@ from app.queue import enqueue_after_commit
 from app.rebates.rules import IssueRedPacket
 
 SEND_JOB = "jobs.coupons.send_coupon"
+BUYER_LEG_KEY = "buyer-leg:"  # issue key prefix of a coupon paying a buyer's leg: buyer-leg:<order>:<spent>
 
 
 class StockCannotIssue(Conflict):
@@ -212,6 +213,28 @@ def reserve_coupon(
     return coupon
 
 
+def _payee(merchant_id: int, consumer_id: int) -> tuple[str, str, str] | None:
+    """(mchid, appid, openid) a coupon for ``consumer_id`` goes to: the openid under the app they pay in
+    (the mini-program), else any of theirs; None when they have none."""
+    from app.consumers.models import WeChatIdentity
+    from app.merchants.models import Merchant
+
+    merchant = db.session.get(Merchant, merchant_id)
+    identities = {
+        appid: openid
+        for appid, openid in db.session.execute(
+            select(WeChatIdentity.appid, WeChatIdentity.openid).where(
+                WeChatIdentity.consumer_id == consumer_id, WeChatIdentity.merchant_id == merchant_id
+            )
+        )
+    }
+    if merchant is None or not identities:
+        return None
+    mp_appid = merchant.mp_appid or ""
+    appid = mp_appid if mp_appid in identities else sorted(identities)[0]
+    return merchant.mchid or "", appid, identities[appid]
+
+
 def reserve_rule_coupon(
     *,
     merchant_id: int,
@@ -225,9 +248,6 @@ def reserve_rule_coupon(
     reservation left to the caller's ledger batch. None when this stock cannot carry the reward (another
     campaign's, other terms, not running or full): the rule then grants nothing.
     """
-    from app.consumers.models import WeChatIdentity
-    from app.merchants.models import Merchant
-
     stock = db.session.get(CouponStock, stock_id)
     if (
         stock is None
@@ -237,22 +257,9 @@ def reserve_rule_coupon(
         or stock.min_spend != grant.min_spend
     ):
         return None
-    merchant = db.session.get(Merchant, merchant_id)
-    identities = {
-        appid: openid
-        for appid, openid in db.session.execute(
-            select(WeChatIdentity.appid, WeChatIdentity.openid).where(
-                WeChatIdentity.consumer_id == grant.recipient_id, WeChatIdentity.merchant_id == merchant_id
-            )
-        )
-    }
-    if merchant is None or not identities:
-        return None
-    # The voucher goes to the buyer's openid under the app they paid in (the mini-program), else any.
-    mp_appid = merchant.mp_appid or ""
-    appid = mp_appid if mp_appid in identities else sorted(identities)[0]
+    payee = _payee(merchant_id, grant.recipient_id)
     now = utcnow()
-    if not take_place(stock.id, now):
+    if payee is None or not take_place(stock.id, now):
         return None
     terms = Terms(
         face_value=grant.face_value,
@@ -267,12 +274,46 @@ def reserve_rule_coupon(
         rule_version_id=rule_version_id,
         rule_id=grant.rule_id,
     )
+    return _issue(stock, payee, grant.recipient_id, issue_key, terms, now).id
+
+
+def reserve_leg_coupon(
+    *, merchant_id: int, campaign_id: int, stock_id: int, consumer_id: int, worth: Money, issue_key: str
+) -> Coupon | None:
+    """A buyer's two-way leg paid as one coupon of ``stock_id`` (a rule's ``buyer_leg: coupon``): the place
+    taken and the row saved with the stock's own terms, its reservation (the stock's worst case) left to
+    the caller's ledger batch. None — the leg is then paid in cash — when the stock is not this campaign's,
+    cannot issue, or could cost more than the leg is ``worth``, or the buyer has no WeChat identity."""
+    stock = db.session.get(CouponStock, stock_id)
+    if (
+        stock is None
+        or stock.merchant_id != merchant_id
+        or stock.campaign_id != campaign_id
+        or stock.worst_case_cost > worth
+    ):
+        return None
+    payee = _payee(merchant_id, consumer_id)
+    now = utcnow()
+    if payee is None or not take_place(stock.id, now):
+        return None
+    return _issue(stock, payee, consumer_id, issue_key, Terms.of_stock(stock), now)
+
+
+def _issue(
+    stock: CouponStock,
+    payee: tuple[str, str, str],
+    consumer_id: int,
+    issue_key: str,
+    terms: Terms,
+    now: datetime,
+) -> Coupon:
+    mchid, appid, openid = payee
     coupon = _insert_coupon(
         stock,
-        mchid=merchant.mchid or "",
-        consumer_id=grant.recipient_id,
+        mchid=mchid,
+        consumer_id=consumer_id,
         appid=appid,
-        openid=identities[appid],
+        openid=openid,
         channel=Channel.RULE,
         issue_key=issue_key,
         terms=terms,
@@ -280,16 +321,18 @@ def reserve_rule_coupon(
     )
     if stock.kind is CouponKind.VOUCHER:
         enqueue_after_commit(SEND_JOB, coupon.id)
-    return coupon.id
+    return coupon
 
 
 __all__ = [
+    "BUYER_LEG_KEY",
     "SEND_JOB",
     "Overdraft",
     "StockCannotIssue",
     "Terms",
     "give_back_place",
     "reserve_coupon",
+    "reserve_leg_coupon",
     "reserve_rule_coupon",
     "take_place",
 ]

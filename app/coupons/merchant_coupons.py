@@ -17,6 +17,7 @@ from app.core.db import utcnow
 from app.core.errors import Conflict, InvalidInput, NotFound
 from app.core.guards import guarded_update
 from app.core.money import Money
+from app.coupons.issuance import BUYER_LEG_KEY
 from app.coupons.models import Coupon, CouponKind, CouponStatus, CouponStock
 from app.coupons.redemption import book_use
 from app.coupons.service import coupons_client, end_coupon
@@ -210,9 +211,21 @@ def report_use(coupon_id: int) -> bool:
 
 
 def on_refund_succeeded(event: Event) -> None:
-    """An order refunded in full gives its merchant coupon back (退券, after commit)."""
+    """An order refunded in full gives its merchant coupon back (退券, after commit), and takes back a
+    merchant coupon that paid its buyer's two-way leg while it is unused (使券失效; a voucher cannot be
+    recalled at WeChat: it stays with the buyer, and costs only if used)."""
     if int(event.payload["refunded_total_fen"]) < int(event.payload["paid_fen"]):
         return
+    for leg_coupon in db.session.scalars(
+        select(Coupon).where(
+            Coupon.merchant_id == event.merchant_id,
+            Coupon.issue_key.like(f"{BUYER_LEG_KEY}{int(event.payload['order_id'])}:%"),
+            Coupon.kind == CouponKind.MERCHANT_COUPON,
+            Coupon.status.in_([CouponStatus.RESERVED, CouponStatus.SENT, CouponStatus.CLAIMED]),
+        )
+    ):
+        if end_coupon(leg_coupon, CouponStatus.DEACTIVATED, key=f"coupon-revoke:{leg_coupon.id}"):
+            _schedule_deactivation(leg_coupon, "the order that earned it was refunded")
     for coupon_id in db.session.scalars(
         select(Coupon.id).where(
             Coupon.order_id == int(event.payload["order_id"]),

@@ -55,8 +55,16 @@ class CouponStatus(StrEnum):
 
 # Terminal states release the coupon's reservation; USED paid out of it.
 COUPON_TRANSITIONS: dict[CouponStatus, frozenset[CouponStatus]] = {
+    # RESERVED → DEACTIVATED only for a merchant coupon whose code (ours) was never offered: a reserved
+    # voucher's send may have landed at WeChat, and a voucher cannot be recalled there.
     CouponStatus.RESERVED: frozenset(
-        {CouponStatus.SENT, CouponStatus.CLAIMED, CouponStatus.FAILED, CouponStatus.EXPIRED}
+        {
+            CouponStatus.SENT,
+            CouponStatus.CLAIMED,
+            CouponStatus.FAILED,
+            CouponStatus.EXPIRED,
+            CouponStatus.DEACTIVATED,
+        }
     ),
     CouponStatus.SENT: frozenset(
         {CouponStatus.CLAIMED, CouponStatus.USED, CouponStatus.EXPIRED, CouponStatus.DEACTIVATED}

@@ -52,6 +52,14 @@ class Reward(StrEnum):
     COUPON = "coupon"
 
 
+class LegPayment(StrEnum):
+    """How a two-way rule pays the buyer's leg when its packet is spent: cash into the wallet (pending,
+    then available), or one coupon of a stock of the campaign (seed 000: 返利可以是现金……或者优惠券)."""
+
+    CASH = "cash"
+    COUPON = "coupon"
+
+
 class RuleKind(StrEnum):
     TWO_WAY = "two_way"
     RATIO = "ratio"
@@ -92,6 +100,10 @@ class TwoWayRule(BaseRule):
     buyer_cap_fen: Money | None = None
     reward: Reward = Reward.RED_PACKET
     coupon_stock_id: int | None = None  # with reward "coupon": the stock (of this campaign) it issues from
+    buyer_leg: LegPayment = LegPayment.CASH
+    buyer_leg_stock_id: int | None = (
+        None  # with buyer_leg "coupon": the stock (of this campaign) it pays from
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -261,6 +273,12 @@ class _TwoWaySchema(_RuleSchema):
     coupon_stock_id = fields.Integer(
         load_default=None, strict=True, validate=validate.Range(min=1, max=2**63 - 1)
     )
+    buyer_leg = fields.String(
+        load_default=LegPayment.CASH.value, validate=validate.OneOf([p.value for p in LegPayment])
+    )
+    buyer_leg_stock_id = fields.Integer(
+        load_default=None, strict=True, validate=validate.Range(min=1, max=2**63 - 1)
+    )
 
     @validates_schema
     def _max_order_reaches_min_spend(self, data: dict[str, Any], **_: Any) -> None:
@@ -275,10 +293,15 @@ class _TwoWaySchema(_RuleSchema):
             raise ValidationError("Required when reward is coupon.", "coupon_stock_id")
         if data.get("reward") != Reward.COUPON.value and data.get("coupon_stock_id") is not None:
             raise ValidationError("Only with reward coupon.", "coupon_stock_id")
+        if data.get("buyer_leg") == LegPayment.COUPON.value and data.get("buyer_leg_stock_id") is None:
+            raise ValidationError("Required when buyer_leg is coupon.", "buyer_leg_stock_id")
+        if data.get("buyer_leg") != LegPayment.COUPON.value and data.get("buyer_leg_stock_id") is not None:
+            raise ValidationError("Only with buyer_leg coupon.", "buyer_leg_stock_id")
 
     @post_load
     def _make(self, data: dict[str, Any], **_: Any) -> TwoWayRule:
         data["reward"] = Reward(data["reward"])
+        data["buyer_leg"] = LegPayment(data["buyer_leg"])
         return TwoWayRule(**self._common(data))
 
 

@@ -24,7 +24,7 @@ from app.core.db import utcnow
 from app.core.errors import ConcurrentChange, DomainError
 from app.core.guards import guarded_update
 from app.core.money import Money
-from app.coupons.issuance import reserve_rule_coupon
+from app.coupons.issuance import BUYER_LEG_KEY, reserve_leg_coupon, reserve_rule_coupon
 from app.events.bus import Event
 from app.extensions import db
 from app.invitations.service import attribution_for
@@ -35,7 +35,15 @@ from app.limits.service import BUYER_DAY_FEN, BUYER_MONTH_FEN, BUYER_WEEK_FEN, U
 from app.merchants.models import Merchant
 from app.orders.models import Order, OrderStatus
 from app.rebates.models import GrantStatus, RebateGrant
-from app.rebates.ruledoc import Caps, DistributionRule, InviteRule, RuleSet, stored_rules
+from app.rebates.ruledoc import (
+    Caps,
+    DistributionRule,
+    InviteRule,
+    LegPayment,
+    RuleSet,
+    TwoWayRule,
+    stored_rules,
+)
 from app.rebates.rules import (
     Beneficiary,
     IssueRedPacket,
@@ -371,14 +379,11 @@ def _book_packet_legs(booking: _Booking, packet: RedPacket, facts: OrderFacts) -
     version = db.session.get(RuleVersion, packet.rule_version_id)
     assert version is not None
     accounts = campaign_accounts(packet.merchant_id, packet.campaign_id)
-    evaluation = evaluate(
-        facts,
-        UserFacts(),
-        stored_rules(version.document),
-        now=facts.paid_at,
-        budget_remaining=packet.reserved,
-    )
+    rules = stored_rules(version.document)
+    evaluation = evaluate(facts, UserFacts(), rules, now=facts.paid_at, budget_remaining=packet.reserved)
     booked_at = utcnow()
+    coupon_reserves: list[Draft] = []
+    to_coupons = Money(0)
     for grant in evaluation.rebates:
         if grant.rule_id != packet.rule_id or grant.beneficiary not in (
             Beneficiary.BUYER,
@@ -386,6 +391,15 @@ def _book_packet_legs(booking: _Booking, packet: RedPacket, facts: OrderFacts) -
             Beneficiary.ISSUER_CONSUMER,
         ):
             continue
+        if grant.beneficiary is Beneficiary.BUYER:
+            as_coupon = booking.buyer_leg_as_coupon(
+                rules, grant, campaign_id=packet.campaign_id, rule_version_id=packet.rule_version_id,
+                spent=f"red-packet:{packet.id}",
+            )  # fmt: skip
+            if as_coupon is not None:
+                coupon_reserves.append(as_coupon[0])  # the leg's share of the reservation moves to the coupon
+                to_coupons += as_coupon[1]
+                continue
         booking.grant(
             campaign_id=packet.campaign_id,
             rule_version_id=packet.rule_version_id,
@@ -413,8 +427,10 @@ def _book_packet_legs(booking: _Booking, packet: RedPacket, facts: OrderFacts) -
                 memo=f"release reservation of red packet {packet.id}",
             )
         )
+    for reserve in coupon_reserves:
+        booking.batch.add(reserve)
     released, packet.reserved = packet.reserved, Money(0)
-    return released
+    return released - to_coupons
 
 
 def _book_campaign(booking: _Booking, campaign: _LiveCampaign, facts: _OrderFacts) -> None:
@@ -608,6 +624,45 @@ class _Booking:
 
         self.coupons.append(issue)
 
+    def buyer_leg_as_coupon(
+        self, rules: RuleSet, leg: Rebate, *, campaign_id: int, rule_version_id: int | None, spent: str
+    ) -> tuple[Draft, Money] | None:
+        """The buyer's leg of a spent packet or coupon paid as one coupon, when its rule says so
+        (``buyer_leg: coupon``) and the stock can carry it (this campaign's, running, its worst case within
+        the leg): the coupon saved now, its reservation returned for the batch (after the spent one's
+        release, from which it is taken) with the amount it moves. None: pay the leg in cash as usual."""
+        rule = next((r for r in rules.rules if r.id == leg.rule_id), None)
+        if (
+            not isinstance(rule, TwoWayRule)
+            or rule.buyer_leg is not LegPayment.COUPON
+            or rule.buyer_leg_stock_id is None
+            or leg.beneficiary_id is None
+            or leg.amount.fen <= 0
+        ):
+            return None
+        coupon = reserve_leg_coupon(
+            merchant_id=self.order.merchant_id,
+            campaign_id=campaign_id,
+            stock_id=rule.buyer_leg_stock_id,
+            consumer_id=leg.beneficiary_id,
+            worth=leg.amount,
+            issue_key=f"{BUYER_LEG_KEY}{self.order.id}:{spent}",
+        )
+        if coupon is None:
+            count_skips(campaign_id, "buyer leg paid in cash: its coupon stock cannot carry it", 1)
+            return None
+        accounts = campaign_accounts(self.order.merchant_id, campaign_id)
+        reserve = Draft(
+            key=f"coupon-reserve:{coupon.id}",
+            reason=EntryReason.RESERVE,
+            cause_type="coupon",
+            cause_id=str(coupon.id),
+            lines=[(accounts.budget, -coupon.reserved), (accounts.reserved, coupon.reserved)],
+            rule_version_id=rule_version_id,
+            memo=f"reserve worst case of coupon {coupon.id}: the buyer's leg ({leg.amount}) of order {self.order.id}",
+        )
+        return reserve, coupon.reserved
+
     def given_to_buyer(self, campaign_id: int) -> Money:
         """What this booking has given the buyer from ``campaign_id`` so far (counted in its caps)."""
         return Money(
@@ -743,7 +798,19 @@ def book_coupon_use(use: CouponUse, order_id: int) -> bool:
     evaluation = evaluate(
         replace(facts, red_packet=spent), UserFacts(), RuleSet(()), now=facts.paid_at, budget_remaining=left
     )
+    # A rule's coupon may pay its buyer's leg as a coupon too (its rule version is immutable: frozen terms).
+    version = db.session.get(RuleVersion, use.rule_version_id) if use.rule_version_id is not None else None
+    rules = stored_rules(version.document) if version is not None else RuleSet(())
+    coupon_reserves: list[Draft] = []
     for leg in evaluation.rebates:
+        if leg.beneficiary is Beneficiary.BUYER:
+            as_coupon = booking.buyer_leg_as_coupon(
+                rules, leg, campaign_id=use.campaign_id, rule_version_id=use.rule_version_id,
+                spent=f"coupon:{use.id}",
+            )  # fmt: skip
+            if as_coupon is not None:
+                coupon_reserves.append(as_coupon[0])  # taken from what this coupon's release gives back
+                continue
         booking.grant(
             campaign_id=use.campaign_id,
             rule_version_id=use.rule_version_id,
@@ -770,6 +837,8 @@ def book_coupon_use(use: CouponUse, order_id: int) -> bool:
                 memo=f"release reservation of coupon {use.id}",
             )
         )
+    for reserve in coupon_reserves:
+        booking.batch.add(reserve)
     booking.write()
     return True
 
