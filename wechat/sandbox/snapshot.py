@@ -24,6 +24,8 @@ from wechat.sandbox.state import (
     AccessToken,
     App,
     BillMismatch,
+    BusifavorCoupon,
+    BusifavorStock,
     Card,
     CardCode,
     Coupon,
@@ -33,8 +35,11 @@ from wechat.sandbox.state import (
     OAuthCode,
     OAuthToken,
     Order,
+    PhoneCode,
+    QrTicket,
     RedPacket,
     Refund,
+    SentMessage,
     Stock,
     TransferBill,
     User,
@@ -59,6 +64,10 @@ _TABLES: dict[str, tuple[type[Any], Any]] = {
     "v2_transfers": (V2Transfer, lambda r: (r.mchid, r.partner_trade_no)),
     "stocks": (Stock, lambda r: r.stock_id),
     "coupons": (Coupon, lambda r: r.coupon_id),
+    "busifavor_stocks": (BusifavorStock, lambda r: r.stock_id),
+    "busifavor_coupons": (BusifavorCoupon, lambda r: (r.stock_id, r.coupon_code)),
+    "qr_tickets": (QrTicket, lambda r: r.ticket),
+    "phone_codes": (PhoneCode, lambda r: r.code),
     "cards": (Card, lambda r: r.card_id),
     "card_codes": (CardCode, lambda r: r.code),
 }
@@ -108,6 +117,9 @@ def dump(world: World) -> dict[str, Any]:
             "session_keys": [[u, a, key] for (u, a), key in st.session_keys.items()],
             "bill_tokens": {tok: list(v) for tok, v in st.bill_tokens.items()},
             "bill_mismatches": [dataclasses.asdict(m) for m in st.bill_mismatches],
+            "subscribe_consents": [[a, u, t, n] for (a, u, t), n in st.subscribe_consents.items()],
+            "sent_messages": [dataclasses.asdict(m) for m in st.sent_messages],
+            "follows": [[a, u, since] for (a, u), since in st.follows.items()],
             "idempotency": [
                 [m, api, k, e.fingerprint, e.status, e.payload] for (m, api, k), e in st.idempotency.items()
             ],
@@ -144,6 +156,9 @@ def load(world: World, data: dict[str, Any]) -> None:
             tok: (v[0], v[1], v[2], bool(v[3]), float(v[4])) for tok, v in data.get("bill_tokens", {}).items()
         }
         st.bill_mismatches = [BillMismatch(**m) for m in data.get("bill_mismatches", [])]
+        st.subscribe_consents = {(a, u, t): int(n) for a, u, t, n in data.get("subscribe_consents", [])}
+        st.sent_messages = [SentMessage(**m) for m in data.get("sent_messages", [])]
+        st.follows = {(a, u): float(since) for a, u, since in data.get("follows", [])}
         st.idempotency = {
             (m, api, k): IdemEntry(fp, status, payload)
             for m, api, k, fp, status, payload in data.get("idempotency", [])

@@ -102,3 +102,46 @@ def test_server_state_file_survives_restart(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=10)
+
+
+def test_merchant_coupons_follows_and_messages_survive_a_restart(key_pool: Any) -> None:
+    from wechat.sandbox.state import BusifavorCoupon, BusifavorStock, PhoneCode, QrTicket, SentMessage
+
+    saved: dict[str, Any] = {}
+    for env in make_env(key_pool, seed=12):
+        st = env.world.state
+        st.busifavor_stocks["1212"] = BusifavorStock(
+            "1212", "1900000001", "茶", 300, 3000, 10, 1, 1.0, 2.0, "MERCHANT_API", 1.0, sent=1
+        )
+        st.busifavor_coupons[("1212", "HL0000000001")] = BusifavorCoupon(
+            "HL0000000001",
+            "1212",
+            "o-user",
+            "wx-app",
+            "req-1",
+            1.5,
+            status="USED",
+            used_at=1.7,
+            use_request_no="u-1",
+        )
+        st.qr_tickets["T1"] = QrTicket("T1", "wx-app", "inviter:7", permanent=False, expires_at=99.0)
+        st.phone_codes["C1"] = PhoneCode("C1", "wx-app", "u1", "13800000000", 50.0)
+        st.sent_messages.append(
+            SentMessage("m1", "template", "wx-app", "u1", "tpl", {"a": {"value": "1"}}, "", 3.0)
+        )
+        st.follows[("wx-app", "u1")] = 2.5
+        st.subscribe_consents[("wx-app", "u1", "tpl")] = 2
+        saved = json.loads(json.dumps(snapshot.dump(env.world)))
+        before = {
+            name: dict(getattr(st, name))
+            for name in ("busifavor_stocks", "busifavor_coupons", "qr_tickets", "phone_codes", "follows")
+        } | {"consents": dict(st.subscribe_consents), "messages": list(st.sent_messages)}
+
+    for env in make_env(key_pool, seed=98):
+        snapshot.load(env.world, saved)
+        st = env.world.state
+        after = {
+            name: dict(getattr(st, name))
+            for name in ("busifavor_stocks", "busifavor_coupons", "qr_tickets", "phone_codes", "follows")
+        } | {"consents": dict(st.subscribe_consents), "messages": list(st.sent_messages)}
+        assert after == before
