@@ -271,7 +271,10 @@ def on_order_paid(event: Event) -> None:
         if coupon_id is not None:
             named.add(coupon_id)
     transaction_id = event.payload.get("transaction_id")
-    if transaction_id:
+    payer_total = event.payload.get("payer_total_fen")
+    # The payer paid what we asked: WeChat applied no coupon, so none can be waiting for this payment.
+    untouched = isinstance(payer_total, int) and payer_total >= int(event.payload.get("paid_fen") or 0)
+    if transaction_id and not untouched:
         # A payment that named no coupon (an older notification, a v2 one): vouchers used with it.
         for coupon in db.session.scalars(
             select(Coupon).where(

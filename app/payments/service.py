@@ -417,13 +417,21 @@ def apply_locked(
                 "discount_fen": locked.discount.fen,
                 "red_packet_id": locked.red_packet_id,
                 "transaction_id": transaction_id,
-                # Which coupons WeChat Pay applied and who paid for them (app.coupons reads it).
+                # Which coupons WeChat Pay applied and who paid for them (app.coupons reads it), and what
+                # the payer paid (below paid_fen only when WeChat applied a coupon; None if not told).
                 "promotion_detail": resource.get("promotion_detail") or [],
+                "payer_total_fen": _payer_total(resource),
                 "source": source,
             },
         )
     )
     return Applied(ok=True, changed=True)
+
+
+def _payer_total(resource: dict[str, Any]) -> int | None:
+    amount = resource.get("amount")
+    payer_total = amount.get("payer_total") if isinstance(amount, dict) else None
+    return payer_total if isinstance(payer_total, int) and not isinstance(payer_total, bool) else None
 
 
 def _set_attempt_paid(attempt_id: int) -> bool:
