@@ -86,6 +86,8 @@ class Channel(StrEnum):
     PUSH = "push"  # a campaign push to a segment
     RULE = "rule"  # a two-way rule's reward
     PLUGIN = "plugin"  # the mini-program send-coupon plugin (merchant coupons)
+    FIRST_VISIT = "first_visit"  # a new customer's first visit to the mini-program (no paid order yet)
+    TASK = "task"  # a mini-program task done (browse / add to cart / share N times), checked by our events
     DIRECT = "direct"  # issued by staff to one consumer
 
 
@@ -126,6 +128,8 @@ class CouponStock(Base):
     buyer_cap: Mapped[Money | None]
     worst_case_cost: Mapped[Money]
     scope: Mapped[list[str]] = mapped_column(JSON, default=list)  # merchant coupons: item categories
+    # With the ``task`` channel: {"kind": view|cart|share, "count": N, "within_days": D}, what earns one.
+    task: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     last_error: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

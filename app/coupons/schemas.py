@@ -1,11 +1,29 @@
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from typing import Any
 
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+from app.behaviour.models import BehaviourKind
 from app.core.fields import IdField, MoneyField
 from app.coupons.models import Channel, CouponKind, StockStatus
 
-_CHANNELS = [Channel.FOLLOW.value, Channel.AFTER_PAYMENT.value, Channel.PUSH.value, Channel.PLUGIN.value]
+_CHANNELS = [
+    Channel.FOLLOW.value,
+    Channel.AFTER_PAYMENT.value,
+    Channel.PUSH.value,
+    Channel.PLUGIN.value,
+    Channel.FIRST_VISIT.value,
+    Channel.TASK.value,
+]
+
+
+class TaskSchema(Schema):
+    """What earns a coupon of a ``task`` stock: ``count`` behaviour events of ``kind`` in ``within_days``."""
+
+    kind = fields.String(required=True, validate=validate.OneOf([k.value for k in BehaviourKind]))
+    count = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=100))
+    within_days = fields.Integer(load_default=1, strict=True, validate=validate.Range(min=1, max=7))
 
 
 class StockCreateSchema(Schema):
@@ -36,6 +54,14 @@ class StockCreateSchema(Schema):
     )
     scope = fields.List(fields.String(validate=validate.Length(max=64)), load_default=list)
     activate = fields.Boolean(load_default=True)
+    task = fields.Nested(
+        TaskSchema, load_default=None, metadata={"description": "Required with the task channel, only then."}
+    )
+
+    @validates_schema
+    def _task_with_its_channel(self, data: dict[str, Any], **_: Any) -> None:
+        if (Channel.TASK.value in data.get("channels", [])) != (data.get("task") is not None):
+            raise ValidationError("Required with the task channel, and only then.", "task")
 
 
 class StockActionSchema(Schema):
@@ -66,6 +92,7 @@ class StockSchema(Schema):
     no_cash = fields.Boolean()
     wechat_stock_id = fields.String(allow_none=True)
     rule_id = fields.String(allow_none=True)
+    task = fields.Dict(allow_none=True)
     issuer_rate_bp = fields.Integer()
     buyer_rate_bp = fields.Integer()
     last_error = fields.String(allow_none=True)
@@ -189,3 +216,14 @@ class AppliedSchema(Schema):
 
 class RevokeSchema(Schema):
     reason = fields.String(required=True, validate=validate.Length(min=1, max=150))
+
+
+class TaskProgressSchema(Schema):
+    stock_id = fields.Integer()
+    name = fields.String()
+    face_value_fen = MoneyField()
+    kind = fields.String()
+    count = fields.Integer()
+    within_days = fields.Integer()
+    done = fields.Integer(metadata={"description": "Events of the kind counted in the window."})
+    claimed = fields.Boolean()

@@ -20,6 +20,7 @@ from flask import current_app
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from app.behaviour.models import BehaviourEvent
 from app.campaigns.models import Campaign, RuleVersion
 from app.consumers.models import AppKind, WeChatIdentity
 from app.core.db import utcnow
@@ -337,6 +338,7 @@ def create_stock(
     rule_id: str | None = None,
     scope: list[str] | None = None,
     activate: bool = True,
+    task: dict[str, Any] | None = None,
 ) -> CouponStock:
     """Save a stock (its ``out_request_no`` committed first), create it at WeChat, and start it.
 
@@ -408,6 +410,7 @@ def create_stock(
             rates["buyer_cap"],
         ),
         scope=scope or [],
+        task=task,
         status=StockStatus.DRAFT,
         **rates,
     )
@@ -609,6 +612,125 @@ def issue_after_payment(*, merchant_id: int, consumer_id: int, order_id: int) ->
         except (StockCannotIssue, BudgetExhausted) as exc:
             last = exc
     raise last
+
+
+class NotANewCustomer(Conflict):
+    """A first-visit coupon for someone who has paid at this merchant before (409)."""
+
+    code = "not_a_new_customer"
+
+
+class TaskNotDone(Conflict):
+    """A task coupon claimed before the task is done (409, with the progress)."""
+
+    code = "task_not_done"
+
+
+def _running_vouchers(merchant_id: int, channel: Channel) -> list[CouponStock]:
+    return [
+        stock
+        for stock in db.session.scalars(
+            select(CouponStock)
+            .where(
+                CouponStock.merchant_id == merchant_id,
+                CouponStock.kind == CouponKind.VOUCHER,
+                CouponStock.status == StockStatus.RUNNING,
+            )
+            .order_by(CouponStock.id)
+        )
+        if channel.value in stock.channels
+    ]
+
+
+def issue_on_first_visit(*, merchant_id: int, consumer_id: int) -> Coupon:
+    """A new customer's welcome (the mini-program asks on its first visit): one voucher of the first running
+    ``first_visit`` stock that can issue, for a consumer who has never paid at this merchant. Once per
+    consumer and stock: asking again returns the same coupon."""
+    stocks = _running_vouchers(merchant_id, Channel.FIRST_VISIT)
+    for stock in stocks:
+        earlier = _by_issue_key(merchant_id, f"first-visit:{stock.id}:{consumer_id}")
+        if earlier is not None:
+            return earlier
+    if not stocks:
+        raise NotFound("no coupon is offered on a first visit now")
+    if db.session.scalar(
+        select(Order.id)
+        .where(Order.merchant_id == merchant_id, Order.consumer_id == consumer_id, Order.paid_at.is_not(None))
+        .limit(1)
+    ):
+        raise NotANewCustomer("first-visit coupons are for new customers")
+    last: DomainError = NotFound("no coupon is offered on a first visit now")
+    for stock in stocks:
+        try:
+            return issue_coupon(
+                merchant_id=merchant_id,
+                stock_id=stock.id,
+                consumer_id=consumer_id,
+                channel=Channel.FIRST_VISIT,
+                issue_key=f"first-visit:{stock.id}:{consumer_id}",
+            )
+        except (StockCannotIssue, BudgetExhausted) as exc:
+            last = exc
+    raise last
+
+
+def _task_done(stock: CouponStock, consumer_id: int, now: datetime) -> int:
+    """How many of the task's behaviour events the consumer recorded in its window (our events, attributed
+    to the signed-in consumer only)."""
+    task = stock.task or {}
+    return int(
+        db.session.scalar(
+            select(func.count(BehaviourEvent.id)).where(
+                BehaviourEvent.merchant_id == stock.merchant_id,
+                BehaviourEvent.consumer_id == consumer_id,
+                BehaviourEvent.kind == task.get("kind"),
+                BehaviourEvent.occurred_at >= now - timedelta(days=int(task.get("within_days", 1))),
+            )
+        )
+        or 0
+    )
+
+
+def task_progress(*, merchant_id: int, consumer_id: int) -> list[dict[str, Any]]:
+    """The running task stocks and how far the consumer is with each."""
+    now = utcnow()
+    return [
+        {
+            "stock_id": stock.id,
+            "name": stock.name,
+            "face_value_fen": stock.face_value,
+            **(stock.task or {}),
+            "done": _task_done(stock, consumer_id, now),
+            "claimed": _by_issue_key(merchant_id, f"task:{stock.id}:{consumer_id}") is not None,
+        }
+        for stock in _running_vouchers(merchant_id, Channel.TASK)
+        if stock.task
+    ]
+
+
+def claim_task_coupon(*, merchant_id: int, consumer_id: int, stock_id: int) -> Coupon:
+    """A task's coupon, once the consumer's own behaviour events show the task done (once per consumer)."""
+    stock = db.session.get(CouponStock, stock_id)
+    if (
+        stock is None
+        or stock.merchant_id != merchant_id
+        or Channel.TASK.value not in stock.channels
+        or not stock.task
+    ):
+        raise NotFound("no such task", details={"stock_id": stock_id})
+    earlier = _by_issue_key(merchant_id, f"task:{stock.id}:{consumer_id}")
+    if earlier is not None:
+        return earlier
+    done, needed = _task_done(stock, consumer_id, utcnow()), int(stock.task["count"])
+    if done < needed:
+        raise TaskNotDone("the task is not done yet", details={"done": done, "count": needed, **stock.task})
+    return issue_coupon(
+        merchant_id=merchant_id,
+        stock_id=stock.id,
+        consumer_id=consumer_id,
+        channel=Channel.TASK,
+        issue_key=f"task:{stock.id}:{consumer_id}",
+    )
 
 
 def push_to_segment(

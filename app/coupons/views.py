@@ -42,6 +42,7 @@ from app.coupons.schemas import (
     StockCreateSchema,
     StockMetricsSchema,
     StockSchema,
+    TaskProgressSchema,
     WeChatSizeSchema,
 )
 
@@ -92,6 +93,7 @@ def create_stock(body: dict[str, Any]) -> tuple[CouponStock, int]:
         rule_id=body["rule_id"],
         scope=body["scope"],
         activate=body["activate"],
+        task=body["task"],
     )
     record_audit(
         actor=current_actor(),
@@ -237,6 +239,43 @@ def after_payment(order_id: int) -> tuple[Coupon, int]:
     principal = current_consumer()
     coupon = service.issue_after_payment(
         merchant_id=principal.merchant_id, consumer_id=principal.consumer_id, order_id=order_id
+    )
+    commit()
+    return coupon, 201
+
+
+@mp.route("/coupons/first-visit", methods=["POST"])
+@consumer_required
+@mp.response(201, CouponSchema)
+def first_visit() -> tuple[Coupon, int]:
+    """A new customer's welcome voucher (a running ``first_visit`` stock), asked on the mini-program's first
+    visit: refused (409 ``not_a_new_customer``) once they have paid here; asking again returns the same."""
+    principal = current_consumer()
+    coupon = service.issue_on_first_visit(
+        merchant_id=principal.merchant_id, consumer_id=principal.consumer_id
+    )
+    commit()
+    return coupon, 201
+
+
+@mp.route("/coupons/tasks")
+@consumer_required
+@mp.response(200, TaskProgressSchema(many=True))
+def tasks() -> list[dict[str, Any]]:
+    """The running task stocks (browse / add to cart / share N times within D days) and the consumer's progress,
+    counted from their own behaviour events (``POST /api/mp/v1/events``)."""
+    principal = current_consumer()
+    return service.task_progress(merchant_id=principal.merchant_id, consumer_id=principal.consumer_id)
+
+
+@mp.route("/coupons/tasks/<int:stock_id>", methods=["POST"])
+@consumer_required
+@mp.response(201, CouponSchema)
+def claim_task(stock_id: int) -> tuple[Coupon, int]:
+    """The task's voucher, once the task is done (409 ``task_not_done`` with the progress); once each."""
+    principal = current_consumer()
+    coupon = service.claim_task_coupon(
+        merchant_id=principal.merchant_id, consumer_id=principal.consumer_id, stock_id=stock_id
     )
     commit()
     return coupon, 201

@@ -1,4 +1,5 @@
-"""Withdrawals remember the merchant's app they were asked from (mini-program or official-account H5).
+"""Withdrawals remember the merchant's app they were asked from (mini-program or official-account H5);
+coupon stocks may carry the mini-program task that earns one of their coupons.
 
 Revision ID: 0016
 Revises: 0012
@@ -18,8 +19,12 @@ depends_on = None
 def upgrade():
     with op.batch_alter_table('withdrawals', schema=None) as batch_op:
         batch_op.add_column(sa.Column('appid', sa.String(length=32), nullable=True))
+    with op.batch_alter_table('coupon_stocks', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('task', sa.JSON(), nullable=True))
 
 
 def downgrade():
+    with op.batch_alter_table('coupon_stocks', schema=None) as batch_op:
+        batch_op.drop_column('task')
     with op.batch_alter_table('withdrawals', schema=None) as batch_op:
         batch_op.drop_column('appid')
