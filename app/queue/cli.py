@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import click
 import redis
 from flask import current_app
@@ -10,7 +12,7 @@ from flask.cli import with_appcontext
 from app.queue.heartbeat import HeartbeatWriter
 from app.queue.periodic import PeriodicScheduler
 from app.queue.queues import QueueName, get_queue
-from app.queue.worker import AppWorker, make_worker, warn_if_evicting, work_until_stopped
+from app.queue.worker import AppWorker, make_worker, warm_caches, warn_if_evicting, work_until_stopped
 
 
 @click.command("worker")
@@ -34,6 +36,8 @@ def worker_command(queue_names: tuple[str, ...], burst: bool, no_periodic: bool)
     connection = redis.Redis.from_url(settings.redis.url, socket_timeout=None)
     names = [QueueName(n) for n in queue_names] or list(QueueName)
     queues = [get_queue(name, app, connection) for name in names]
+    # Before any thread or work horse exists: the horses inherit the parsed keys, no connection.
+    logging.getLogger("hongli.worker").info("warmed %d merchant keys for the work horses", warm_caches(app))
     periodic = None
     heartbeat = None
     if settings.queue.periodic_jobs_enabled and not no_periodic and not burst:

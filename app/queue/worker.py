@@ -92,6 +92,40 @@ def warn_if_evicting(connection: redis.Redis) -> None:
         print(f"\n*** WARNING: {warning} ***\n", file=sys.stderr)  # noqa: T201 - operators must see it
 
 
+def warm_caches(app: Flask, limit: int = 500) -> int:
+    """Parse the merchants' WeChat Pay private keys once, in the worker's main process, before any work horse
+    is forked: each horse inherits the parsed keys instead of paying ~35 ms (RSA key validation) in every
+    job that signs a call. A merchant added later is parsed in the horse that first needs it. Returns how
+    many keys were parsed; a merchant whose credentials cannot be opened is skipped (its jobs will say why).
+    """
+    from sqlalchemy import select
+
+    from app.merchants.models import Merchant, MerchantStatus
+    from app.merchants.service import merchant_secrets
+    from wechat.crypto import load_private_key
+
+    parsed = 0
+    with app.app_context():
+        try:
+            merchants = db.session.scalars(
+                select(Merchant)
+                .where(Merchant.status == MerchantStatus.ACTIVE, Merchant.sealed_credentials.is_not(None))
+                .order_by(Merchant.id)
+                .limit(limit)
+            ).all()
+            for merchant in merchants:
+                try:
+                    pem = merchant_secrets(merchant).pay_private_key_pem
+                    if pem:
+                        load_private_key(pem)
+                        parsed += 1
+                except Exception:
+                    logger.warning("merchant %s: credentials not warmed", merchant.id, exc_info=True)
+        finally:
+            db.session.remove()  # its connection back to the pool, which every horse disposes of unused
+    return parsed
+
+
 def make_worker(app: Flask, queues: list[Queue], connection: redis.Redis, **kwargs: Any) -> AppWorker:
     worker = AppWorker(queues, connection=connection, **kwargs)
     worker.flask_app = app
