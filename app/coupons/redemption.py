@@ -26,6 +26,7 @@ from sqlalchemy import select, update
 from app.core.db import utcnow
 from app.core.guards import guarded_update
 from app.core.money import Money
+from app.coupons.issuance import SEND_JOB
 from app.coupons.models import LIVE, Coupon, CouponKind, CouponPromotion, CouponStatus, CouponStock
 from app.coupons.service import end_coupon
 from app.events.bus import Event
@@ -38,6 +39,7 @@ from app.ledger.service import post_entry
 from app.merchants.schemas import SLUG
 from app.merchants.snapshots import MerchantSnapshot, merchant_snapshot
 from app.orders.models import Order, OrderStatus
+from app.queue import enqueue_after_commit
 from app.rebates.service import CouponUse, book_coupon_use
 from wechat.errors import WeChatError
 from wechat.notifications import Notification, parse_notification
@@ -133,6 +135,37 @@ def _ignored(merchant: MerchantSnapshot, what: str, resource: Mapping[str, Any])
 # ---------------------------------------------------------------- vouchers: COUPON.USE
 
 
+def _not_known_yet(merchant: MerchantSnapshot, stock_id: str, resource: Mapping[str, Any]) -> Answer | None:
+    """A use of a voucher we do not know, of one of our stocks holding sends whose outcome we do not know
+    (a timeout while WeChat delivered): it may be one of them. Re-send them now (the same keys: WeChat
+    answers with the coupon id it gave) and ask WeChat to deliver the use again later (503; COUPON.USE is
+    retried every minute, 9 times), so the use is booked once its coupon is known. None otherwise."""
+    pending = db.session.scalars(
+        select(Coupon.id)
+        .join(CouponStock, CouponStock.id == Coupon.stock_id)
+        .where(
+            Coupon.merchant_id == merchant.id,
+            Coupon.kind == CouponKind.VOUCHER,
+            Coupon.status == CouponStatus.RESERVED,
+            CouponStock.wechat_stock_id == stock_id,
+        )
+        .order_by(Coupon.id)
+        .limit(50)
+    ).all()
+    if not pending:
+        return None
+    for coupon_id in pending:
+        enqueue_after_commit(SEND_JOB, coupon_id)
+    logger.info(
+        "COUPON.USE of unknown voucher %s for %s: %d send(s) of stock %s unconfirmed, re-sent; WeChat retries",
+        resource.get("coupon_id"),
+        merchant.slug,
+        len(pending),
+        stock_id,
+    )
+    return Answer(503, "coupon not known yet: retry later")
+
+
 def apply_voucher_use(*, merchant: MerchantSnapshot, resource: Mapping[str, Any]) -> Answer:
     """A voucher was spent: ``sent`` → ``used`` once, then booked if its payment is in."""
     coupon_id, stock_id = _text(resource, "coupon_id"), _text(resource, "stock_id")
@@ -150,7 +183,7 @@ def apply_voucher_use(*, merchant: MerchantSnapshot, resource: Mapping[str, Any]
         )
     ).first()
     if found is None:
-        return _ignored(merchant, "unknown coupon", resource)
+        return _not_known_yet(merchant, stock_id, resource) or _ignored(merchant, "unknown coupon", resource)
     ours, face_value, wechat_stock_id = found
     if wechat_stock_id != stock_id or (creator is not None and creator != merchant.mchid):
         return _ignored(merchant, "coupon of another stock or merchant", resource)

@@ -102,3 +102,37 @@ def test_coupon_callbacks_pointed_at_the_payment_url_are_applied_there(
     assert coupon.status is CouponStatus.USED and coupon.booked_at is not None
     assert merchant_accounts(shop.merchant.id).rebate.balance.fen == 1000 + 600
     ledger_clean()
+
+
+def test_a_voucher_whose_send_was_lost_is_booked_when_its_use_comes_back(
+    marketing: Marketing, app: Flask, db_session: Session
+) -> None:
+    """WeChat delivered the voucher but our send timed out; the user spends it before the resend sweep ran.
+    The first COUPON.USE is answered "retry later" while the send is re-made with its key; WeChat's next
+    delivery finds the coupon known and books it once."""
+    from tests.coupons.conftest import run_jobs
+
+    shop = marketing.shop
+    coupon_id = _issue(marketing, "f5")
+    shop.sandbox.post("/faults", {"api": "v3.favor_send", "mode": "accept_then_error", "count": 1})
+    with pytest.raises(WeChatError):
+        deliver_coupon(coupon_id)
+    order = shop.register("LOST-1", 6000)
+    paid = shop.pay(order["id"])
+    assert paid["amount"]["payer_total"] == 5000  # WeChat applied the voucher it holds
+    [use] = shop.sandbox.get("/notifications?event_type=COUPON.USE")["notifications"]
+    assert use["state"] != "delivered" and use["attempts"][0]["status"] == 503
+    coupon = db_session.get(Coupon, coupon_id)
+    assert coupon is not None and coupon.status is CouponStatus.RESERVED
+    assert merchant_accounts(shop.merchant.id).rebate.balance.fen == 0
+
+    # The send queued at issue and the re-send the use asked for: the same key, one coupon learned.
+    assert run_jobs("jobs.coupons.send_coupon") == 2
+    shop.sandbox.post("/clock/advance", {"seconds": 70})  # WeChat delivers the use again
+
+    db_session.refresh(coupon)
+    assert (coupon.status, coupon.order_id) == (CouponStatus.USED, order["id"])
+    assert merchant_accounts(shop.merchant.id).rebate.balance.fen == 1000 + 600
+    shop.sandbox.post("/clock/advance", {"seconds": 600})
+    assert merchant_accounts(shop.merchant.id).rebate.balance.fen == 1000 + 600
+    ledger_clean()
