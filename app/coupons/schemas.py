@@ -184,6 +184,13 @@ class StockMetricsSchema(ChannelMetricsSchema):
 
 class PluginRequestSchema(Schema):
     stock_id = IdField(required=True)
+    coupon_id = IdField(
+        load_default=None,
+        metadata={
+            "description": "One of the consumer's own merchant coupons of this stock already reserved for them "
+            "(a rule's reward, a buyer's leg, staff): offer that one instead of a new one."
+        },
+    )
 
 
 class PluginCouponSchema(Schema):

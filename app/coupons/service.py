@@ -907,9 +907,12 @@ def resend_reserved(older_than_s: int = 60, limit: int = 200) -> list[int]:
 # ---------------------------------------------------------------- merchant coupons: the plugin
 
 
-def plugin_params(*, merchant_id: int, consumer_id: int, stock_id: int) -> dict[str, Any]:
+def plugin_params(
+    *, merchant_id: int, consumer_id: int, stock_id: int, coupon_id: int | None = None
+) -> dict[str, Any]:
     """Offer a merchant coupon to a consumer through the mini-program ``send-coupon`` plugin: the coupon is
-    reserved with our code now; the signed parameters go to ``<send-coupon>``; COUPON.SEND binds it."""
+    reserved with our code now (or, with ``coupon_id``, the one already reserved for them: a rule's reward,
+    a buyer's leg); the signed parameters go to ``<send-coupon>``; COUPON.SEND binds it."""
     stock = get_stock(merchant_id=merchant_id, stock_id=stock_id)
     if stock.kind is not CouponKind.MERCHANT_COUPON:
         raise Conflict(
@@ -917,15 +920,25 @@ def plugin_params(*, merchant_id: int, consumer_id: int, stock_id: int) -> dict[
         )
     merchant = _merchant(merchant_id)
     appid, openid = _openid(merchant_id, consumer_id, AppKind.MINIPROGRAM)
-    coupon = issue_coupon(
-        merchant_id=merchant_id,
-        stock_id=stock_id,
-        consumer_id=consumer_id,
-        channel=Channel.PLUGIN,
-        issue_key=f"plugin:{stock_id}:{consumer_id}",
-        appid=appid,
-        openid=openid,
-    )
+    if coupon_id is not None:
+        held = db.session.get(Coupon, coupon_id)
+        if held is None or (held.merchant_id, held.consumer_id, held.stock_id) != (
+            merchant_id,
+            consumer_id,
+            stock_id,
+        ):
+            raise NotFound("no such coupon of yours in this stock", details={"coupon_id": coupon_id})
+        coupon = held
+    else:
+        coupon = issue_coupon(
+            merchant_id=merchant_id,
+            stock_id=stock_id,
+            consumer_id=consumer_id,
+            channel=Channel.PLUGIN,
+            issue_key=f"plugin:{stock_id}:{consumer_id}",
+            appid=appid,
+            openid=openid,
+        )
     if coupon.status not in (CouponStatus.RESERVED, CouponStatus.SENT):
         raise Conflict(
             f"this consumer's coupon is {coupon.status.value}", details={"status": coupon.status.value}

@@ -290,7 +290,10 @@ def plugin(body: dict[str, Any]) -> dict[str, Any]:
     ``<send-coupon>`` plugin (our code, reserved now; WeChat's COUPON.SEND binds it)."""
     principal = current_consumer()
     params = service.plugin_params(
-        merchant_id=principal.merchant_id, consumer_id=principal.consumer_id, stock_id=body["stock_id"]
+        merchant_id=principal.merchant_id,
+        consumer_id=principal.consumer_id,
+        stock_id=body["stock_id"],
+        coupon_id=body["coupon_id"],
     )
     commit()
     return params

@@ -149,6 +149,30 @@ def test_a_merchant_coupon_leg_is_taken_back_when_its_order_is_refunded_in_full(
     [coupon] = db_session.scalars(select(Coupon).where(Coupon.stock_id == stock["id"])).all()
     assert (coupon.status, coupon.reserved.fen) == (CouponStatus.RESERVED, 300)
     assert coupon.issue_key.startswith(f"buyer-leg:{order['id']}:")
+    # The mini-program offers that very coupon through the plugin; the buyer taps it: COUPON.SEND binds it.
+    offered = shop.client.post(
+        "/api/mp/v1/coupons/plugin",
+        json={"stock_id": stock["id"], "coupon_id": coupon.id},
+        headers=shop.consumer_headers,
+    )
+    assert offered.status_code == 200, offered.json
+    assert offered.json["coupon_id"] == coupon.id
+    assert offered.json["send_coupon_params"][0]["coupon_code"] == coupon.wechat_coupon_id
+    shop.sandbox.post(
+        "/users/alice/send-coupon",
+        {
+            "appid": shop.merchant.mp_appid,
+            **{k: offered.json[k] for k in ("send_coupon_params", "send_coupon_merchant", "sign")},
+        },
+    )
+    db_session.refresh(coupon)
+    assert coupon.status is CouponStatus.CLAIMED
+    not_mine = shop.client.post(
+        "/api/mp/v1/coupons/plugin",
+        json={"stock_id": stock["id"], "coupon_id": coupon.id + 1000},
+        headers=shop.consumer_headers,
+    )
+    assert not_mine.status_code == 404
     budget_before = accounts.budget.balance.fen
 
     refund = shop.refund("MCL", "MCL-R1", 11000)
@@ -164,6 +188,10 @@ def test_a_merchant_coupon_leg_is_taken_back_when_its_order_is_refunded_in_full(
     ).one()
     assert (coupon.status, coupon.reserved.fen) == (CouponStatus.DEACTIVATED, 0)
     assert accounts.reserved.balance.fen == 0
+    # Deactivated at WeChat too (使券失效, its saved request number), after commit.
+    assert run_jobs("jobs.coupons.deactivate_merchant_coupon") == 1
+    [code] = shop.sandbox.get("/users/alice/card-pack")["merchant_coupons"]
+    assert code["coupon_code"] == coupon.wechat_coupon_id and code["coupon_state"] == "DEACTIVATED"
     # Back to the budget: the coupon's ¥3, and the packet's ¥10 and the issuer's ¥12 clawed back — the
     # campaign's ¥1,000 whole again.
     assert accounts.budget.balance.fen == budget_before + 300 + 1000 + 1200 == 100000
