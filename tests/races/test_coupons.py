@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import func, select
 
 from app.core.db import utcnow
+from app.core.money import Money
 from app.coupons.models import Channel, Coupon, CouponKind, CouponStatus, CouponStock
 from app.coupons.service import create_stock, deliver_coupon, issue_coupon, issue_on_follow, link_wechat_size
 from app.extensions import db
@@ -249,3 +250,98 @@ def test_a_payment_and_its_coupon_use_arriving_together_book_once(race: Race) ->
             ]
 
     race.rounds(round_, n=10)
+
+
+def test_buyers_legs_racing_for_the_last_coupon_one_gets_it_the_others_cash(race: Race) -> None:
+    """A rule pays the buyer's leg as a coupon of a stock with one place (a new one each round); four buyers spend
+    their packets at once (WeChat's notifications together, each on its own connection): exactly one leg
+    becomes the coupon, the other three are paid in cash, and nothing is reserved twice."""
+    from app.audit.service import CLI
+    from app.campaigns.service import issue_staff_red_packet, new_rules_version
+    from app.orders.models import Order, OrderStatus
+
+    buyers_per_round, order_fen, leg_fen = 4, 10000, 500  # 5% of ¥100
+    campaign_id = race.campaign(TWO_WAY, 100 * WORST_CASE)
+
+    def stock_of_one() -> int:
+        """A new stock with one place, and the rule's buyer leg paid from it (a new rules version)."""
+        now = utcnow()
+        with race.context():
+            stock = create_stock(
+                merchant_id=race.merchant_id,
+                campaign_id=campaign_id,
+                kind=CouponKind.VOUCHER,
+                name="Thanks ¥3",
+                face_value=Money(300),
+                min_spend=Money(3000),
+                valid_from=now - timedelta(minutes=1),
+                valid_until=now + timedelta(days=30),
+                max_coupons=1,
+                channels=[],
+            )
+            rule = TWO_WAY["rules"][0] | {"buyer_leg": "coupon", "buyer_leg_stock_id": stock.id}
+            new_rules_version(
+                merchant_id=race.merchant_id, campaign_id=campaign_id, rules={"rules": [rule]}, actor=CLI
+            )
+            db.session.commit()
+            return stock.id
+
+    def round_(i: int) -> None:
+        stock_id = stock_of_one()
+        paying = []
+        for _ in range(buyers_per_round):
+            buyer = race.buyer()
+            with race.context():
+                packet = issue_staff_red_packet(
+                    merchant_id=race.merchant_id,
+                    campaign_id=campaign_id,
+                    consumer_id=buyer.consumer_id,
+                    rule_id="two-way",
+                    key=f"race-leg-{race.next()}",
+                    actor=CLI,
+                )
+                db.session.commit()
+                packet_id = packet.id
+            order_id, _ = race.register(buyer, order_fen)
+            assert race.pay(buyer, order_id, packet_id).ok
+            [out_trade_no] = race.out_trade_nos(order_id)
+            paying.append((order_id, out_trade_no))
+        signed = [race.forger.signed(race.forger.transaction(no, order_fen - FACE)) for _, no in paying]
+
+        answers = race.race([partial(race.notify, n) for n in signed])
+        race.assert_clean(answers)
+        for (_, no), answer in zip(paying, answers, strict=True):
+            if not answer.ok:  # SQLite's busy answers: WeChat delivers again
+                assert race.notify(race.forger.signed(race.forger.transaction(no, order_fen - FACE))).ok
+
+        order_ids = [o for o, _ in paying]
+        with race.context():
+            paid = db.session.scalar(
+                select(func.count(Order.id)).where(Order.id.in_(order_ids), Order.status == OrderStatus.PAID)
+            )
+            cash_legs = db.session.scalars(
+                select(RebateGrant.amount).where(
+                    RebateGrant.order_id.in_(order_ids), RebateGrant.beneficiary == "buyer"
+                )
+            ).all()
+            leg_coupons = db.session.scalar(
+                select(func.count(Coupon.id)).where(
+                    Coupon.stock_id == stock_id, Coupon.issue_key.like("buyer-leg:%")
+                )
+            )
+            issued = db.session.get(CouponStock, stock_id)
+            assert issued is not None
+            counter = issued.issued
+        assert {
+            "paid": paid,
+            "cash legs": sorted(m.fen for m in cash_legs),
+            "leg coupons": leg_coupons,
+            "stock counter": counter,
+        } == {
+            "paid": buyers_per_round,
+            "cash legs": [leg_fen] * (buyers_per_round - 1),
+            "leg coupons": 1,
+            "stock counter": 1,
+        }
+
+    race.rounds(round_, n=ROUNDS)
