@@ -29,7 +29,8 @@ from app.coupons.schemas import (
     StockCreateSchema,
     WeChatSizeSchema,
 )
-from app.web.blueprint import bp
+from app.web import i18n
+from app.web.blueprint import bp, lang
 from app.web.forms import fen, load
 from app.web.guards import current_page, page
 from app.web.pages_campaigns import _local_time
@@ -64,9 +65,10 @@ def _two_way_rules(merchant_id: int) -> dict[int, list[str]]:
     return found
 
 
-def _chart(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _chart(rows: list[dict[str, Any]], names: list[str] | None = None) -> dict[str, Any]:
+    """Per stock (or a stock and its channels): counts and money, as the metrics service gave them."""
     return {
-        "names": [f"#{row['stock_id']} {row['name']}" for row in rows],
+        "names": names or [f"#{row['stock_id']} {row['name']}" for row in rows],
         "issued": [row["issued"] for row in rows],
         "claimed": [row["claimed"] for row in rows],
         "redeemed": [row["redeemed"] for row in rows],
@@ -186,7 +188,8 @@ def coupon_stock(slug: str, stock_id: int) -> BaseResponse:
             issue_key=secrets.token_urlsafe(12),
             push_result=session.pop(_PUSH_RESULT, None),
             chart=_chart(
-                [figures, *({**c, "stock_id": stock.id, "name": c["channel"]} for c in figures["channels"])]
+                [figures, *figures["channels"]],
+                [stock.name, *(i18n.translate(c["channel"], lang()) for c in figures["channels"])],
             ),
             live=[s.value for s in (CouponStatus.RESERVED, CouponStatus.SENT, CouponStatus.CLAIMED)],
         )
