@@ -124,6 +124,18 @@ def test_an_operator_creates_issues_pushes_pauses_and_restarts(
     assert len(re.findall(r"data-coupon=", page)) == 2
     found = owner.get(f"/console/m/{slug}/coupons/{stock.id}?status=sent").text
     assert len(re.findall(r"data-coupon=", found)) == 1
+    # The API finds and pages them the same way.
+    api = f"/api/console/v1/coupon-stocks/{stock.id}/coupons"
+    listed = marketing.console.get(api).json
+    assert len(listed) == 2 and listed[0]["id"] > listed[1]["id"]
+    assert [c["status"] for c in marketing.console.get(f"{api}?status=sent").json] == ["sent"]
+    first = marketing.console.get(f"{api}?limit=1").json
+    older = marketing.console.get(f"{api}?limit=1&before={first[0]['id']}").json
+    assert [c["id"] for c in first + older] == [c["id"] for c in listed]
+    wechat_id = next(c["wechat_coupon_id"] for c in listed if c["wechat_coupon_id"])
+    assert [c["wechat_coupon_id"] for c in marketing.console.get(f"{api}?q={wechat_id}").json] == [wechat_id]
+    assert marketing.console.get(f"{api}?status=nope").status_code == 422
+    assert marketing.console.get(f"{api}?limit=0").status_code == 422
 
     # Pause, then restart: at WeChat and here.
     assert owner.post(f"/console/m/{slug}/coupons/{stock.id}/status", {"status": "paused"}).status_code == 303
