@@ -142,9 +142,16 @@ def test_an_owner_runs_a_voucher_stock_and_sees_the_ledgers_figures(
     assert owner.text("[data-figure=issued]") == "1" and owner.text("[data-figure=redeemed]") == "1"
     assert owner.figure("gmv_fen") == 5000
     assert owner.figure("cost_fen") == _coupon_grants(live) == 1000 + 500 + 250
+    # WeChat's stock cut to 8 in its portal: recorded, the smaller limit issues, the difference is shown.
+    owner.page.fill("input[name=wechat_max_coupons]", "8")
+    submit(owner, "form[action$='/wechat-size'] button")
+    assert owner.text("[data-figure=limit]") == "8"
+    assert owner.page.is_visible("[data-test=limit-difference]")
+    owner.page.wait_for_selector("[data-chart=coupons][data-rendered]")
     owner.shot("coupon-stock")
     owner.open("/console/m/demo-tea/coupons")
     owner.page.wait_for_selector("[data-chart=coupons][data-rendered]")
+    assert owner.page.is_visible("tr.difference [data-test=limit-difference]")
     owner.shot("coupons")
 
     # The dashboard's coupon cost is the ledger's, counted once in the cost.
