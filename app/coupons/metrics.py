@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import BigInteger, func, select, type_coerce
+from sqlalchemy import BigInteger, func, select, true, type_coerce
 
 from app.core.money import BASIS_POINTS_PER_WHOLE
 from app.coupons.models import Coupon, CouponStatus, CouponStock
@@ -27,15 +27,23 @@ def _fen(column: Any) -> Any:
     return type_coerce(column, BigInteger)
 
 
-def stock_metrics(*, merchant_id: int) -> list[dict[str, Any]]:
-    """One row per stock, each with its channels' rows; every figure from the coupons and the ledger."""
+def stock_metrics(*, merchant_id: int, stock_id: int | None = None) -> list[dict[str, Any]]:
+    """One row per stock (only ``stock_id``'s when given), each with its channels' rows; every figure from
+    the coupons and the ledger."""
+    wanted = stock_id
+
+    def only(column: Any) -> Any:
+        return column == wanted if wanted is not None else true()
+
     stocks = db.session.scalars(
-        select(CouponStock).where(CouponStock.merchant_id == merchant_id).order_by(CouponStock.id)
+        select(CouponStock)
+        .where(CouponStock.merchant_id == merchant_id, only(CouponStock.id))
+        .order_by(CouponStock.id)
     ).all()
     figures: dict[tuple[int, str], dict[str, Any]] = defaultdict(_blank)
     for stock_id, channel, status, n in db.session.execute(
         select(Coupon.stock_id, Coupon.channel, Coupon.status, func.count(Coupon.id))
-        .where(Coupon.merchant_id == merchant_id)
+        .where(Coupon.merchant_id == merchant_id, only(Coupon.stock_id))
         .group_by(Coupon.stock_id, Coupon.channel, Coupon.status)
     ):
         row = figures[(stock_id, channel.value)]
@@ -50,7 +58,7 @@ def stock_metrics(*, merchant_id: int) -> list[dict[str, Any]]:
             Coupon.stock_id, Coupon.channel, Coupon.claimed_at, Coupon.sent_at, Coupon.used_at, Order.total
         )
         .join(Order, Order.id == Coupon.order_id)
-        .where(Coupon.merchant_id == merchant_id, Coupon.status == CouponStatus.USED)
+        .where(Coupon.merchant_id == merchant_id, only(Coupon.stock_id), Coupon.status == CouponStatus.USED)
     ):
         row = figures[(stock_id, channel.value)]
         row["gmv_fen"] += total.fen
@@ -63,7 +71,7 @@ def stock_metrics(*, merchant_id: int) -> list[dict[str, Any]]:
             Coupon.stock_id, Coupon.channel, func.sum(_fen(RebateGrant.amount) - _fen(RebateGrant.reversed))
         )
         .join(RebateGrant, RebateGrant.coupon_id == Coupon.id)
-        .where(Coupon.merchant_id == merchant_id)
+        .where(Coupon.merchant_id == merchant_id, only(Coupon.stock_id))
         .group_by(Coupon.stock_id, Coupon.channel)
     ):
         figures[(stock_id, channel.value)]["cost_fen"] += int(cost or 0)

@@ -17,6 +17,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from app.audit.service import Actor, record_audit
 from app.auth.principals import Role
 from app.campaigns import service as campaigns
+from app.campaigns.models import CampaignStatus
 from app.core.tx import commit
 from app.coupons import merchant_coupons, metrics, service
 from app.coupons.listing import find_coupons
@@ -31,9 +32,8 @@ from app.coupons.schemas import (
 )
 from app.web import i18n
 from app.web.blueprint import bp, lang
-from app.web.forms import fen, load
+from app.web.forms import fen, load, local_time
 from app.web.guards import current_page, page
-from app.web.pages_campaigns import _local_time
 
 PAGE_SIZE = 50
 # The channels a stock may be created with (a rule's reward and staff issues need none).
@@ -56,10 +56,17 @@ def _audit(action: str, target_type: str, target_id: int, after: dict[str, Any])
     )
 
 
-def _two_way_rules(merchant_id: int) -> dict[int, list[str]]:
-    """Each campaign's two-way rule ids (a stock linked to one freezes its rates)."""
+def _open_campaigns(merchant_id: int) -> list[Any]:
+    """The campaigns a stock may belong to (not ended)."""
+    return [
+        c for c in campaigns.list_campaigns(merchant_id=merchant_id) if c.status is not CampaignStatus.ENDED
+    ]
+
+
+def _two_way_rules(open_campaigns: list[Any]) -> dict[int, list[str]]:
+    """Each open campaign's two-way rule ids (a stock linked to one freezes its rates)."""
     found: dict[int, list[str]] = {}
-    for campaign in campaigns.list_campaigns(merchant_id=merchant_id):
+    for campaign in open_campaigns:
         document = campaigns.current_version(campaign).document
         found[campaign.id] = [r["id"] for r in document.get("rules", []) if r.get("kind") == "two_way"]
     return found
@@ -84,6 +91,7 @@ def coupons(slug: str) -> BaseResponse:
     merchant_id = current_page().merchant.id
     capabilities = {row["kind"]: row for row in service.capabilities(merchant_id)}
     rows = metrics.stock_metrics(merchant_id=merchant_id)
+    open_campaigns = _open_campaigns(merchant_id) if current_page().may(Role.OPERATOR) else []
     stocks = {stock.id: stock for stock in service.list_stocks(merchant_id=merchant_id)}
     return make_response(
         render_template(
@@ -93,8 +101,8 @@ def coupons(slug: str) -> BaseResponse:
             capabilities=capabilities,
             merchant_coupons_off=capabilities[CouponKind.MERCHANT_COUPON.value]["enabled"] is False,
             vouchers_off=capabilities[CouponKind.VOUCHER.value]["enabled"] is False,
-            campaigns=campaigns.list_campaigns(merchant_id=merchant_id),
-            two_way=_two_way_rules(merchant_id),
+            campaigns=open_campaigns,
+            two_way=_two_way_rules(open_campaigns) if current_page().may(Role.OPERATOR) else {},
             channels=CHANNELS,
             chart=_chart(rows),
         )
@@ -118,8 +126,8 @@ def coupon_stock_create(slug: str) -> BaseResponse:
             "name": request.form.get("name", "").strip(),
             "face_value_fen": fen("face_value", required=False),
             "min_spend_fen": fen("min_spend", required=False),
-            "valid_from": _local_time("valid_from"),
-            "valid_until": _local_time("valid_until"),
+            "valid_from": local_time("valid_from"),
+            "valid_until": local_time("valid_until"),
             "max_coupons": int(raw_max) if raw_max.isdigit() else raw_max,
             "channels": request.form.getlist("channels"),
             "no_cash": request.form.get("no_cash") == "on",
@@ -159,9 +167,7 @@ def coupon_stock(slug: str, stock_id: int) -> BaseResponse:
     """One stock: its terms and limits, its metrics per channel, its coupons (found and paged), actions."""
     merchant_id = current_page().merchant.id
     stock = service.get_stock(merchant_id=merchant_id, stock_id=stock_id)
-    figures = next(
-        row for row in metrics.stock_metrics(merchant_id=merchant_id) if row["stock_id"] == stock.id
-    )
+    (figures,) = metrics.stock_metrics(merchant_id=merchant_id, stock_id=stock.id)
     raw_status = request.args.get("status", "")
     raw_consumer = request.args.get("consumer_id", "").strip()
     raw_before = request.args.get("before", "")
