@@ -21,6 +21,7 @@ from app.extensions import db
 from app.ledger.accounts import campaign_accounts
 from app.web.blueprint import BEIJING
 from tests.console_ui.pages import Browser
+from tests.console_ui.test_dashboard import statements
 from tests.coupons.conftest import WORST_CASE, Marketing, ledger_clean, marketing, run_jobs, shop
 from tests.factories import make_staff
 
@@ -136,6 +137,14 @@ def test_an_operator_creates_issues_pushes_pauses_and_restarts(
     assert [c["wechat_coupon_id"] for c in marketing.console.get(f"{api}?q={wechat_id}").json] == [wechat_id]
     assert marketing.console.get(f"{api}?status=nope").status_code == 422
     assert marketing.console.get(f"{api}?limit=0").status_code == 422
+
+    # The metrics widget (the stocks, then one aggregate per stock and channel) is two round trips.
+    merchant_id = shop.merchant.id
+    metrics.stock_metrics(merchant_id=merchant_id)  # warm: the savepoint and loads of the test's session
+    with statements() as seen:
+        again = metrics.stock_metrics(merchant_id=merchant_id)
+    assert len(seen) <= 2, seen
+    assert again[0]["issued"] == 2 and again[0]["channels"][0]["channel"] in ("direct", "push")
 
     # Pause, then restart: at WeChat and here.
     assert owner.post(f"/console/m/{slug}/coupons/{stock.id}/status", {"status": "paused"}).status_code == 303
