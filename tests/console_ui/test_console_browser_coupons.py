@@ -124,6 +124,12 @@ def test_an_owner_runs_a_voucher_stock_and_sees_the_ledgers_figures(
     submit(owner, "[data-test=create-stock]")
     assert owner.text("[data-test=stock-status]") == "进行中"
     stock_url = owner.page.url.removeprefix(live.url)
+    # Paused and restarted at WeChat from the stock's page.
+    submit(owner, "form[action$='/status'] button:has-text('暂停')")
+    assert owner.text("[data-test=stock-status]") == "已暂停"
+    assert not owner.page.is_visible("[data-test=issue-form]")  # a paused stock issues nothing
+    submit(owner, "form[action$='/status'] button:has-text('重新启动')")
+    assert owner.text("[data-test=stock-status]") == "进行中"
 
     # Issued to a follower of the official account, sent to the card pack by the send job.
     live.sandbox.post("/users/ui-buyer/follow", {"appid": _oa_appid(live)})
