@@ -502,6 +502,9 @@ ZH_CN: dict[str, str] = {
     "used": "已使用",
     "voucher": "代金券",
     # messages
+    "waiting to be sent": "待发送",
+    "sent to WeChat": "已发送",
+    "refused by WeChat": "发送失败",
     "A message goes as a mini-program subscribe message when the consumer gave a one-time consent for its template, else as an official-account template message when they follow the account, else not at all (no channel).": "用户为该模板授权过一次性订阅时，以小程序订阅消息发送；否则若用户关注了公众号，以公众号模板消息发送；否则不发送（无渠道）。",
     "Attempts": "尝试次数",
     "Error": "错误",

@@ -250,7 +250,7 @@ def test_finance_retries_an_unknown_payout_and_resolves_another(
     finance.shot("payouts-resolved")
 
 
-def _credit(live: Live, consumer_id: int, fen: int) -> None:
+def _credit(live: Live, consumer_id: int, fen: int, *, key: str = "ui-credit") -> None:
     """``fen`` from the merchant's marketing budget to the consumer's available wallet, as one ledger entry."""
     from app.core.money import Money
     from app.ledger.accounts import consumer_accounts, merchant_accounts
@@ -261,7 +261,7 @@ def _credit(live: Live, consumer_id: int, fen: int) -> None:
     with live.app.app_context():
         merchant_id = get_merchant(live.slug).id
         post_entry(
-            key=f"ui-credit:{consumer_id}",
+            key=f"{key}:{consumer_id}",
             reason=EntryReason.CORRECTION,
             cause_type="test",
             cause_id=str(consumer_id),
@@ -275,22 +275,76 @@ def _credit(live: Live, consumer_id: int, fen: int) -> None:
         db.session.remove()
 
 
-def test_the_owner_sets_a_message_template(live: Live, open_page: Any) -> None:
+def test_the_owner_sets_a_message_template_and_reads_the_outbox(
+    live: Live, open_page: Any, campaign: int, buyer: Buyer
+) -> None:
+    from app.messages.models import ConsumerMessage
+    from app.messages.service import collect
+
     owner: Watched = open_page("zh-CN")
     owner.login(Role.OWNER)
     owner.open("/console/m/demo-tea/messages")
     assert owner.text("h1") == "消息"
-    owner.page.select_option("[data-test=template-kind]", "red_packet_received")
+    owner.page.select_option("[data-test=template-kind]", "withdrawal_arrived")
     owner.page.select_option("[data-test=template-channel]", "mp_subscribe")
-    owner.page.fill("[data-test=template-id-input]", "TPL-RP-1")
-    owner.page.fill("[data-test=template-fields]", "thing1=title\namount2=amount\ntime3=valid_until")
+    owner.page.fill("[data-test=template-id-input]", "TPL-WD-1")
+    owner.page.fill("[data-test=template-fields]", "thing1=title\namount2=amount\ntime3=time")
     submit(owner, "[data-test=save-template]")
     assert owner.page.is_visible("[data-flash=ok]")
     assert (
-        owner.text("tr[data-template='red_packet_received-mp_subscribe'] [data-test=template-id]")
-        == "TPL-RP-1"
+        owner.text("tr[data-template='withdrawal_arrived-mp_subscribe'] [data-test=template-id]")
+        == "TPL-WD-1"
     )
+
+    # A withdrawal that arrives: the sweep owes the buyer a message; without their consent for the template
+    # (nor an official-account template) there is no channel, and the outbox says so.
+    _credit(live, buyer.consumer_id, 100, key="ui-credit-message")
+    asked = buyer.client.post(
+        "/api/mp/v1/withdrawals",
+        json={"amount_fen": 100, "idempotency_key": "ui-message-1"},
+        headers=buyer.mp,
+    )
+    assert asked.status_code == 201, asked.json
+    _pay_out(live, int(asked.json["id"]))
+    with live.app.app_context():
+        assert collect() >= 1
+        db.session.commit()
+        db.session.remove()
+    _run_jobs(live, "jobs.messages.send")
+    with live.app.app_context():
+        owed = {m.id: m.status.value for m in db.session.scalars(select(ConsumerMessage))}
+        db.session.remove()
+    assert "no_channel" in owed.values()
+    owner.open("/console/m/demo-tea/messages")
+    shown = owner.page.query_selector_all("tr[data-message]")
+    assert sorted(int(str(r.get_attribute("data-message"))) for r in shown) == sorted(owed)
+    owner.open("/console/m/demo-tea/messages?status=no_channel")
+    assert owner.page.locator("tr[data-message]").count() == list(owed.values()).count("no_channel")
+    owner.open("/console/m/demo-tea/messages")
     owner.shot("messages")
+
+
+def _pay_out(live: Live, withdrawal_id: int) -> None:
+    """The withdrawal's payout through the sandbox: submitted, confirmed by the buyer in WeChat, paid."""
+    from app.payouts.models import Payout
+    from app.withdrawals.models import Withdrawal
+    from jobs.payouts import process_payout
+
+    with live.app.app_context():
+        withdrawal = db.session.get(Withdrawal, withdrawal_id)
+        assert withdrawal is not None and withdrawal.payout_id is not None
+        payout_id = withdrawal.payout_id
+        assert process_payout(payout_id) == "accepted"
+        bill = db.session.get(Payout, payout_id).bill_no  # type: ignore[union-attr]
+        db.session.remove()
+    live.sandbox.post(f"/transfer-bills/{bill}/confirm", {})
+    with live.app.app_context():
+        payout = db.session.get(Payout, payout_id)
+        assert payout is not None
+        payout.next_attempt_at = payout.created_at
+        db.session.commit()
+        assert process_payout(payout_id) == "succeeded"
+        db.session.remove()
 
 
 def test_a_viewer_reads_the_coupons_and_is_refused_every_change(live: Live, open_page: Any) -> None:
