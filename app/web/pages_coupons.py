@@ -102,7 +102,7 @@ def coupons(slug: str) -> BaseResponse:
             merchant_coupons_off=capabilities[CouponKind.MERCHANT_COUPON.value]["enabled"] is False,
             vouchers_off=capabilities[CouponKind.VOUCHER.value]["enabled"] is False,
             campaigns=open_campaigns,
-            two_way=_two_way_rules(open_campaigns) if current_page().may(Role.OPERATOR) else {},
+            two_way=_two_way_rules(open_campaigns),
             channels=CHANNELS,
             chart=_chart(rows),
         )
