@@ -145,9 +145,11 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 def _connect_domains(app: Flask) -> None:
     """Wire the domains through their seams: payment events to the rebate engine, red packets into pay."""
+    from app.coupons import costs as coupon_costs
     from app.coupons import merchant_coupons
     from app.coupons import redemption as coupon_redemption
     from app.coupons import service as coupon_service
+    from app.dashboard.hooks import set_coupon_cost_provider
     from app.events.bus import ORDER_CLOSED, ORDER_PAID, REFUND_SUCCEEDED, subscribe
     from app.ledger.accounts import install_account_cache_hooks
     from app.limits import checks as limit_checks
@@ -170,6 +172,7 @@ def _connect_domains(app: Flask) -> None:
     subscribe(app, ORDER_CLOSED, merchant_coupons.on_order_closed)
     set_discount_resolver(app, apply_to_order, release_from_order)
     set_held_discount(app, merchant_coupons.held_discount)
+    set_coupon_cost_provider(coupon_costs.coupon_cost_fen)  # the dashboard's coupon cost, from the ledger
     rebate_checks.register()
     payout_checks.register()
     limit_checks.register()

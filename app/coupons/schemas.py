@@ -6,7 +6,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from app.behaviour.models import BehaviourKind
 from app.core.fields import IdField, MoneyField
-from app.coupons.models import Channel, CouponKind, StockStatus
+from app.coupons.models import Channel, CouponKind, CouponStatus, StockStatus
 
 _CHANNELS = [
     Channel.FOLLOW.value,
@@ -110,6 +110,20 @@ class WeChatSizeSchema(Schema):
 class IssueSchema(Schema):
     consumer_id = IdField(required=True)
     idempotency_key = fields.String(required=True, validate=validate.Length(min=1, max=64))
+
+
+class CouponQuerySchema(Schema):
+    """Finding a stock's coupons: newest first, keyset-paged (pass the last id seen as ``before``)."""
+
+    status = fields.String(load_default=None, validate=validate.OneOf([s.value for s in CouponStatus]))
+    consumer_id = IdField(text=True, load_default=None)
+    q = fields.String(
+        load_default=None,
+        validate=validate.Length(min=1, max=64),
+        metadata={"description": "A coupon number: our id, WeChat's coupon id, our code or out_request_no."},
+    )
+    before = IdField(text=True, load_default=None)
+    limit = fields.Integer(load_default=500, validate=validate.Range(min=1, max=500))
 
 
 class PushSchema(Schema):

@@ -24,13 +24,15 @@ from app.auth.guards import (
 from app.auth.principals import Role
 from app.core.tx import commit
 from app.coupons import merchant_coupons, metrics, service
-from app.coupons.models import Channel, Coupon, CouponKind, CouponStock, StockStatus
+from app.coupons.listing import find_coupons
+from app.coupons.models import Channel, Coupon, CouponKind, CouponStatus, CouponStock, StockStatus
 from app.coupons.redemption import handle_coupon_notification
 from app.coupons.schemas import (
     AppliedSchema,
     ApplySchema,
     CapabilitySchema,
     ConsoleCouponSchema,
+    CouponQuerySchema,
     CouponSchema,
     IssueSchema,
     PluginParamsSchema,
@@ -196,10 +198,21 @@ def push(body: dict[str, Any], stock_id: int) -> dict[str, Any]:
 
 @console.route("/coupon-stocks/<int:stock_id>/coupons")
 @staff_required()
+@console.arguments(CouponQuerySchema, location="query")
 @console.response(200, ConsoleCouponSchema(many=True))
-def stock_coupons(stock_id: int) -> list[Coupon]:
-    """The stock's coupons, newest first (at most 500). Any role."""
-    return service.coupons_of_stock(merchant_id=current_merchant_id(), stock_id=stock_id)
+def stock_coupons(query: dict[str, Any], stock_id: int) -> list[Coupon]:
+    """The stock's coupons, newest first (at most ``limit``, default 500), by state, consumer or coupon
+    number; the next page with ``before`` = the last id seen. Any role."""
+    rows, _ = find_coupons(
+        merchant_id=current_merchant_id(),
+        stock_id=stock_id,
+        status=CouponStatus(query["status"]) if query["status"] else None,
+        consumer_id=query["consumer_id"],
+        number=query["q"],
+        before=query["before"],
+        limit=query["limit"],
+    )
+    return rows
 
 
 @console.route("/coupons/capabilities")

@@ -1,6 +1,8 @@
 """Seams for capabilities being built beside the dashboard (coupons): they report their cost here.
 
-Until a provider is set, the dashboard shows the coupon cost as not reported (``None``), never as 0.
+Until a provider is set, the dashboard shows the coupon cost as not reported (``None``), never as 0. Coupons
+are paid from the campaigns' accounts, so the provider reports the part of the campaigns' cost that coupons
+booked; the dashboard shows it beside the rebates' rest and counts it once.
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ a range reads only the rows of the range: the first id of the range is found by 
 primary key (rows are numbered in time order), so a merchant's years of history cost nothing here.
 
 Definitions (product brief, console metrics): cost = what the campaigns booked (face values spent,
-two-way legs, other rebates) less clawbacks = the net outflow of the campaign accounts other than
-funding, reservations and releases; GMV driven = total less refunds of the orders that spent one of the
+two-way legs, other rebates, used coupons) less clawbacks = the net outflow of the campaign accounts other
+than funding, reservations and releases; of it, coupon cost = what used coupons booked less refunds (from
+``app.dashboard.hooks``, reported by the coupons) and rebate cost = the rest; GMV driven = total less refunds of the orders that spent one of the
 merchant's red packets; ROI = (GMV driven − cost) / cost; claim rate = claimed / issued (a red packet is
 claimed when it lands in the buyer's wallet, which is when it is issued); redemption rate = redeemed /
 issued; time to redeem = from issue to the paid order that spent it.
@@ -332,11 +333,13 @@ def dashboard(*, merchant_id: int, span: DateRange) -> dict[str, Any]:
     packets = funnel(merchant_id=merchant_id, span=span)
     paid = orders_paid(merchant_id=merchant_id, span=span)
     coupon_cost = hooks.coupon_cost_fen(merchant_id=merchant_id, since=span.since, until=span.until)
-    cost = moved["totals"]["cost_fen"]
-    total_cost = cost + (coupon_cost or 0)
+    # A used coupon is paid from its campaign's accounts like a spent red packet, so the campaigns' cost
+    # already holds it: the coupons' part is reported beside the rebates' rest, never added twice.
+    total_cost = moved["totals"]["cost_fen"]
+    cost = total_cost - (coupon_cost or 0)
     gmv = packets["gmv_driven_fen"]
     days = len(span.days())
-    daily_cost = cost // days
+    daily_cost = total_cost // days
     names = campaign_names(merchant_id=merchant_id)
     return {
         "range": {"from": span.first.isoformat(), "to": span.last.isoformat(), "days": days},
@@ -361,7 +364,7 @@ def dashboard(*, merchant_id: int, span: DateRange) -> dict[str, Any]:
         "redemption_rate": ratio(packets["redeemed"], packets["issued"]),
         "avg_seconds_to_redeem": packets["avg_seconds_to_redeem"],
         "budget_burn": {
-            "cost_fen": cost,
+            "cost_fen": total_cost,
             "per_day_fen": daily_cost,
             "left_fen": money["campaign_budget_fen"] + money["campaign_reserved_fen"],
             "days_left": (money["campaign_budget_fen"] + money["campaign_reserved_fen"]) // daily_cost

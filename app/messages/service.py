@@ -188,15 +188,14 @@ def templates(*, merchant_id: int) -> list[MessageTemplate]:
     )
 
 
-def recent(*, merchant_id: int, limit: int = 100) -> list[ConsumerMessage]:
-    return list(
-        db.session.scalars(
-            select(ConsumerMessage)
-            .where(ConsumerMessage.merchant_id == merchant_id)
-            .order_by(ConsumerMessage.id.desc())
-            .limit(limit)
-        )
-    )
+def recent(
+    *, merchant_id: int, limit: int = 100, status: MessageStatus | None = None
+) -> list[ConsumerMessage]:
+    """The latest messages of the merchant, newest first (only those in ``status`` when given)."""
+    query = select(ConsumerMessage).where(ConsumerMessage.merchant_id == merchant_id)
+    if status is not None:
+        query = query.where(ConsumerMessage.status == status)
+    return list(db.session.scalars(query.order_by(ConsumerMessage.id.desc()).limit(limit)))
 
 
 # ---------------------------------------------------------------- the sweep: facts → outbox

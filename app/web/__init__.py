@@ -8,7 +8,15 @@ import importlib
 from flask import Flask
 
 # Each module adds its routes to the one blueprint (app.web.blueprint.bp).
-PAGE_MODULES = ("pages_session", "pages_campaigns", "pages_money", "pages_people", "pages_exports")
+PAGE_MODULES = (
+    "pages_session",
+    "pages_campaigns",
+    "pages_money",
+    "pages_people",
+    "pages_exports",
+    "pages_coupons",
+    "pages_messages",
+)
 
 
 def init_console_pages(flask_app: Flask) -> None:

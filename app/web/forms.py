@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from flask import request
@@ -9,6 +10,8 @@ from marshmallow import ValidationError
 
 from app.core.errors import InvalidInput
 from app.core.money import Money
+
+BEIJING = timezone(timedelta(hours=8), "Asia/Shanghai")
 
 
 def load(schema: Any, data: dict[str, Any]) -> dict[str, Any]:
@@ -31,3 +34,15 @@ def fen(field: str, *, required: bool = True) -> int | None:
         raise InvalidInput(
             "not an amount in yuan", details={"fields": {field: ["yuan, at most two decimals"]}}
         ) from None
+
+
+def local_time(field: str) -> str:
+    """A ``datetime-local`` field, read as Beijing time, as RFC 3339 (422 naming the field otherwise)."""
+    text = request.form.get(field, "").strip()
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput("not a date and time", details={"fields": {field: ["YYYY-MM-DDTHH:MM"]}}) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=BEIJING)
+    return moment.isoformat()

@@ -40,6 +40,7 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("reconciliation", "Reconciliation", (F,)),
     Entry("consumers", "Consumers", ANY),
     Entry("followers", "Followers", ANY),
+    Entry("messages", "Messages", ANY),
     Entry("exports", "Exports", (F, V)),
     Entry("staff", "Staff", ANY),
     Entry("shop_keys", "Shop keys", (V,)),

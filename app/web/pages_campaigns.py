@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import secrets
-from datetime import datetime
 from typing import Any
 
 from flask import flash, make_response, redirect, render_template, request, url_for
@@ -32,8 +31,8 @@ from app.core.tx import commit
 from app.dashboard.schemas import DashboardQuerySchema
 from app.dashboard.service import balances, date_range
 from app.dashboard.service import dashboard as dashboard_figures
-from app.web.blueprint import BEIJING, bp
-from app.web.forms import fen, load
+from app.web.blueprint import bp
+from app.web.forms import fen, load, local_time
 from app.web.guards import current_page, page
 from app.web.rule_form import CAPS, KIND_FIELDS, SEED_DOCUMENT, document_from_form, form_values
 
@@ -42,18 +41,6 @@ RULE_KINDS = ("two_way", "ratio", "ladder", "fixed", "cashback", "invite", "dist
 
 def _actor() -> Actor:
     return Actor("staff", str(current_page().principal.staff_id))
-
-
-def _local_time(field: str) -> str:
-    """A ``datetime-local`` field, read as Beijing time, as RFC 3339."""
-    text = request.form.get(field, "").strip()
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise InvalidInput("not a date and time", details={"fields": {field: ["YYYY-MM-DDTHH:MM"]}}) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=BEIJING)
-    return moment.isoformat()
 
 
 def _rules_document() -> dict[str, Any]:
@@ -167,8 +154,8 @@ def campaign_create(slug: str) -> BaseResponse:
         CampaignCreateSchema(),
         {
             "name": request.form.get("name", ""),
-            "starts_at": _local_time("starts_at"),
-            "ends_at": _local_time("ends_at"),
+            "starts_at": local_time("starts_at"),
+            "ends_at": local_time("ends_at"),
             "rules": _rules_document(),
             "pays_out_as_cash": request.form.get("pays_out_as_cash") == "on",
         },

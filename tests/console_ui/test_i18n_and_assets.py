@@ -27,7 +27,14 @@ def test_every_text_of_the_console_has_a_zh_cn_translation() -> None:
     texts |= {entry.label for entry in nav.ENTRIES}
     texts |= {field.label for fields in rule_form.KIND_FIELDS.values() for field in fields}
     texts |= {field.label for field in rule_form.CAPS} | set(rule_form.KIND_FIELDS)
-    for module in ("pages_campaigns", "pages_money", "pages_people", "pages_exports"):
+    for module in (
+        "pages_campaigns",
+        "pages_money",
+        "pages_people",
+        "pages_exports",
+        "pages_coupons",
+        "pages_messages",
+    ):
         source = (ROOT / "app" / "web" / f"{module}.py").read_text()
         texts |= set(re.findall(r'flash\("([^"]+)"', source))
     assert len(texts) > 150

@@ -14,6 +14,8 @@ from sqlalchemy.orm import Session
 
 from app.auth.principals import Role
 from app.campaigns.models import Campaign
+from app.core.money import Money
+from app.coupons.models import CouponKind, CouponStock, StockStatus
 from app.extensions import db
 from app.merchants.models import Merchant
 from app.web.rule_form import SEED_DOCUMENT
@@ -28,6 +30,7 @@ class Shop:
     merchant: Merchant
     campaign_id: int
     consumer_id: int
+    stock_id: int = 1
 
 
 @pytest.fixture
@@ -52,8 +55,38 @@ def shop(db_session: Session) -> Shop:
         actor=CLI,
     )
     consumer = make_consumer(merchant)
+    stock = _stock(merchant.id, campaign.id)
     db.session.flush()
-    return Shop(merchant, campaign.id, consumer.id)
+    return Shop(merchant, campaign.id, consumer.id, stock.id)
+
+
+def _stock(merchant_id: int, campaign_id: int) -> CouponStock:
+    """A running voucher stock as WeChat confirmed it (its name a script, as text)."""
+    from datetime import timedelta
+
+    from app.core.db import utcnow
+
+    now = utcnow()
+    stock = CouponStock(
+        merchant_id=merchant_id,
+        campaign_id=campaign_id,
+        kind=CouponKind.VOUCHER,
+        name="<script>x</script>",
+        channels=["push"],
+        face_value=Money(1000),
+        min_spend=Money(5000),
+        valid_from=now,
+        valid_until=now + timedelta(days=30),
+        max_coupons=10,
+        wechat_max_coupons=8,
+        out_request_no="S-1",
+        wechat_stock_id="9000001",
+        status=StockStatus.RUNNING,
+        max_order=Money(5000),
+        worst_case_cost=Money(1000),
+    )
+    db.session.add(stock)
+    return stock
 
 
 def signed_in(client: FlaskClient, role: Role) -> Browser:
@@ -80,6 +113,10 @@ READ_PAGES = {
     "/console/m/lotus/audit": {Role.OWNER, Role.FINANCE, Role.VIEWER},
     "/console/m/lotus/followers": set(Role),
     "/console/m/lotus/exports": {Role.OWNER, Role.FINANCE, Role.VIEWER},
+    "/console/m/lotus/coupons": set(Role),
+    "/console/m/lotus/coupons/{stock}": set(Role),
+    "/console/m/lotus/coupons/{stock}?status=sent&consumer_id=1&q=x": set(Role),
+    "/console/m/lotus/messages": set(Role),
 }
 
 
@@ -89,12 +126,13 @@ def test_every_page_renders_for_the_roles_that_may_read_it(
 ) -> None:
     browser = signed_in(client, role)
     for template, roles in READ_PAGES.items():
-        path = template.format(campaign=shop.campaign_id, consumer=shop.consumer_id)
+        path = template.format(campaign=shop.campaign_id, consumer=shop.consumer_id, stock=shop.stock_id)
         response = browser.get(path)
         expected = 200 if role in roles else 403
         assert response.status_code == expected, (role, path, response.status_code)
         if expected == 200:
             assert "<script>alert(1)</script>" not in response.text
+            assert "<script>x</script>" not in response.text
             assert "Content-Security-Policy" in response.headers
 
 
@@ -104,6 +142,9 @@ def test_a_campaign_named_like_a_script_is_text(client: FlaskClient, shop: Shop)
         page = browser.get(path).text
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
         assert XSS not in page
+    for path in ("/console/m/lotus/coupons", f"/console/m/lotus/coupons/{shop.stock_id}"):
+        page = browser.get(path).text
+        assert "&lt;script&gt;x&lt;/script&gt;" in page and "<script>x</script>" not in page
 
 
 def test_headers(client: FlaskClient, shop: Shop) -> None:
@@ -151,7 +192,7 @@ def test_login_form_needs_its_token_and_counts_failures(client: FlaskClient, sho
 
 
 def actions(shop: Shop) -> list[tuple[str, dict[str, str]]]:
-    c, k = shop.campaign_id, shop.consumer_id
+    c, k, s = shop.campaign_id, shop.consumer_id, shop.stock_id
     return [
         ("/console/m/lotus/budget/deposits", {"amount": "1.00", "idempotency_key": "viewer-deposit"}),
         (
@@ -177,6 +218,14 @@ def actions(shop: Shop) -> list[tuple[str, dict[str, str]]]:
         ("/console/m/lotus/followers/qr-codes", {"purpose": "channel", "channel": "x"}),
         ("/console/m/lotus/followers/replies", {"trigger": "subscribe", "content": "hi"}),
         ("/console/m/lotus/followers/replies/1/delete", {}),
+        ("/console/m/lotus/coupons", {"name": "x", "campaign_id": str(c), "max_coupons": "5"}),
+        (f"/console/m/lotus/coupons/{s}/status", {"status": "paused"}),
+        (f"/console/m/lotus/coupons/{s}/submit", {}),
+        (f"/console/m/lotus/coupons/{s}/wechat-size", {"wechat_max_coupons": "1"}),
+        (f"/console/m/lotus/coupons/{s}/issue", {"consumer_id": str(k), "idempotency_key": "viewer-1"}),
+        (f"/console/m/lotus/coupons/{s}/push", {"min_paid": "0", "days": "30"}),
+        (f"/console/m/lotus/coupons/{s}/coupons/1/revoke", {"reason": "x"}),
+        ("/console/m/lotus/messages/templates", {"kind": "rebate_available", "channel": "oa_template"}),
     ]
 
 

@@ -42,6 +42,25 @@
         }]
       };
     },
+    coupons: function (d, labels) {
+      // Per stock (or per channel): counts on the left axis, money on the right.
+      return {
+        tooltip: { trigger: "axis" },
+        legend: { data: [labels.coupons_issued, labels.claimed, labels.coupons_redeemed, labels.cost, labels.gmv] },
+        xAxis: { type: "category", data: d.names },
+        yAxis: [
+          { type: "value", minInterval: 1 },
+          { type: "value", axisLabel: { formatter: yuan } }
+        ],
+        series: [
+          { name: labels.coupons_issued, type: "bar", data: d.issued },
+          { name: labels.claimed, type: "bar", data: d.claimed },
+          { name: labels.coupons_redeemed, type: "bar", data: d.redeemed },
+          { name: labels.cost, type: "line", yAxisIndex: 1, data: d.cost_fen },
+          { name: labels.gmv, type: "line", yAxisIndex: 1, data: d.gmv_fen }
+        ]
+      };
+    },
     replay: function (d, labels) {
       return {
         tooltip: { trigger: "axis" },
