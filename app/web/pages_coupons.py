@@ -37,8 +37,28 @@ from app.web.guards import current_page, page
 
 PAGE_SIZE = 50
 # The channels a stock may be created with (a rule's reward and staff issues need none).
-CHANNELS = (Channel.FOLLOW.value, Channel.AFTER_PAYMENT.value, Channel.PUSH.value, Channel.PLUGIN.value)
+CHANNELS = (
+    Channel.FOLLOW.value,
+    Channel.AFTER_PAYMENT.value,
+    Channel.PUSH.value,
+    Channel.PLUGIN.value,
+    Channel.FIRST_VISIT.value,
+    Channel.TASK.value,
+)
+TASK_KINDS = ("view", "cart", "share")
 _PUSH_RESULT = "coupon_push_result"  # the last push's answer, shown once on the stock's page
+
+
+def _task_of_form() -> dict[str, Any] | None:
+    """The task block of the create form, only with the task channel (the schema checks the values)."""
+    if Channel.TASK.value not in request.form.getlist("channels"):
+        return None
+    count, days = request.form.get("task_count", "").strip(), request.form.get("task_days", "1").strip()
+    return {
+        "kind": request.form.get("task_kind", ""),
+        "count": int(count) if count.isdigit() and len(count) < 4 else count,
+        "within_days": int(days) if days.isdigit() and len(days) < 4 else days,
+    }
 
 
 def _actor() -> Actor:
@@ -104,6 +124,7 @@ def coupons(slug: str) -> BaseResponse:
             campaigns=open_campaigns,
             two_way=_two_way_rules(open_campaigns),
             channels=CHANNELS,
+            task_kinds=TASK_KINDS,
             chart=_chart(rows),
         )
     )
@@ -132,6 +153,7 @@ def coupon_stock_create(slug: str) -> BaseResponse:
             "channels": request.form.getlist("channels"),
             "no_cash": request.form.get("no_cash") == "on",
             "rule_id": request.form.get("rule_id") or None,
+            "task": _task_of_form(),
         },
     )
     stock = service.create_stock(
@@ -149,6 +171,7 @@ def coupon_stock_create(slug: str) -> BaseResponse:
         rule_id=body["rule_id"],
         scope=body["scope"],
         activate=body["activate"],
+        task=body["task"],
     )
     _audit(
         "coupon_stock.create",

@@ -257,3 +257,25 @@ def test_a_viewer_reads_the_coupons_and_is_refused_every_change(
     assert db_session.scalar(select(func.count(CouponStock.id))) == 1
     assert db_session.scalar(select(func.count(Coupon.id))) == 0
     assert db_session.get(CouponStock, sid).status.value == "running"  # type: ignore[union-attr]
+
+
+def test_a_task_stock_is_created_from_the_form_with_its_task(
+    marketing: Marketing, db_session: Session
+) -> None:
+    slug = marketing.shop.merchant.slug
+    operator = _browser(marketing, Role.OPERATOR)
+    page = operator.get(f"/console/m/{slug}/coupons").text
+    assert 'data-test="channel-first_visit"' in page and 'data-test="task-kind"' in page
+    plain = {"rule_id": "", "face_value": "5", "min_spend": "30"}
+
+    missing = operator.post(
+        f"/console/m/{slug}/coupons", _create_form(marketing, **plain, channels="task", task_count="")
+    )
+    assert db_session.scalars(select(CouponStock)).all() == [], _said(operator, missing)
+    created = operator.post(
+        f"/console/m/{slug}/coupons",
+        _create_form(marketing, **plain, channels="task", task_kind="cart", task_count="2", task_days="3"),
+    )
+    assert created.status_code == 303, created.text[:2000]
+    stock = db_session.scalars(select(CouponStock)).one()
+    assert (stock.channels, stock.task) == (["task"], {"kind": "cart", "count": 2, "within_days": 3})
