@@ -477,6 +477,8 @@ ZH_CN: dict[str, str] = {
     "Worst case per coupon": "每张最大成本",
     "Your role can read the coupons, not change them.": "您的角色可以查看优惠券，但不能修改。",
     "after_payment": "支付后",
+    "Red packet paid as a coupon of stock (id)": "红包改发优惠券（批次编号）",
+    "Buyer's rebate paid as a coupon of stock (id)": "买家返利改发优惠券（批次编号）",
     "first_visit": "新客首次访问",
     "task": "小程序任务",
     "task_view": "浏览商品",

@@ -45,6 +45,9 @@ KIND_FIELDS: dict[str, tuple[Field, ...]] = {
         _f("max_order_fen", "fen", "Counted up to (order total)"),
         _f("issuer_cap_fen", "fen", "Issuer rebate cap", required=False),
         _f("buyer_cap_fen", "fen", "Buyer rebate cap", required=False),
+        # An id here pays in a coupon of that stock (the document's reward / buyer_leg "coupon").
+        _f("coupon_stock_id", "int", "Red packet paid as a coupon of stock (id)", required=False),
+        _f("buyer_leg_stock_id", "int", "Buyer's rebate paid as a coupon of stock (id)", required=False),
     ),
     "ratio": (
         _f("rate_bp", "bp", "Rate of the amount paid"),
@@ -160,6 +163,10 @@ def document_from_form(form: MultiDict[str, str]) -> dict[str, Any]:
                     raise _bad(f"rules.{n}.{field.name}", "required")
                 continue
             rule[field.name] = _value(field, text, f"rules.{n}.{field.name}")
+        if "coupon_stock_id" in rule:
+            rule["reward"] = "coupon"
+        if "buyer_leg_stock_id" in rule:
+            rule["buyer_leg"] = "coupon"
         rules.append(rule)
     document: dict[str, Any] = {"rules": rules}
     caps = {}

@@ -180,3 +180,21 @@ def test_the_vendored_echarts_is_the_pinned_one() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "echarts 6.1.0" in done.stdout
+
+
+def test_the_builder_pays_a_packet_or_the_buyers_leg_as_a_coupon_of_a_stock() -> None:
+    two_way = dict(EVERY_KIND["rules"][0])
+    assert two_way["kind"] == "two_way"
+    with_coupons = {
+        "rules": [
+            two_way
+            | {"reward": "coupon", "coupon_stock_id": 7, "buyer_leg": "coupon", "buyer_leg_stock_id": 8}
+        ]
+    }
+    validated_rules(with_coupons)
+    assert rule_form.document_from_form(_as_form(with_coupons)) == with_coupons
+    form = _as_form(with_coupons)
+    form["rules-0-buyer_leg_stock_id"] = "eight"
+    with pytest.raises(InvalidInput) as refused:
+        rule_form.document_from_form(form)
+    assert list(refused.value.details["fields"]) == ["rules.0.buyer_leg_stock_id"]
