@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from app.core.money import Money
 from app.extensions import db
-from app.ledger.accounts import consumer_accounts
+from app.ledger.accounts import consumer_accounts, prepaid_account
 from app.ledger.models import AccountKind, EntryReason, JournalEntry, LedgerAccount, Posting
 from app.merchants.models import Merchant
 from app.orders.models import Order
@@ -21,6 +21,7 @@ _BUCKET = {
     AccountKind.CONSUMER_AVAILABLE: "available",
     AccountKind.CONSUMER_WITHDRAWING: "withdrawing",
     AccountKind.CONSUMER_DEBT: "debt",
+    AccountKind.CONSUMER_PREPAID: "prepaid",  # paid for personal red packets to friends (app.personal)
 }
 
 
@@ -30,6 +31,7 @@ class Wallet:
     available: Money
     withdrawing: Money
     debt: Money  # what the consumer owes (positive), netted against future rebates
+    prepaid: Money  # paid for personal red packets not yet claimed (refunded if they stay unclaimed)
 
 
 @dataclass(frozen=True)
@@ -49,13 +51,17 @@ def wallet_of(*, merchant_id: int, consumer_id: int) -> Wallet:
         available=accounts.available.balance,
         withdrawing=accounts.withdrawing.balance,
         debt=-accounts.debt.balance if accounts.debt.balance.is_negative else Money(0),
+        prepaid=prepaid_account(merchant_id, consumer_id).balance,
     )
 
 
 def timeline(*, merchant_id: int, consumer_id: int, limit: int = 20, before: int | None = None) -> list[Line]:
-    """Newest first; ``before`` is the id of the last line of the previous page."""
+    """Newest first; ``before`` is the id of the last line of the previous page. Personal red packets the
+    consumer paid for appear as ``prepaid`` lines (paid, handed to the friend, refunded)."""
     accounts = consumer_accounts(merchant_id, consumer_id)
-    by_id: dict[int, LedgerAccount] = {a.id: a for a in accounts}
+    by_id: dict[int, LedgerAccount] = {
+        a.id: a for a in [*accounts, prepaid_account(merchant_id, consumer_id)]
+    }
     query = (
         select(Posting, JournalEntry)
         .join(JournalEntry, JournalEntry.id == Posting.entry_id)
