@@ -162,3 +162,30 @@ def packet_funding_order(db_session: Session, packet_id: int) -> int:
     packet = db_session.get(PersonalPacket, packet_id)
     assert packet is not None and packet.funding_order_id is not None
     return packet.funding_order_id
+
+
+def test_a_claimed_packet_that_expires_unspent_goes_back_to_the_sender(
+    personal: Personal, app: Flask, db_session: Session
+) -> None:
+    merchant_id, alice = personal.shop.merchant.id, personal.shop.consumer_id
+    campaign = campaign_accounts(merchant_id, personal.campaign_id)
+    budget_before = campaign.budget.balance.fen
+    packet = personal.funded(amount_fen=1500)
+    claimed = personal.claim(packet["id"], personal.bob, personal.packet(packet["id"])["share_code"])
+    assert claimed.status_code == 200, claimed.json
+    assert campaign.reserved.balance.fen == 1500 + SENDER_WORST_CASE
+
+    # 30 days of validity pass: the red packet expires; its value returns to alice's prepaid balance (not
+    # to the campaign), her rebate's reservation to the budget, and the sweep refunds her in WeChat.
+    ran = _dev(app, "clock", "advance", "31d").output
+    assert "expire-red-packets: 1" in ran and "refund-personal-packets: 1" in ran
+    db_session.expire_all()
+    assert campaign.reserved.balance.fen == 0
+    assert campaign.budget.balance.fen == budget_before
+    assert prepaid_account(merchant_id, alice).balance.fen == 1500
+    personal.resolve_refund(db_session, packet["id"])
+    db_session.expire_all()
+    assert prepaid_account(merchant_id, alice).balance.fen == 0
+    personal.sign_in_again()
+    assert personal.packet(packet["id"])["status"] == "refunded"
+    ledger_clean()
