@@ -10,9 +10,6 @@ class WalletSchema(Schema):
     available_fen = MoneyField(attribute="available")
     withdrawing_fen = MoneyField(attribute="withdrawing")
     debt_fen = MoneyField(attribute="debt")
-    prepaid_fen = MoneyField(
-        attribute="prepaid", metadata={"description": "Paid for personal red packets not yet claimed."}
-    )
 
 
 class TimelineQuerySchema(Schema):

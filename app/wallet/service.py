@@ -10,8 +10,8 @@ from sqlalchemy import select
 
 from app.core.money import Money
 from app.extensions import db
-from app.ledger.accounts import consumer_accounts, prepaid_account
-from app.ledger.models import AccountKind, EntryReason, JournalEntry, LedgerAccount, Posting
+from app.ledger.accounts import consumer_accounts, natural_key
+from app.ledger.models import AccountKind, EntryReason, JournalEntry, LedgerAccount, OwnerType, Posting
 from app.merchants.models import Merchant
 from app.orders.models import Order
 from app.rebates.service import available_from
@@ -31,7 +31,6 @@ class Wallet:
     available: Money
     withdrawing: Money
     debt: Money  # what the consumer owes (positive), netted against future rebates
-    prepaid: Money  # paid for personal red packets not yet claimed (refunded if they stay unclaimed)
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,6 @@ def wallet_of(*, merchant_id: int, consumer_id: int) -> Wallet:
         available=accounts.available.balance,
         withdrawing=accounts.withdrawing.balance,
         debt=-accounts.debt.balance if accounts.debt.balance.is_negative else Money(0),
-        prepaid=prepaid_account(merchant_id, consumer_id).balance,
     )
 
 
@@ -59,9 +57,20 @@ def timeline(*, merchant_id: int, consumer_id: int, limit: int = 20, before: int
     """Newest first; ``before`` is the id of the last line of the previous page. Personal red packets the
     consumer paid for appear as ``prepaid`` lines (paid, handed to the friend, refunded)."""
     accounts = consumer_accounts(merchant_id, consumer_id)
-    by_id: dict[int, LedgerAccount] = {
-        a.id: a for a in [*accounts, prepaid_account(merchant_id, consumer_id)]
-    }
+    by_id: dict[int, LedgerAccount] = {a.id: a for a in accounts}
+    prepaid = db.session.scalar(  # only if they ever paid for one: a read creates no account
+        select(LedgerAccount).where(
+            LedgerAccount.natural_key
+            == natural_key(
+                kind=AccountKind.CONSUMER_PREPAID,
+                owner_type=OwnerType.CONSUMER,
+                owner_id=consumer_id,
+                merchant_id=merchant_id,
+            )
+        )
+    )
+    if prepaid is not None:
+        by_id[prepaid.id] = prepaid
     query = (
         select(Posting, JournalEntry)
         .join(JournalEntry, JournalEntry.id == Posting.entry_id)

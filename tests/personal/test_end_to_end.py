@@ -51,7 +51,7 @@ def test_pay_claim_spend_rebate_settle_and_refund_the_unclaimed(
     packet = personal.funded(message="你赢了, 步数挑战")
     order = db_session.get(Order, packet_funding_order(db_session, packet["id"]))
     assert order is not None and order.out_order_no == f"personal:{packet['id']}"
-    assert personal.wallet()["prepaid_fen"] == 2000
+    assert prepaid_account(merchant_id, alice).balance.fen == 2000
     assert clearing.balance.fen == -2000
     assert db_session.scalars(select(RebateGrant).where(RebateGrant.order_id == order.id)).all() == []
     assert campaign.budget.balance.fen == budget_before
@@ -68,7 +68,7 @@ def test_pay_claim_spend_rebate_settle_and_refund_the_unclaimed(
     assert [(r["id"], r["face_value_fen"], r["status"]) for r in red] == [
         (claimed.json["red_packet_id"], 2000, "issued")
     ]
-    assert personal.wallet()["prepaid_fen"] == 0
+    assert prepaid_account(merchant_id, alice).balance.fen == 0
     # The face value is alice's money held in the reserve; her rebate's worst case comes from the budget.
     assert campaign.reserved.balance.fen == 2000 + SENDER_WORST_CASE
     assert campaign.budget.balance.fen == budget_before - SENDER_WORST_CASE
@@ -135,7 +135,7 @@ def test_pay_claim_spend_rebate_settle_and_refund_the_unclaimed(
 
     # A second packet nobody claims: after 24 h the sweep refunds the payment through WeChat.
     second = personal.funded(amount_fen=888)
-    assert personal.wallet()["prepaid_fen"] == 888
+    assert prepaid_account(merchant_id, alice).balance.fen == 888
     assert "refund-personal-packets: 0" in _dev(app, "clock", "advance", "23h").output
     assert personal.packet(second["id"])["status"] == "funded"
     assert "refund-personal-packets: 1" in _dev(app, "clock", "advance", "2h").output
