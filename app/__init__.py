@@ -157,6 +157,7 @@ def _connect_domains(app: Flask) -> None:
     from app.limits import checks as limit_checks
     from app.payments.discounts import set_discount_resolver, set_held_discount
     from app.payouts import checks as payout_checks
+    from app.personal import checks as personal_checks
     from app.personal import service as personal
     from app.rebates import checks as rebate_checks
     from app.rebates import service as rebates
@@ -182,6 +183,7 @@ def _connect_domains(app: Flask) -> None:
     payout_checks.register()
     limit_checks.register()
     withdrawal_checks.register()
+    personal_checks.register()
 
 
 def _flask_config(settings: Settings) -> dict[str, Any]:
