@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 
@@ -14,6 +15,7 @@ from app.ledger.accounts import consumer_accounts, natural_key
 from app.ledger.models import AccountKind, EntryReason, JournalEntry, LedgerAccount, OwnerType, Posting
 from app.merchants.models import Merchant
 from app.orders.models import Order
+from app.personal.service import packets_of
 from app.rebates.service import available_from
 
 _BUCKET = {
@@ -96,6 +98,22 @@ def timeline(*, merchant_id: int, consumer_id: int, limit: int = 20, before: int
             )
         )
     return lines
+
+
+def timeline_page(
+    *, merchant_id: int, consumer_id: int, limit: int = 20, before: int | None = None
+) -> dict[str, Any]:
+    """A page of :func:`timeline`, and on the first page the consumer's personal red packets, sent and
+    received (a received one moves no money of theirs until spent, so it has no ledger line)."""
+    lines = timeline(merchant_id=merchant_id, consumer_id=consumer_id, limit=limit, before=before)
+    packets = (
+        [] if before is not None else packets_of(merchant_id=merchant_id, consumer_id=consumer_id, limit=20)
+    )
+    return {
+        "lines": lines,
+        "next_before": lines[-1].id if len(lines) == limit else None,
+        "personal_packets": packets,
+    }
 
 
 def _explain(entry: JournalEntry, bucket: str, amount: Money, window_days: int) -> str:

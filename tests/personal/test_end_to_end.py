@@ -111,11 +111,19 @@ def test_pay_claim_spend_rebate_settle_and_refund_the_unclaimed(
     assert campaign.reserved.balance.fen == 0
     assert campaign.budget.balance.fen == budget_before - 1200  # only alice's rebate cost the merchant
     assert merchant_accounts(merchant_id).rebate.balance.fen == 2000
-    timeline = shop.client.get("/api/mp/v1/wallet/entries", headers=personal.headers()).json["lines"]
-    assert [(line["bucket"], line["amount_fen"]) for line in timeline] == [
+    timeline = shop.client.get("/api/mp/v1/wallet/entries", headers=personal.headers()).json
+    assert [(line["bucket"], line["amount_fen"]) for line in timeline["lines"]] == [
         ("pending", 1200),
         ("prepaid", -2000),
         ("prepaid", 2000),
+    ]
+    assert [(p["id"], p["role"], p["status"]) for p in timeline["personal_packets"]] == [
+        (packet["id"], "sent", "claimed")
+    ]
+    bobs = shop.client.get("/api/mp/v1/wallet/entries", headers=personal.headers(bob)).json
+    assert bobs["lines"] == []  # nothing of his moved: the packet was alice's money
+    assert [(p["id"], p["role"], p["amount_fen"]) for p in bobs["personal_packets"]] == [
+        (packet["id"], "received", 2000)
     ]
     ledger_clean()
 
