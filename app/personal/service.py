@@ -412,13 +412,20 @@ def claim_packet(
 
 
 def _to_claimed(packet_id: int, now: datetime, *conditions: ColumnElement[bool], **values: Any) -> bool:
-    """The claiming UPDATE, then the red packet issued to the friend; False if the UPDATE matched nothing."""
-    if not guarded_update(PersonalPacket, packet_id, *conditions, status=S.CLAIMED, claimed_at=now, **values):
-        return False
-    packet = db.session.scalars(
-        select(PersonalPacket).where(PersonalPacket.id == packet_id).execution_options(populate_existing=True)
-    ).one()
-    _issue(packet, now)
+    """The claiming UPDATE, then the red packet issued to the friend; False if the UPDATE matched nothing.
+
+    One savepoint: a packet the campaign cannot fund now stays as it was (claimable again later)."""
+    with db.session.begin_nested():
+        if not guarded_update(
+            PersonalPacket, packet_id, *conditions, status=S.CLAIMED, claimed_at=now, **values
+        ):
+            return False
+        packet = db.session.scalars(
+            select(PersonalPacket)
+            .where(PersonalPacket.id == packet_id)
+            .execution_options(populate_existing=True)
+        ).one()
+        _issue(packet, now)
     return True
 
 

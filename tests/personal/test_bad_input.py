@@ -22,6 +22,7 @@ from app.orders.models import Order
 from app.payments.models import Refund
 from app.personal.models import PersonalPacket
 from app.personal.service import AccountBanned, claim_packet
+from app.red_packets.models import RedPacket
 from tests.personal.conftest import Personal, ledger_clean
 
 
@@ -217,3 +218,52 @@ def test_console_lists_and_filters(personal: Personal, db_session: Session) -> N
     _refused(personal.console.get("/api/console/v1/personal-packets?status=lost"), 422, "validation_error")
     terms = personal.console.get(f"/api/console/v1/campaigns/{personal.campaign_id}/personal-terms")
     assert terms.json["sender_rate_bp"] == 1000
+
+
+def test_a_claim_the_campaign_cannot_fund_is_refused(personal: Personal, db_session: Session) -> None:
+    # 10% of a ¥20,000 max order is a ¥2,000 worst case: more than the campaign's ¥1,000 budget.
+    terms = personal.shop.client.put(
+        f"/api/console/v1/campaigns/{personal.campaign_id}/personal-terms",
+        json={
+            "sender_rate_bp": 1000,
+            "min_amount_fen": 100,
+            "max_amount_fen": 20000,
+            "max_order_fen": 2_000_000,
+            "valid_days": 30,
+        },
+        headers=personal.console.headers(),
+    )
+    assert terms.status_code == 200, terms.json
+    packet = personal.funded()
+    before = _state(personal, db_session, packet["id"])
+    code = personal.packet(packet["id"])["share_code"]
+    _refused(personal.claim(packet["id"], personal.bob, code), 409, "campaign_budget_exhausted")
+    assert _state(personal, db_session, packet["id"]) == before
+    assert db_session.scalar(select(func.count()).select_from(RedPacket)) == 0
+    ledger_clean()
+
+
+def test_terms_are_validated(personal: Personal) -> None:
+    url = f"/api/console/v1/campaigns/{personal.campaign_id}/personal-terms"
+    base = {
+        "sender_rate_bp": 1000,
+        "min_amount_fen": 100,
+        "max_amount_fen": 20000,
+        "max_order_fen": 100000,
+        "valid_days": 30,
+    }
+    for bad in (
+        {"sender_rate_bp": 0},
+        {"max_amount_fen": 20001},  # WeChat's ¥200 red-packet ceiling
+        {"min_amount_fen": 5000, "max_amount_fen": 1000},
+        {"min_spend_fen": 200000},  # above max_order_fen
+        {"sender_rate_bp": 1, "max_order_fen": 99},  # the rebate rounds to 0 fen
+    ):
+        response = personal.shop.client.put(url, json=base | bad, headers=personal.console.headers())
+        _refused(response, 422, "validation_error")
+    before = personal.console.get(url).json
+    assert before["max_amount_fen"] == 20000 and before["sender_rate_bp"] == 1000
+    other = personal.shop.client.put(
+        "/api/console/v1/campaigns/999999/personal-terms", json=base, headers=personal.console.headers()
+    )
+    _refused(other, 404, "not_found")
