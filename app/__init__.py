@@ -57,6 +57,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     from app.payments.views import bp as pay_notify_bp
     from app.payouts.cli import payouts_cli
     from app.payouts.views import blp as console_payouts_blp
+    from app.personal.views import console as console_personal_blp
+    from app.personal.views import mp as mp_personal_blp
     from app.queue.after_commit import install_session_hooks
     from app.queue.cli import worker_command
     from app.queue.queues import init_queue
@@ -120,6 +122,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     api.register_blueprint(dashboard_blp)
     api.register_blueprint(mp_messages_blp)
     api.register_blueprint(console_messages_blp)
+    api.register_blueprint(mp_personal_blp)
+    api.register_blueprint(console_personal_blp)
     app.register_blueprint(pay_notify_bp)
     app.register_blueprint(coupon_notify_bp)
     app.register_blueprint(oa_server_bp)
@@ -155,6 +159,8 @@ def _connect_domains(app: Flask) -> None:
     from app.limits import checks as limit_checks
     from app.payments.discounts import set_discount_resolver, set_held_discount
     from app.payouts import checks as payout_checks
+    from app.personal import checks as personal_checks
+    from app.personal import service as personal
     from app.rebates import checks as rebate_checks
     from app.rebates import service as rebates
     from app.red_packets.service import apply_to_order, release_from_order
@@ -170,6 +176,9 @@ def _connect_domains(app: Flask) -> None:
     subscribe(app, REFUND_SUCCEEDED, merchant_coupons.on_refund_succeeded)
     subscribe(app, ORDER_CLOSED, rebates.on_order_closed)
     subscribe(app, ORDER_CLOSED, merchant_coupons.on_order_closed)
+    subscribe(app, ORDER_PAID, personal.on_order_paid)
+    subscribe(app, ORDER_CLOSED, personal.on_order_closed)
+    subscribe(app, REFUND_SUCCEEDED, personal.on_refund_succeeded)
     set_discount_resolver(app, apply_to_order, release_from_order)
     set_held_discount(app, merchant_coupons.held_discount)
     set_coupon_cost_provider(coupon_costs.coupon_cost_fen)  # the dashboard's coupon cost, from the ledger
@@ -177,6 +186,7 @@ def _connect_domains(app: Flask) -> None:
     payout_checks.register()
     limit_checks.register()
     withdrawal_checks.register()
+    personal_checks.register()
 
 
 def _flask_config(settings: Settings) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from app.dashboard import hooks
 from app.extensions import db
 from app.ledger.models import AccountKind, EntryReason, JournalEntry, LedgerAccount, Posting
 from app.orders.models import Order, OrderStatus
+from app.personal.models import FUNDING_ORDER_PREFIX
 from app.rebates.models import RebateGrant
 from app.red_packets.models import RedPacket, RedPacketStatus
 
@@ -288,6 +289,8 @@ def orders_paid(*, merchant_id: int, span: DateRange) -> dict[str, int]:
             Order.status == OrderStatus.PAID,
             Order.paid_at >= span.since,
             Order.paid_at < span.until,
+            # A consumer paying for a personal red packet is prepaid money, not a sale (app.personal).
+            Order.out_order_no.not_like(f"{FUNDING_ORDER_PREFIX}%"),
         )
     ).one()
     return {"orders": int(count), "gmv_fen": _fen(total), "refunded_fen": _fen(refunded)}

@@ -34,6 +34,7 @@ _DUE_ORDER = (
     "advance-campaigns",
     "settle-rebates",
     "expire-red-packets",
+    "refund-personal-packets",  # after expiry: a friend's packet that expired unspent is refunded too
     "expire-coupons",
     "enqueue-due-payouts",
     "query-uncertain-payouts",

@@ -27,6 +27,7 @@ OWNER_OF_KIND: dict[AccountKind, OwnerType] = {
     AccountKind.CONSUMER_AVAILABLE: OwnerType.CONSUMER,
     AccountKind.CONSUMER_WITHDRAWING: OwnerType.CONSUMER,
     AccountKind.CONSUMER_DEBT: OwnerType.CONSUMER,
+    AccountKind.CONSUMER_PREPAID: OwnerType.CONSUMER,
     AccountKind.MERCHANT_REBATE: OwnerType.MERCHANT,
     AccountKind.MERCHANT_BUDGET: OwnerType.MERCHANT,
     AccountKind.CAMPAIGN_BUDGET: OwnerType.CAMPAIGN,
@@ -186,6 +187,16 @@ class ConsumerAccounts(_Buckets):
     @property
     def debt(self) -> LedgerAccount:
         return self._bucket(AccountKind.CONSUMER_DEBT)
+
+
+def prepaid_account(merchant_id: int, consumer_id: int) -> LedgerAccount:
+    """What the consumer paid for personal red packets not yet handed to a friend (owed to them)."""
+    return account_for(
+        kind=AccountKind.CONSUMER_PREPAID,
+        owner_type=OwnerType.CONSUMER,
+        owner_id=consumer_id,
+        merchant_id=merchant_id,
+    )
 
 
 def consumer_accounts(merchant_id: int, consumer_id: int) -> ConsumerAccounts:

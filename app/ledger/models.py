@@ -26,6 +26,9 @@ class AccountKind(StrEnum):
     CONSUMER_AVAILABLE = "consumer_available"
     CONSUMER_WITHDRAWING = "consumer_withdrawing"
     CONSUMER_DEBT = "consumer_debt"
+    # What a consumer paid to fund personal red packets for friends, not yet handed over (app.personal):
+    # real money in, owed back to them until a friend claims it.
+    CONSUMER_PREPAID = "consumer_prepaid"
     MERCHANT_REBATE = "merchant_rebate"
     MERCHANT_BUDGET = "merchant_budget"
     CAMPAIGN_BUDGET = "campaign_budget"
@@ -53,6 +56,9 @@ class EntryReason(StrEnum):
     PAYOUT_SETTLE = "payout_settle"
     PAYOUT_RETURN = "payout_return"
     CORRECTION = "correction"
+    PERSONAL_FUNDING = "personal_funding"  # a consumer's payment for a personal packet, into prepaid
+    PERSONAL_FACE = "personal_face"  # a personal packet's face value between prepaid and the reserve
+    PERSONAL_REFUND = "personal_refund"  # prepaid returned to the consumer by a WeChat refund
 
 
 class LedgerAccount(Base):

@@ -22,6 +22,7 @@ from app.orders.models import Order, OrderStatus
 from app.orders.service import get_order_by_out_no
 from app.payments.models import REFUND_TRANSITIONS, PaymentAttempt, Refund, RefundStatus
 from app.payments.service import PayingMerchant
+from app.personal.models import FUNDING_ORDER_PREFIX
 from app.queue import QueueName, enqueue_after_commit
 from app.reviews.service import flag_for_review
 from wechat.errors import WeChatError
@@ -41,6 +42,12 @@ def request_refund(
     The order's ``refund_committed`` — every refund not finally failed — never exceeds what was paid.
     """
     order = get_order_by_out_no(merchant_id=merchant_id, out_order_no=out_order_no, lock=True)
+    if order.out_order_no.startswith(FUNDING_ORDER_PREFIX):
+        # Money already promised to a friend: only the packet itself returns it (unclaimed, lost, expired).
+        raise FundingPaymentRefused(
+            "this payment funds a personal red packet; it is refunded by the packet when unclaimed",
+            details={"order_id": order.id},
+        )
     digest = _digest(amount, reason)
     existing = db.session.scalar(
         select(Refund).where(Refund.merchant_id == merchant_id, Refund.out_refund_no == out_refund_no)
@@ -60,6 +67,27 @@ def request_refund(
         raise InvalidInput(
             "amount_fen must be at least 1", details={"fields": {"amount_fen": ["must be >= 1"]}}
         )
+    return _commit_refund(
+        order, out_refund_no=out_refund_no, digest=digest, amount=amount, reason=reason
+    ), True
+
+
+def refund_funding_payment(*, order_id: int, out_refund_no: str, amount: Money, reason: str) -> Refund:
+    """Refund a personal red packet's funding payment (app.personal's own flow): the same guarded row and
+    submission as a shop refund, which :func:`request_refund` refuses for such an order."""
+    order = db.session.scalar(
+        select(Order).where(Order.id == order_id).with_for_update().execution_options(populate_existing=True)
+    )
+    if order is None or order.status is not OrderStatus.PAID:
+        raise Conflict("the funding payment is not paid", details={"order_id": order_id})
+    return _commit_refund(
+        order, out_refund_no=out_refund_no, digest=_digest(amount, reason), amount=amount, reason=reason
+    )
+
+
+def _commit_refund(
+    order: Order, *, out_refund_no: str, digest: str, amount: Money, reason: str | None
+) -> Refund:
     remaining = order.paid_amount - order.refund_committed
     if amount > remaining:
         raise Conflict(
@@ -77,7 +105,7 @@ def request_refund(
     ):
         raise ConcurrentChange("the order's refundable amount changed meanwhile; ask again")
     refund = Refund(
-        merchant_id=merchant_id,
+        merchant_id=order.merchant_id,
         order_id=order.id,
         out_refund_no=out_refund_no,
         wechat_refund_no="pending",
@@ -90,7 +118,13 @@ def request_refund(
     # Our number for WeChat: derived from the row, fixed before the first call, reused on every retry.
     refund.wechat_refund_no = f"HLR{refund.id:010d}"
     enqueue_after_commit("jobs.payments.submit_refund", refund.id, queue=QueueName.DEFAULT)
-    return refund, True
+    return refund
+
+
+class FundingPaymentRefused(Conflict):
+    """A shop or console refund of a personal red packet's funding payment (409)."""
+
+    code = "personal_packet_funding"
 
 
 def _lock_refund_and_order(*where: ColumnElement[bool]) -> tuple[Refund, Order] | None:

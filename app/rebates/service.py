@@ -34,6 +34,7 @@ from app.ledger.service import Account, AccountRef, Batch, Draft, Overdraft, pos
 from app.limits.service import BUYER_DAY_FEN, BUYER_MONTH_FEN, BUYER_WEEK_FEN, UNLIMITED, Window, take_all
 from app.merchants.models import Merchant
 from app.orders.models import Order, OrderStatus
+from app.personal.models import FUNDING_ORDER_PREFIX
 from app.rebates.models import GrantStatus, RebateGrant
 from app.rebates.ruledoc import (
     Caps,
@@ -127,6 +128,7 @@ _PAID_ORDER = (
         Order.discount,
         Order.paid_at,
         LedgerAccount.id,
+        Order.out_order_no,
     )
     .outerjoin(
         LedgerAccount,
@@ -169,9 +171,11 @@ def on_order_paid(event: Event) -> None:
     campaigns = _live_campaigns(event.merchant_id)
     if not packet_id and not campaigns:
         return  # no campaign running and no packet spent: nothing to book
-    order_id, merchant_id, buyer, total, paid, discount, paid_at, pending_id = db.session.execute(
-        _PAID_ORDER, {"order": event.subject_id}
-    ).one()
+    order_id, merchant_id, buyer, total, paid, discount, paid_at, pending_id, out_order_no = (
+        db.session.execute(_PAID_ORDER, {"order": event.subject_id}).one()
+    )
+    if out_order_no.startswith(FUNDING_ORDER_PREFIX):
+        return  # a consumer funding a personal red packet (app.personal): prepaid money, not a purchase
     order = _PaidOrder(
         order_id,
         merchant_id,
@@ -749,7 +753,7 @@ def book_coupon_use(use: CouponUse, order_id: int) -> bool:
     row = db.session.execute(_PAID_ORDER, {"order": order_id}).one_or_none()
     if row is None:
         return False
-    order_id, merchant_id, buyer, total, paid, discount, paid_at, pending_id = row
+    order_id, merchant_id, buyer, total, paid, discount, paid_at, pending_id, _ = row
     order = _PaidOrder(
         order_id,
         merchant_id,

@@ -17,7 +17,7 @@ from app.core.errors import Conflict, DomainError, InvalidInput
 from app.core.guards import guarded_update
 from app.core.money import Money
 from app.extensions import db
-from app.ledger.accounts import campaign_accounts
+from app.ledger.accounts import campaign_accounts, prepaid_account
 from app.ledger.models import EntryReason
 from app.ledger.service import post_entry
 from app.orders.models import Order
@@ -276,9 +276,34 @@ def expire_red_packets(now: datetime | None = None, limit: int = 500) -> int:
         packet = db.session.scalars(
             select(RedPacket).where(RedPacket.id == packet_id).execution_options(populate_existing=True)
         ).one()
+        if packet.issuer_consumer_id is not None:
+            _return_face_value(packet)
         release_reservation(packet, packet.reserved, reason=EntryReason.RELEASE, key=f"rp-expire:{packet.id}")
         expired += 1
     return expired
+
+
+def _return_face_value(packet: RedPacket) -> None:
+    """A packet a consumer paid for (app.personal) expired unspent: its face value, held in the reserve
+    since the claim, goes back to the payer's prepaid balance (to be refunded), not to the campaign."""
+    face = min(packet.face_value, packet.reserved)
+    if face.fen <= 0:
+        return
+    assert packet.issuer_consumer_id is not None
+    post_entry(
+        key=f"rp-expire-face:{packet.id}",
+        reason=EntryReason.PERSONAL_FACE,
+        cause_type="red_packet",
+        cause_id=str(packet.id),
+        lines=[
+            (campaign_accounts(packet.merchant_id, packet.campaign_id).reserved, -face),
+            (prepaid_account(packet.merchant_id, packet.issuer_consumer_id), face),
+        ],
+        merchant_id=packet.merchant_id,
+        rule_version_id=packet.rule_version_id,
+        memo=f"red packet {packet.id} expired unspent: its value back to the sender",
+    )
+    packet.reserved = packet.reserved - face
 
 
 def release_reservation(packet: RedPacket, amount: Money, *, reason: EntryReason, key: str) -> None:

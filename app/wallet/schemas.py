@@ -3,6 +3,7 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from app.core.fields import IdField, MoneyField
+from app.personal.schemas import PersonalMyPacketSchema
 
 
 class WalletSchema(Schema):
@@ -29,6 +30,10 @@ class LineSchema(Schema):
 class TimelineSchema(Schema):
     lines = fields.List(fields.Nested(LineSchema))
     next_before = fields.Integer(allow_none=True)
+    personal_packets = fields.List(
+        fields.Nested(PersonalMyPacketSchema),
+        metadata={"description": "First page only: personal red packets sent and received, newest first."},
+    )
 
 
 class RedPacketSchema(Schema):

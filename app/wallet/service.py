@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select
 
 from app.core.money import Money
 from app.extensions import db
-from app.ledger.accounts import consumer_accounts
-from app.ledger.models import AccountKind, EntryReason, JournalEntry, LedgerAccount, Posting
+from app.ledger.accounts import consumer_accounts, natural_key
+from app.ledger.models import AccountKind, EntryReason, JournalEntry, LedgerAccount, OwnerType, Posting
 from app.merchants.models import Merchant
 from app.orders.models import Order
+from app.personal.service import packets_of
 from app.rebates.service import available_from
 
 _BUCKET = {
@@ -21,6 +23,7 @@ _BUCKET = {
     AccountKind.CONSUMER_AVAILABLE: "available",
     AccountKind.CONSUMER_WITHDRAWING: "withdrawing",
     AccountKind.CONSUMER_DEBT: "debt",
+    AccountKind.CONSUMER_PREPAID: "prepaid",  # paid for personal red packets to friends (app.personal)
 }
 
 
@@ -53,9 +56,23 @@ def wallet_of(*, merchant_id: int, consumer_id: int) -> Wallet:
 
 
 def timeline(*, merchant_id: int, consumer_id: int, limit: int = 20, before: int | None = None) -> list[Line]:
-    """Newest first; ``before`` is the id of the last line of the previous page."""
+    """Newest first; ``before`` is the id of the last line of the previous page. Personal red packets the
+    consumer paid for appear as ``prepaid`` lines (paid, handed to the friend, refunded)."""
     accounts = consumer_accounts(merchant_id, consumer_id)
     by_id: dict[int, LedgerAccount] = {a.id: a for a in accounts}
+    prepaid = db.session.scalar(  # only if they ever paid for one: a read creates no account
+        select(LedgerAccount).where(
+            LedgerAccount.natural_key
+            == natural_key(
+                kind=AccountKind.CONSUMER_PREPAID,
+                owner_type=OwnerType.CONSUMER,
+                owner_id=consumer_id,
+                merchant_id=merchant_id,
+            )
+        )
+    )
+    if prepaid is not None:
+        by_id[prepaid.id] = prepaid
     query = (
         select(Posting, JournalEntry)
         .join(JournalEntry, JournalEntry.id == Posting.entry_id)
@@ -81,6 +98,22 @@ def timeline(*, merchant_id: int, consumer_id: int, limit: int = 20, before: int
             )
         )
     return lines
+
+
+def timeline_page(
+    *, merchant_id: int, consumer_id: int, limit: int = 20, before: int | None = None
+) -> dict[str, Any]:
+    """A page of :func:`timeline`, and on the first page the consumer's personal red packets, sent and
+    received (a received one moves no money of theirs until spent, so it has no ledger line)."""
+    lines = timeline(merchant_id=merchant_id, consumer_id=consumer_id, limit=limit, before=before)
+    packets = (
+        [] if before is not None else packets_of(merchant_id=merchant_id, consumer_id=consumer_id, limit=20)
+    )
+    return {
+        "lines": lines,
+        "next_before": lines[-1].id if len(lines) == limit else None,
+        "personal_packets": packets,
+    }
 
 
 def _explain(entry: JournalEntry, bucket: str, amount: Money, window_days: int) -> str:

@@ -7,7 +7,7 @@ from flask_smorest import Blueprint
 from app.auth.guards import consumer_required, current_consumer
 from app.red_packets.service import packets_of
 from app.wallet.schemas import RedPacketSchema, TimelineQuerySchema, TimelineSchema, WalletSchema
-from app.wallet.service import Wallet, timeline, wallet_of
+from app.wallet.service import Wallet, timeline_page, wallet_of
 
 blp = Blueprint("mp_wallet", __name__, url_prefix="/api/mp/v1", description="Wallet and red packets.")
 
@@ -26,10 +26,10 @@ def wallet() -> Wallet:
 @blp.arguments(TimelineQuerySchema, location="query")
 @blp.response(200, TimelineSchema)
 def entries(args: dict[str, Any]) -> dict[str, Any]:
-    """The wallet's timeline, newest first; each line says why. Page with ``before=next_before``."""
+    """The wallet's timeline, newest first; each line says why. Page with ``before=next_before``. The first
+    page also lists the consumer's personal red packets, sent and received (`personal_packets`)."""
     principal = current_consumer()
-    lines = timeline(merchant_id=principal.merchant_id, consumer_id=principal.consumer_id, **args)
-    return {"lines": lines, "next_before": lines[-1].id if len(lines) == args["limit"] else None}
+    return timeline_page(merchant_id=principal.merchant_id, consumer_id=principal.consumer_id, **args)
 
 
 @blp.route("/red-packets")

@@ -1,0 +1,1 @@
+"""Personal two-way red packets: a consumer funds a packet for a friend (issue 12)."""
