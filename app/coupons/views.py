@@ -44,6 +44,7 @@ from app.coupons.schemas import (
     StockSchema,
     WeChatSizeSchema,
 )
+from app.risk import check_claim
 
 console = Blueprint(
     "console_coupons",
@@ -238,6 +239,12 @@ def after_payment(order_id: int) -> tuple[Coupon, int]:
     coupon = service.issue_after_payment(
         merchant_id=principal.merchant_id, consumer_id=principal.consumer_id, order_id=order_id
     )
+    check_claim(
+        merchant_id=principal.merchant_id,
+        consumer_id=principal.consumer_id,
+        kind="coupon",
+        reference=f"coupon:{coupon.id}",
+    )
     commit()
     return coupon, 201
 
@@ -252,6 +259,12 @@ def plugin(body: dict[str, Any]) -> dict[str, Any]:
     principal = current_consumer()
     params = service.plugin_params(
         merchant_id=principal.merchant_id, consumer_id=principal.consumer_id, stock_id=body["stock_id"]
+    )
+    check_claim(
+        merchant_id=principal.merchant_id,
+        consumer_id=principal.consumer_id,
+        kind="coupon",
+        reference=f"coupon:{params['coupon_id']}",
     )
     commit()
     return params

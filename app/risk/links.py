@@ -1,0 +1,129 @@
+"""Linked accounts: consumers joined by a shared device, IP, payer or phone form a group.
+
+Kept incrementally: the engine's Redis step says when a (kind, digest) is new for a consumer; only then
+is the link written here and, if others share it, their groups merged (every member of the larger group
+ids moves to the smallest id). Each member's ``<group id>:<size>`` is cached in Redis for the hot path.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+from sqlalchemy import Table, func, select, update
+
+from app.core.db import insert_unless_exists, utcnow
+from app.extensions import db
+from app.queue.queues import get_redis
+from app.risk.counters import key_prefix
+from app.risk.models import LinkKind, RiskLink, RiskMember
+
+_links = cast(Table, RiskLink.__table__)
+_members = cast(Table, RiskMember.__table__)
+_INSERT_LINK = insert_unless_exists(
+    _links,
+    ("merchant_id", "kind", "digest", "consumer_id", "created_at"),
+    key=("merchant_id", "kind", "digest", "consumer_id"),
+)
+_INSERT_MEMBER = insert_unless_exists(
+    _members, ("merchant_id", "consumer_id", "group_id", "updated_at"), key=("merchant_id", "consumer_id")
+)
+GROUP_TTL = 40 * 86400
+
+
+def member_key(merchant_id: int, consumer_id: int) -> str:
+    return f"{key_prefix(merchant_id)}:grp:{consumer_id}"
+
+
+def link(*, merchant_id: int, consumer_id: int, kind: LinkKind, digest: str) -> int:
+    """Record that ``consumer_id`` was seen with ``digest``; merge the groups it joins. The group id."""
+    now = utcnow()
+    db.session.execute(
+        _INSERT_LINK,
+        {
+            "merchant_id": merchant_id,
+            "kind": kind,
+            "digest": digest,
+            "consumer_id": consumer_id,
+            "created_at": now,
+        },
+    )
+    db.session.execute(
+        _INSERT_MEMBER,
+        {"merchant_id": merchant_id, "consumer_id": consumer_id, "group_id": consumer_id, "updated_at": now},
+    )
+    sharing = select(RiskLink.consumer_id).where(
+        RiskLink.merchant_id == merchant_id, RiskLink.kind == kind, RiskLink.digest == digest
+    )
+    groups = set(
+        db.session.scalars(
+            select(RiskMember.group_id).where(
+                RiskMember.merchant_id == merchant_id, RiskMember.consumer_id.in_(sharing)
+            )
+        )
+    )
+    target = min(groups)
+    moved = groups - {target}
+    if moved:
+        db.session.execute(
+            update(RiskMember)
+            .where(RiskMember.merchant_id == merchant_id, RiskMember.group_id.in_(moved))
+            .values(group_id=target, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    _cache_group(merchant_id, target)
+    return target
+
+
+def _cache_group(merchant_id: int, group_id: int) -> None:
+    members = db.session.scalars(
+        select(RiskMember.consumer_id).where(
+            RiskMember.merchant_id == merchant_id, RiskMember.group_id == group_id
+        )
+    ).all()
+    pipe = get_redis().pipeline(transaction=False)
+    for consumer_id in members:
+        pipe.set(member_key(merchant_id, consumer_id), f"{group_id}:{len(members)}", ex=GROUP_TTL)
+    pipe.execute()
+
+
+def group_of(*, merchant_id: int, consumer_id: int) -> tuple[int, list[int]]:
+    """A consumer's group id and its members (a consumer never linked is a group of one)."""
+    group_id = db.session.scalar(
+        select(RiskMember.group_id).where(
+            RiskMember.merchant_id == merchant_id, RiskMember.consumer_id == consumer_id
+        )
+    )
+    if group_id is None:
+        return consumer_id, [consumer_id]
+    members = db.session.scalars(
+        select(RiskMember.consumer_id)
+        .where(RiskMember.merchant_id == merchant_id, RiskMember.group_id == group_id)
+        .order_by(RiskMember.consumer_id)
+    ).all()
+    return group_id, list(members)
+
+
+def links_of(*, merchant_id: int, consumer_ids: list[int]) -> list[RiskLink]:
+    return list(
+        db.session.scalars(
+            select(RiskLink)
+            .where(RiskLink.merchant_id == merchant_id, RiskLink.consumer_id.in_(consumer_ids))
+            .order_by(RiskLink.consumer_id, RiskLink.kind)
+        )
+    )
+
+
+def largest_groups(*, merchant_id: int, limit: int = 50) -> list[tuple[int, int]]:
+    """(group id, size) of the merchant's groups of two or more, largest first."""
+    size = func.count(RiskMember.id)
+    return [
+        (int(g), int(n))
+        for g, n in db.session.execute(
+            select(RiskMember.group_id, size)
+            .where(RiskMember.merchant_id == merchant_id)
+            .group_by(RiskMember.group_id)
+            .having(size > 1)
+            .order_by(size.desc(), RiskMember.group_id)
+            .limit(limit)
+        )
+    ]
