@@ -210,7 +210,7 @@ def _reverse(hold: RiskHold) -> int:
             raise ConcurrentChange(f"rebate grant {grant.id} changed during the review")
         wallet = consumer_accounts(grant.merchant_id, grant.consumer_id)
         post_entry(
-            key=f"risk-reject:{grant.id}",
+            key=f"clawback:{grant.id}:risk:{hold.id}",
             reason=EntryReason.CLAWBACK,
             cause_type="risk_hold",
             cause_id=str(hold.id),
