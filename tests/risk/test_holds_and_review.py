@@ -4,7 +4,6 @@ review approves (settles), rejects (reversed exactly) or bans; audited; refused 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
@@ -37,9 +36,8 @@ def _received(who: Person, order_id: int) -> None:
 
 
 def _out_order_no(who: Person, order_id: int) -> str:
-    from app.orders.models import Order
-
     from app.extensions import db
+    from app.orders.models import Order
 
     order = db.session.get(Order, order_id)
     assert order is not None
