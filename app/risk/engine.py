@@ -208,8 +208,12 @@ def decide(
         facts["signals"] = ",".join(holds)
         outcome, holds = Outcome.LIMIT, []
     elif action is Action.CLAIM:
-        outcome = Outcome.HOLD if holds else Outcome.ALLOW
+        # A claim holds no money to keep back: a signal that would hold a reward refuses a claim (its
+        # counters were taken: the farm's attempts count too).
+        outcome = Outcome.LIMIT if holds else Outcome.ALLOW
     else:
+        # A held reward's order issues no red packet or coupon either: approval releases the grants.
+        claims_allowed = claims_allowed and not holds
         outcome = Outcome.HOLD if holds else (Outcome.LIMIT if limited else Outcome.ALLOW)
     return _finish(
         outcome,

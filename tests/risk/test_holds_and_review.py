@@ -227,3 +227,35 @@ def test_bulk_approve_reports_those_already_resolved(
     assert bulk.status_code == 200, bulk.json
     assert bulk.json == {"done": ids[1:], "refused": {str(ids[0]): "conflict"}}
     ledger_clean()
+
+
+def test_a_withdrawal_of_a_consumer_under_review_waits_for_a_person(
+    shop: Shop, campaign: int, reviewer: Console, db_session: Session
+) -> None:
+    erin = person(shop, "erin", ip="198.51.100.60", device=device_token(shop.client))
+    erin.browse()
+    settled = erin.order("ERIN-1", 20000)
+    _received(erin, settled)
+    assert settle_due(now=utcnow() + timedelta(days=30)) == 1
+    assert consumer_accounts(shop.merchant.id, erin.consumer_id).available.balance.fen == 2000
+
+    # Her next order has no trail in the window (her events are minutes old; the window now one minute).
+    owner = make_staff("owner@acme.test", merchant=shop.merchant, role=Role.OWNER)
+    console = Console(shop.client, shop.merchant.slug).login(owner.email)
+    assert (
+        console.patch("/api/console/v1/risk/policy", json={"policy": {"trail_window_minutes": 1}}).status_code
+        == 200
+    )
+    held = erin.order("ERIN-2", 20000)
+    assert _hold(db_session, held) is not None
+
+    asked = erin.post("/api/mp/v1/withdrawals", json={"amount_fen": 1000, "idempotency_key": "w-1"})
+    assert asked.status_code == 201, asked.json
+    assert asked.json["status"] == "pending_review"  # under the ¥50 auto-approval, held for a person
+    from app.withdrawals.models import Withdrawal
+
+    withdrawal = db_session.get(Withdrawal, asked.json["id"])
+    assert withdrawal is not None
+    assert withdrawal.history[-1]["event"] == "held by risk control"
+    assert withdrawal.history[-1]["reasons"] == ["reward_under_review"]
+    ledger_clean()
