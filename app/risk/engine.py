@@ -165,7 +165,17 @@ def decide(
         consumer = db.session.get(Consumer, subject.consumer_id)
         if consumer is None or consumer.status is ConsumerStatus.BANNED:
             return _finish(
-                Outcome.BLOCK, ["banned"], {}, action, subject, context, client, facts, version, dry
+                Outcome.BLOCK,
+                ["banned"],
+                {},
+                action,
+                subject,
+                context,
+                client,
+                facts,
+                version,
+                dry,
+                enforced=policy.enforce,
             )
     steps = _steps(action, subject, context, client, policy, now, consumer)
     now_ms = int(now.timestamp() * 1000)
@@ -226,6 +236,7 @@ def decide(
         facts,
         version,
         dry,
+        enforced=policy.enforce,
         claims_allowed=claims_allowed,
         retry=retry,
         new_links=new_links,
@@ -244,6 +255,7 @@ def _finish(
     version: int,
     dry: bool,
     *,
+    enforced: bool = True,
     claims_allowed: bool = True,
     retry: int | None = None,
     new_links: list[tuple[LinkKind, str]] | None = None,
@@ -273,6 +285,11 @@ def _finish(
         policy_version=max(version, 0),
         created_at=context.at or utcnow(),
     )
+    if not enforced:
+        # Observe mode: recorded as decided (the dry run's and the console's material), nothing enforced.
+        decision.record.facts = {**decision.record.facts, "enforced": False}
+        decision.outcome, decision.reasons, decision.claims_allowed = Outcome.ALLOW, [], True
+        decision.retry_after_seconds = None
     persist(decision)
     return decision
 

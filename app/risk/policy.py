@@ -16,6 +16,9 @@ class Policy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = True
+    # Observe (False, a new merchant's start): every decision is made and recorded — the dry run's and the
+    # console's material — but nothing is refused or held. Enforce (True) once the dry run looks right.
+    enforce: bool = False
     # Claims (red packets, pool grabs, coupons). Seed 000: per IP at most 5 a day, at least 10 minutes apart.
     ip_claims_per_day: int = Field(default=5, ge=0, le=100_000)
     ip_min_interval_seconds: int = Field(default=600, ge=0, le=86_400)

@@ -12,11 +12,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
+from app.audit.service import CLI
 from app.auth.principals import Role
 from app.core.calendar import beijing_day_start
 from app.core.clock import dev_clock
 from app.core.db import utcnow
 from app.ledger.checks import run_checks
+from app.risk.service import update_policy
 from tests.campaign_setup import start_campaign
 from tests.console_client import Console
 from tests.factories import make_staff
@@ -67,11 +69,19 @@ class Person:
             **kwargs,
         )
 
-    def browse(self, sku: str = "TEA-1") -> None:
+    def browse(self, sku: str = "TEA-1", minutes_ago: tuple[int, int] = (3, 1)) -> None:
         now = utcnow()
         events = [
-            {"type": "view", "sku": sku, "occurred_at": (now - timedelta(minutes=3)).isoformat()},
-            {"type": "cart", "sku": sku, "occurred_at": (now - timedelta(minutes=1)).isoformat()},
+            {
+                "type": "view",
+                "sku": sku,
+                "occurred_at": (now - timedelta(minutes=minutes_ago[0])).isoformat(),
+            },
+            {
+                "type": "cart",
+                "sku": sku,
+                "occurred_at": (now - timedelta(minutes=minutes_ago[1])).isoformat(),
+            },
         ]
         answer = self.post("/api/mp/v1/events", json={"events": events})
         assert answer.status_code == 202, answer.json
@@ -97,12 +107,18 @@ def person(shop: Shop, name: str, *, ip: str, device: str | None) -> Person:
     return Person(as_person(shop, name), ip, device)
 
 
+def enforce(merchant_id: int, **changes: Any) -> None:
+    """Switch the merchant's policy from observe to enforce (with ``changes``), as its owner would."""
+    update_policy(merchant_id=merchant_id, changes={"enforce": True, **changes}, actor=CLI)
+
+
 def ledger_clean() -> None:
     assert [(r.name, r.violations) for r in run_checks() if r.violations] == []
 
 
 @pytest.fixture
 def campaign(shop: Shop, app: Flask, client: FlaskClient, db_session: Session) -> int:
+    enforce(shop.merchant.id)
     return start_campaign(shop, app, client, REWARDS, name="Risky rewards")
 
 

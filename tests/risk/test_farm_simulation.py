@@ -27,12 +27,14 @@ from app.risk import (
 )
 from app.risk.links import largest_groups
 from tests.factories import make_consumer, make_merchant
+from tests.risk.conftest import enforce
 
 ACCOUNTS = 100
 
 
 def test_a_farm_is_stopped_and_honest_people_are_not(app: Flask, db_session: Session, redis: Redis) -> None:
     merchant = make_merchant("simulated")
+    enforce(merchant.id)
     farm = [make_consumer(merchant).id for _ in range(ACCOUNTS)]
     honest = [make_consumer(merchant).id for _ in range(ACCOUNTS)]
     start = beijing_day_start(utcnow()) + timedelta(hours=1)

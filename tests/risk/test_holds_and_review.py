@@ -233,13 +233,13 @@ def test_a_withdrawal_of_a_consumer_under_review_waits_for_a_person(
     shop: Shop, campaign: int, reviewer: Console, db_session: Session
 ) -> None:
     erin = person(shop, "erin", ip="198.51.100.60", device=device_token(shop.client))
-    erin.browse()
+    erin.browse(minutes_ago=(6, 5))
     settled = erin.order("ERIN-1", 20000)
     _received(erin, settled)
     assert settle_due(now=utcnow() + timedelta(days=30)) == 1
     assert consumer_accounts(shop.merchant.id, erin.consumer_id).available.balance.fen == 2000
 
-    # Her next order has no trail in the window (her events are minutes old; the window now one minute).
+    # Her next order has no trail in the window (her events are 5 minutes old; the window now 1 minute).
     owner = make_staff("owner@acme.test", merchant=shop.merchant, role=Role.OWNER)
     console = Console(shop.client, shop.merchant.slug).login(owner.email)
     assert (

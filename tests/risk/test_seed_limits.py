@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from app.coupons.models import Coupon
 from app.risk.models import Outcome, RiskDecision
 from tests.coupons.conftest import Marketing, marketing
-from tests.risk.conftest import Person, advance, device_token, person
+from tests.risk.conftest import Person, advance, device_token, enforce, person
 
 __all__ = ["marketing"]
 FARM_IP = "203.0.113.7"
@@ -30,7 +30,7 @@ def test_the_sixth_claim_from_one_ip_in_a_day_and_a_second_within_ten_minutes_ar
     marketing.stock()
     shop = marketing.shop
     # Only seed 000's two numbers here: the signal on many new accounts behind one IP is turned off.
-    off = {"policy": {"new_accounts_per_ip_per_day": 0}}
+    off = {"policy": {"enforce": True, "new_accounts_per_ip_per_day": 0}}
     assert marketing.console.patch("/api/console/v1/risk/policy", json=off).status_code == 200
     people = [person(shop, f"user{i}", ip=FARM_IP, device=device_token(shop.client)) for i in range(7)]
     orders = [p.order(f"SEED-{i}", 5000) for i, p in enumerate(people)]
@@ -68,6 +68,7 @@ def test_a_spoofed_forwarded_for_does_not_change_the_ip(
     marketing: Marketing, clock: Any, db_session: Session
 ) -> None:
     # No proxy is trusted in the tests' settings: X-Forwarded-For is the client's own word, ignored.
+    enforce(marketing.shop.merchant.id)
     marketing.stock()
     shop = marketing.shop
     first, second = (person(shop, f"spoof{i}", ip=FARM_IP, device=None) for i in range(2))
@@ -87,7 +88,9 @@ def test_a_forged_device_token_counts_as_no_device(
     shop = marketing.shop
     owner = marketing.console
     assert (
-        owner.patch("/api/console/v1/risk/policy", json={"policy": {"require_device": True}}).status_code
+        owner.patch(
+            "/api/console/v1/risk/policy", json={"policy": {"enforce": True, "require_device": True}}
+        ).status_code
         == 200
     )
     good = device_token(shop.client)
@@ -100,3 +103,33 @@ def test_a_forged_device_token_counts_as_no_device(
     assert refused.status_code == 429
     assert refused.json["error"]["details"]["reasons"] == ["device_forged"]
     assert _coupons(db_session) == 1
+
+
+def test_a_new_merchant_observes_records_and_refuses_nothing(
+    marketing: Marketing, clock: Any, db_session: Session
+) -> None:
+    marketing.stock()
+    shop = marketing.shop
+    first, second = (person(shop, f"calm{i}", ip=FARM_IP, device=None) for i in range(2))
+    orders = [first.order("CALM-1", 5000), second.order("CALM-2", 5000)]
+    assert _claim(first, orders[0]).status_code == 201
+    assert _claim(second, orders[1]).status_code == 201  # 10 minutes not passed: only observed
+    recorded = db_session.scalars(select(RiskDecision).order_by(RiskDecision.id)).all()
+    assert [(d.outcome, d.reasons, d.facts["enforced"]) for d in recorded] == [
+        (Outcome.ALLOW, [], False),
+        (Outcome.LIMIT, ["ip_min_interval"], False),
+    ]
+    # What enforcing would have done, replayed: one claim of two refused.
+    dry = marketing.console.post(
+        "/api/console/v1/risk/dry-run", json={"policy": {"enforce": True}, "days": 1}
+    )
+    assert dry.status_code == 200, dry.json
+    assert (dry.json["decisions"], dry.json["would_be"]["limit"], dry.json["reasons"]) == (
+        2,
+        1,
+        {"ip_min_interval": 1},
+    )
+    # And without the minimum interval, none.
+    relaxed = {"policy": {"ip_min_interval_seconds": 0}, "days": 1}
+    dry = marketing.console.post("/api/console/v1/risk/dry-run", json=relaxed)
+    assert (dry.json["would_be"]["limit"], dry.json["changed"]) == (0, 1)
