@@ -22,6 +22,7 @@ from app.queue.queues import get_redis
 #   gap   a=min seconds (0: off)               b=ttl s   → seconds since the last claim (-1: none)
 #   group a=limit  b=ttl s, plus the next ARGV = counter key prefix (the group id is appended)
 #   incr  a=unused b=ttl s                               → the count after this one
+#   member a,b unused, plus the next ARGV = size key prefix  → "<group id>:<size>" (false: alone)
 #   get   a,b unused                                     → the value (false when absent)
 #   zcount a=window s                                    → members scored within [now - a s, now]
 #   rank  a=member b=ttl s  (ZADD NX member now)         → the member's rank by first sight (0-based)
@@ -60,6 +61,12 @@ for i, key in ipairs(KEYS) do
       if x > 0 and n > x then failed[#failed + 1] = i end
       writes[#writes + 1] = {'cap', gkey, ttl}
     end
+  elseif op == 'member' then
+    local prefix = ARGV[a]
+    a = a + 1
+    local gid = redis.call('GET', key)
+    out[i] = false
+    if gid then out[i] = redis.call('GET', prefix .. gid) or false end
   elseif op == 'zcount' then
     out[i] = redis.call('ZCOUNT', key, now - x * 1000, now)
   elseif op == 'rank' then
@@ -127,7 +134,7 @@ def run(steps: Sequence[Step], now_ms: int, connection: redis.Redis | None = Non
     argv: list[str | int] = [now_ms]
     for step in steps:
         argv += [step.op, step.limit, step.ttl]
-        if step.op == "group":
+        if step.op in ("group", "member"):
             argv.append(step.prefix)
     failed, values = script(keys=[s.key for s in steps], args=argv, client=connection)
     return Outcome(
@@ -165,11 +172,14 @@ class MemoryStore:
                 if step.limit and last is not None and since < step.limit:
                     out.failed.append(step.name)
                 writes.append(("gap", step.key))
+            elif step.op == "member":
+                gid = self.strings.get(step.key)
+                out.values[step.name] = None if gid is None else self.strings.get(step.prefix + gid)
             elif step.op == "group":
                 member = self.strings.get(step.key)
                 out.values[step.name] = 0
                 if member:
-                    gkey = step.prefix + member.split(":")[0]
+                    gkey = step.prefix + member
                     n = self.values.get(gkey, 0) + 1
                     out.values[step.name] = n
                     if step.limit and n > step.limit:

@@ -24,7 +24,7 @@ from app.queue.queues import get_redis
 from app.risk import counters
 from app.risk.clients import Client, digest
 from app.risk.counters import Step, key_prefix
-from app.risk.links import link, member_key
+from app.risk.links import link, member_key, size_prefix
 from app.risk.models import Action, HoldStatus, LinkKind, Outcome, RiskDecision, RiskHold, RiskPolicy
 from app.risk.policy import Policy, policy_from
 
@@ -339,7 +339,7 @@ def _steps(
     m, me = subject.merchant_id, subject.consumer_id
     p = key_prefix(m)
     day = int(beijing_day_start(now).timestamp())
-    steps = [Step("group", "get", member_key(m, me))]
+    steps = [Step("group", "member", member_key(m, me), prefix=size_prefix(m))]
     ip, device = client.ip_digest, client.device_digest
     if action is Action.CLAIM or context.claims:
         if ip is not None:
@@ -387,7 +387,7 @@ def _steps(
             Step("orders_hour", "incr", f"{p}:ord:{me}:h:{hour}", 0, 2 * 3600),
         ]
         for other in sorted(set(context.related) - {me}):
-            steps.append(Step(f"related:{other}", "get", member_key(m, other)))
+            steps.append(Step(f"related:{other}", "member", member_key(m, other), prefix=size_prefix(m)))
     return steps
 
 

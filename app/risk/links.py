@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import cast
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import Table, and_, func, select, update
 
 from app.core.db import insert_unless_exists, utcnow
 from app.extensions import db
@@ -31,11 +31,22 @@ GROUP_TTL = 40 * 86400
 
 
 def member_key(merchant_id: int, consumer_id: int) -> str:
+    """The consumer's group id (absent: a group of one)."""
     return f"{key_prefix(merchant_id)}:grp:{consumer_id}"
 
 
+def size_prefix(merchant_id: int) -> str:
+    """``<prefix><group id>`` holds ``<group id>:<size>``."""
+    return f"{key_prefix(merchant_id)}:gsize:"
+
+
 def link(*, merchant_id: int, consumer_id: int, kind: LinkKind, digest: str) -> int:
-    """Record that ``consumer_id`` was seen with ``digest``; merge the groups it joins. The group id."""
+    """Record that ``consumer_id`` was seen with ``digest``; merge the groups it joins. The group id.
+
+    Two statements when nobody else was seen with it (the common case: no group row, a group of one);
+    a merge moves only the members of the groups merged into the smallest id, and caches in Redis the
+    moved members' group id and the group's size.
+    """
     now = utcnow()
     db.session.execute(
         _INSERT_LINK,
@@ -47,43 +58,57 @@ def link(*, merchant_id: int, consumer_id: int, kind: LinkKind, digest: str) -> 
             "created_at": now,
         },
     )
-    db.session.execute(
-        _INSERT_MEMBER,
-        {"merchant_id": merchant_id, "consumer_id": consumer_id, "group_id": consumer_id, "updated_at": now},
-    )
-    sharing = select(RiskLink.consumer_id).where(
-        RiskLink.merchant_id == merchant_id, RiskLink.kind == kind, RiskLink.digest == digest
-    )
-    groups = set(
-        db.session.scalars(
-            select(RiskMember.group_id).where(
-                RiskMember.merchant_id == merchant_id, RiskMember.consumer_id.in_(sharing)
-            )
+    others = db.session.execute(
+        select(RiskLink.consumer_id, RiskMember.group_id)
+        .outerjoin(
+            RiskMember,
+            and_(
+                RiskMember.merchant_id == RiskLink.merchant_id, RiskMember.consumer_id == RiskLink.consumer_id
+            ),
         )
-    )
-    target = min(groups)
-    moved = groups - {target}
-    if moved:
-        db.session.execute(
-            update(RiskMember)
-            .where(RiskMember.merchant_id == merchant_id, RiskMember.group_id.in_(moved))
-            .values(group_id=target, updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
-    _cache_group(merchant_id, target)
-    return target
-
-
-def _cache_group(merchant_id: int, group_id: int) -> None:
-    members = db.session.scalars(
-        select(RiskMember.consumer_id).where(
-            RiskMember.merchant_id == merchant_id, RiskMember.group_id == group_id
+        .where(
+            RiskLink.merchant_id == merchant_id,
+            RiskLink.kind == kind,
+            RiskLink.digest == digest,
+            RiskLink.consumer_id != consumer_id,
         )
     ).all()
+    mine = db.session.scalar(
+        select(RiskMember.group_id).where(
+            RiskMember.merchant_id == merchant_id, RiskMember.consumer_id == consumer_id
+        )
+    )
+    if not others:
+        return consumer_id if mine is None else mine
+    alone = [c for c, g in others if g is None] + ([consumer_id] if mine is None else [])
+    groups = {c if g is None else g for c, g in others} | {consumer_id if mine is None else mine}
+    target = min(groups)
+    for member in alone:
+        db.session.execute(
+            _INSERT_MEMBER,
+            {"merchant_id": merchant_id, "consumer_id": member, "group_id": target, "updated_at": now},
+        )
+    moved = list(alone)
+    merged = groups - {target} - set(alone)
+    if merged:
+        moved += db.session.scalars(
+            update(RiskMember)
+            .where(RiskMember.merchant_id == merchant_id, RiskMember.group_id.in_(merged))
+            .values(group_id=target, updated_at=now)
+            .returning(RiskMember.consumer_id)
+            .execution_options(synchronize_session=False)
+        ).all()
+    size = db.session.scalar(
+        select(func.count(RiskMember.id)).where(
+            RiskMember.merchant_id == merchant_id, RiskMember.group_id == target
+        )
+    )
     pipe = get_redis().pipeline(transaction=False)
-    for consumer_id in members:
-        pipe.set(member_key(merchant_id, consumer_id), f"{group_id}:{len(members)}", ex=GROUP_TTL)
+    for member in moved:
+        pipe.set(member_key(merchant_id, member), str(target), ex=GROUP_TTL)
+    pipe.set(f"{size_prefix(merchant_id)}{target}", f"{target}:{size}", ex=GROUP_TTL)
     pipe.execute()
+    return target
 
 
 def group_of(*, merchant_id: int, consumer_id: int) -> tuple[int, list[int]]:

@@ -15,7 +15,7 @@ from app.extensions import db
 from app.risk.clients import Client
 from app.risk.counters import MemoryStore
 from app.risk.engine import Context, Subject, decide
-from app.risk.links import member_key
+from app.risk.links import member_key, size_prefix
 from app.risk.models import Action, Outcome, RiskDecision, RiskMember
 from app.risk.policy import Policy
 
@@ -32,8 +32,9 @@ def dry_run(*, merchant_id: int, policy: Policy, days: int) -> dict[str, Any]:
     ):
         groups.setdefault(group_id, []).append(consumer_id)
     for group_id, members in groups.items():
+        store.strings[f"{size_prefix(merchant_id)}{group_id}"] = f"{group_id}:{len(members)}"
         for consumer_id in members:
-            store.strings[member_key(merchant_id, consumer_id)] = f"{group_id}:{len(members)}"
+            store.strings[member_key(merchant_id, consumer_id)] = str(group_id)
     events = db.session.execute(
         select(BehaviourEvent.consumer_id, BehaviourEvent.occurred_at)
         .where(
