@@ -7,6 +7,7 @@ adds at most 20% to a claim).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from bench.harness import Case, Paired, Request, Server
@@ -66,7 +67,12 @@ def _orders(server: Server, slug: str, total: int, policy: dict[str, Any]) -> li
             )
         db.session.commit()
         db.engine.dispose()
-    return [transaction_success(merchant, attempt) for attempt in merchant.attempts]
+    # Each order paid by its own buyer's WeChat account (the seed's one payer would make every buyer one
+    # linked group: a farm, not a shop's customers).
+    return [
+        transaction_success(replace(merchant, openid=f"o-bench-payer-{n:06d}"), attempt)
+        for n, attempt in enumerate(merchant.attempts)
+    ]
 
 
 def _risk_paid_order(server: Server, total: int) -> Paired:

@@ -73,13 +73,13 @@ def link(*, merchant_id: int, consumer_id: int, kind: LinkKind, digest: str) -> 
             RiskLink.consumer_id != consumer_id,
         )
     ).all()
+    if not others:
+        return consumer_id  # nobody else has it: nothing to merge (the consumer's own group is unchanged)
     mine = db.session.scalar(
         select(RiskMember.group_id).where(
             RiskMember.merchant_id == merchant_id, RiskMember.consumer_id == consumer_id
         )
     )
-    if not others:
-        return consumer_id if mine is None else mine
     alone = [c for c, g in others if g is None] + ([consumer_id] if mine is None else [])
     groups = {c if g is None else g for c, g in others} | {consumer_id if mine is None else mine}
     target = min(groups)
