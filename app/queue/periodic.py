@@ -59,6 +59,7 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("collect-messages", "jobs.messages.collect", "* * * * *"),
     PeriodicJob("expire-coupons", "jobs.coupons.expire_coupons", "*/5 * * * *"),
     PeriodicJob("resend-coupons", "jobs.coupons.resend_coupons", "* * * * *"),
+    PeriodicJob("refresh-risk-groups", "jobs.risk.refresh_groups", "17 * * * *"),
 )
 
 

@@ -152,3 +152,29 @@ def largest_groups(*, merchant_id: int, limit: int = 50) -> list[tuple[int, int]
             .limit(limit)
         )
     ]
+
+
+def refresh_group_cache(batch: int = 5000) -> int:
+    """Write every group's member ids and size to Redis again from the database (the record): after a
+    Redis loss, or a merge whose transaction rolled back after it cached. The members cached."""
+    sizes: dict[tuple[int, int], int] = {
+        (int(m), int(g)): int(n)
+        for m, g, n in db.session.execute(
+            select(RiskMember.merchant_id, RiskMember.group_id, func.count(RiskMember.id)).group_by(
+                RiskMember.merchant_id, RiskMember.group_id
+            )
+        )
+    }
+    written = 0
+    pipe = get_redis().pipeline(transaction=False)
+    for merchant_id, consumer_id, group_id in db.session.execute(
+        select(RiskMember.merchant_id, RiskMember.consumer_id, RiskMember.group_id).order_by(RiskMember.id)
+    ):
+        pipe.set(member_key(merchant_id, consumer_id), str(group_id), ex=GROUP_TTL)
+        written += 1
+        if written % batch == 0:
+            pipe.execute()
+    for (merchant_id, group_id), size in sizes.items():
+        pipe.set(f"{size_prefix(merchant_id)}{group_id}", f"{group_id}:{size}", ex=GROUP_TTL)
+    pipe.execute()
+    return written

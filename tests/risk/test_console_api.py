@@ -159,3 +159,25 @@ def test_event_batches_too_big_or_for_another_consumer_leave_no_trail(
 
     hold = db_session.scalar(select(RiskHold).where(RiskHold.order_id == order))
     assert hold is not None and hold.reasons == ["no_trail"]
+
+
+def test_the_group_cache_is_written_again_from_the_database(
+    shop: Shop, campaign: int, reviewer: Console, redis: object
+) -> None:
+    from app.queue.queues import get_redis
+    from app.risk.links import member_key, size_prefix
+    from jobs.risk import refresh_groups
+
+    phone = device_token(shop.client)
+    a = person(shop, "ann", ip="198.51.100.70", device=phone)
+    b = person(shop, "ben", ip="198.51.100.71", device=phone)
+    a.browse()
+    a.order("ANN-1", 20000)
+    b.browse()
+    b.order("BEN-1", 20000)
+    group = min(a.consumer_id, b.consumer_id)
+    connection = get_redis()
+    connection.flushdb()  # Redis lost
+    assert refresh_groups() == 2
+    assert connection.get(member_key(shop.merchant.id, b.consumer_id)) == str(group).encode()
+    assert connection.get(f"{size_prefix(shop.merchant.id)}{group}") == f"{group}:2".encode()
