@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
+from app.core.fields import IdField
 from app.risk.models import HoldStatus
 from app.risk.policy import Policy
 
@@ -25,7 +26,7 @@ class RiskHoldSchema(Schema):
 class RiskHoldQuerySchema(Schema):
     status = fields.Enum(HoldStatus, by_value=True, load_default=HoldStatus.HELD)
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
-    before_id = fields.Integer(load_default=None, validate=validate.Range(min=1))
+    before_id = IdField(load_default=None, text=True)
 
 
 class RiskApproveSchema(Schema):
@@ -69,7 +70,7 @@ class RiskDecisionSchema(Schema):
 
 
 class RiskDecisionQuerySchema(Schema):
-    consumer_id = fields.Integer(load_default=None, validate=validate.Range(min=1))
+    consumer_id = IdField(load_default=None, text=True)
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
 
 
@@ -104,7 +105,7 @@ class RiskPolicyPatchSchema(Schema):
 
 class RiskDryRunSchema(Schema):
     policy = fields.Dict(required=True)
-    days = fields.Integer(load_default=7, validate=validate.Range(min=1, max=90))
+    days = fields.Integer(load_default=7, strict=True, validate=validate.Range(min=1, max=90))
 
 
 class RiskDryRunResultSchema(Schema):
