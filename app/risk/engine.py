@@ -18,7 +18,7 @@ from sqlalchemy import func, inspect, select
 from app.consumers.models import Consumer, ConsumerStatus
 from app.core.calendar import beijing_day_start, beijing_month_start, beijing_week_start
 from app.core.db import utcnow
-from app.core.errors import DomainError, Forbidden, RateLimited
+from app.core.errors import Forbidden, RateLimited
 from app.extensions import db
 from app.queue.queues import get_redis
 from app.risk import counters
@@ -100,13 +100,6 @@ class Decision:
                 retry_after_seconds=self.retry_after_seconds or 60,
                 details=details,
             )
-
-    def as_error(self) -> DomainError | None:
-        try:
-            self.enforce()
-        except DomainError as exc:
-            return exc
-        return None
 
 
 ALLOW = Decision(Outcome.ALLOW, [], {})

@@ -5,9 +5,11 @@ Pure: no I/O. The engine reads a :class:`Policy`; the console stores only what d
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+Prefix = Annotated[str, StringConstraints(pattern=r"^1[0-9]{1,6}$")]
 
 
 class Policy(BaseModel):
@@ -42,10 +44,12 @@ class Policy(BaseModel):
     # Buy-redeem-refund loops: refunds of a consumer within 30 days at or above this are held (0: off).
     refunds_per_month: int = Field(default=2, ge=0, le=1000)
     # Phones in virtual-operator number segments (虚拟运营商号段) are held.
-    virtual_prefixes: tuple[str, ...] = ("162", "165", "167", "170", "171", "192")
+    virtual_prefixes: tuple[Prefix, ...] = Field(
+        default=("162", "165", "167", "170", "171", "192"), max_length=50
+    )
     # Which shared identifiers join accounts into groups. An IP is not one by default: carrier NAT and
     # shop Wi-Fi put strangers behind one address (IPs still count claims and new accounts above).
-    link_by: tuple[str, ...] = ("device", "payer", "phone")
+    link_by: tuple[Literal["device", "ip", "payer", "phone"], ...] = ("device", "payer", "phone")
     # Withdrawals of a consumer with a reward under review are held for manual review.
     hold_withdrawals_under_review: bool = True
 

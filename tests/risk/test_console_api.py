@@ -35,7 +35,13 @@ def test_the_policy_is_the_owners_validated_versioned_and_audited(
         make_staff(merchant=shop.merchant, role=Role.OWNER).email
     )
     version = read.json["version"]
-    for bad in ({"ip_claims_per_day": -1}, {"no_such_setting": 1}, {"ip_min_interval_seconds": "soon"}):
+    for bad in (
+        {"ip_claims_per_day": -1},
+        {"no_such_setting": 1},
+        {"ip_min_interval_seconds": "soon"},
+        {"link_by": ["device", "shoe size"]},
+        {"virtual_prefixes": ["170", "abc"]},
+    ):
         refused = owner.patch("/api/console/v1/risk/policy", json={"policy": bad})
         assert refused.status_code == 422, refused.json
         assert refused.json["error"]["code"] == "validation_error"
