@@ -49,7 +49,7 @@ from app.rebates.rules import (
 from app.red_packets.models import RedPacket, RedPacketStatus
 from app.red_packets.service import granted_packet_row, insert_packet, release_from_order
 from app.reviews.service import flag_for_review
-from app.risk import judge_paid_order
+from app.risk import OrderVerdict, judge_paid_order
 from app.risk.holds import not_held
 from app.withdrawals.service import request_withdrawal
 
@@ -215,28 +215,35 @@ def _book(
             # What the spent packet's reservation gives back is the campaign's again, for this order too.
             campaign = campaign._replace(budget_fen=campaign.budget_fen + released.fen)
         _book_campaign(booking, campaign, facts)
-    # Risk control, once per order: a limited claim issues no red packet or coupon; a held reward keeps
-    # the order's consumer grants out of settlement until reviewed (app.risk).
+    verdict = _risk(booking, payer)
+    booking.write()
+    if verdict is not None:
+        verdict.hold_if_needed()
+
+
+def _risk(booking: _Booking, payer: str | None) -> OrderVerdict | None:
+    """Risk control, once per booking (app.risk): a limited claim issues no red packet or coupon (dropped
+    before the write); a held reward keeps the order's consumer grants out of settlement until reviewed."""
+    order = booking.order
     rewarded = [
         g for g in booking.grants if g["consumer_id"] is not None and g["beneficiary"] not in _MERCHANT_SIDE
     ]
-    verdict = None
-    if rewarded or booking.packets or booking.coupons:
-        verdict = judge_paid_order(
-            merchant_id=order.merchant_id,
-            consumer_id=order.consumer_id,
-            order_id=order.id,
-            related={g["consumer_id"] for g in rewarded} - {order.consumer_id},
-            claims=len(booking.packets) + len(booking.coupons),
-            payer=payer,
-            paid_at=order.paid_at,
-        )
-        if not verdict.claims_allowed:
-            booking.packets.clear()
-            booking.coupons.clear()
-    booking.write()
-    if verdict is not None:
-        verdict.hold_if_needed(rewarded=bool(rewarded))
+    if not (rewarded or booking.packets or booking.coupons):
+        return None
+    verdict = judge_paid_order(
+        merchant_id=order.merchant_id,
+        consumer_id=order.consumer_id,
+        order_id=order.id,
+        related={g["consumer_id"] for g in rewarded} - {order.consumer_id},
+        claims=len(booking.packets) + len(booking.coupons),
+        payer=payer,
+        paid_at=order.paid_at,
+        rewarded=bool(rewarded),
+    )
+    if not verdict.claims_allowed:
+        booking.packets.clear()
+        booking.coupons.clear()
+    return verdict
 
 
 class _OrderFacts:
@@ -796,7 +803,10 @@ def book_coupon_use(use: CouponUse, order_id: int) -> bool:
                 memo=f"release reservation of coupon {use.id}",
             )
         )
+    verdict = _risk(booking, None)
     booking.write()
+    if verdict is not None:
+        verdict.hold_if_needed()
     return True
 
 

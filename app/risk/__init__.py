@@ -53,14 +53,16 @@ class OrderVerdict:
     merchant_id: int
     consumer_id: int
     order_id: int
+    rewarded: bool = True  # the booking credits consumers (what a hold keeps back)
 
     @property
     def claims_allowed(self) -> bool:
         return self.decision.claims_allowed
 
-    def hold_if_needed(self, rewarded: bool) -> None:
-        """After the booking's write: hold the order's consumer grants if the reward is held."""
-        if rewarded and self.decision.outcome is Outcome.HOLD:
+    def hold_if_needed(self) -> None:
+        """After the booking's write: hold the order's consumer grants if the reward is held (once per
+        order: a second booking of the same order — a used coupon's — joins the hold)."""
+        if self.rewarded and self.decision.outcome is Outcome.HOLD:
             from app.risk.review import hold_order
 
             hold_order(
@@ -80,6 +82,7 @@ def judge_paid_order(
     claims: int,
     payer: str | None,
     paid_at: datetime | None,
+    rewarded: bool = True,
 ) -> OrderVerdict:
     """The one decision on what a paid order earns: its claims (red packets, coupons) and rewards."""
     decision = decide(
@@ -94,7 +97,7 @@ def judge_paid_order(
             at=paid_at,
         ),
     )
-    return OrderVerdict(decision, merchant_id, consumer_id, order_id)
+    return OrderVerdict(decision, merchant_id, consumer_id, order_id, rewarded)
 
 
 def check_claim(*, merchant_id: int, consumer_id: int, kind: str, reference: str | None = None) -> Decision:

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, select
 
 from app.audit.service import Actor, record_audit
 from app.console.service import ban_consumer
 from app.consumers.models import Consumer, ConsumerStatus
-from app.core.db import utcnow
+from app.core.db import insert_unless_exists, utcnow
 from app.core.errors import ConcurrentChange, Conflict, NotFound
 from app.core.guards import guarded_update
 from app.core.money import Money
@@ -34,19 +34,38 @@ MERCHANT_SIDE = frozenset({"issuer_merchant", "red_packet_discount", "coupon_dis
 
 
 def hold_order(*, merchant_id: int, consumer_id: int, order_id: int, decision: RiskDecision | None) -> None:
-    """Hold what ``order_id`` booked for consumers (in the booking's transaction)."""
-    db.session.add(
-        RiskHold(
-            merchant_id=merchant_id,
-            consumer_id=consumer_id,
-            order_id=order_id,
-            decision=decision,
-            reasons=list(decision.reasons) if decision is not None else [],
-            status=HoldStatus.HELD,
-            reversed_fen=0,
-            created_at=utcnow(),
-        )
+    """Hold what ``order_id`` booked for consumers (in the booking's transaction); an order already held
+    stays held by its first decision (the unique (merchant, order) decides, on any engine)."""
+    db.session.flush()  # the decision's id
+    db.session.execute(
+        _INSERT_HOLD,
+        {
+            "merchant_id": merchant_id,
+            "consumer_id": consumer_id,
+            "order_id": order_id,
+            "decision_id": None if decision is None else decision.id,
+            "reasons": list(decision.reasons) if decision is not None else [],
+            "status": HoldStatus.HELD,
+            "reversed_fen": 0,
+            "created_at": utcnow(),
+        },
     )
+
+
+_INSERT_HOLD = insert_unless_exists(
+    cast(Table, RiskHold.__table__),
+    (
+        "merchant_id",
+        "consumer_id",
+        "order_id",
+        "decision_id",
+        "reasons",
+        "status",
+        "reversed_fen",
+        "created_at",
+    ),
+    key=("merchant_id", "order_id"),
+)
 
 
 def list_holds(
