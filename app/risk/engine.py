@@ -24,7 +24,7 @@ from app.queue.queues import get_redis
 from app.risk import counters
 from app.risk.clients import Client, digest
 from app.risk.counters import Step, key_prefix
-from app.risk.links import link, member_key, size_prefix
+from app.risk.links import link_all, member_key, size_prefix
 from app.risk.models import Action, HoldStatus, LinkKind, Outcome, RiskDecision, RiskHold, RiskPolicy
 from app.risk.policy import Policy, policy_from
 
@@ -298,8 +298,7 @@ def persist(decision: Decision) -> None:
         columns = [c.key for c in RiskDecision.__table__.columns if c.key != "id"]
         record = decision.record = RiskDecision(**{name: getattr(record, name) for name in columns})
     db.session.add(record)
-    for kind, value in decision.new_links:
-        link(merchant_id=record.merchant_id, consumer_id=record.consumer_id, kind=kind, digest=value)
+    link_all(merchant_id=record.merchant_id, consumer_id=record.consumer_id, pairs=decision.new_links)
 
 
 def _json_safe(values: dict[str, Any]) -> dict[str, Any]:
@@ -474,9 +473,8 @@ def remember_order_client(*, merchant_id: int, consumer_id: int, order_id: int, 
         pipe.sadd(f"{p}:seen:{kind.value}:{value}", consumer_id)
         pipe.expire(f"{p}:seen:{kind.value}:{value}", 40 * DAY)
     answers = pipe.execute()
-    for index, (kind, value) in enumerate(seen):
-        if answers[1 + 2 * index]:
-            link(merchant_id=merchant_id, consumer_id=consumer_id, kind=kind, digest=value)
+    new = [pair for index, pair in enumerate(seen) if answers[1 + 2 * index]]
+    link_all(merchant_id=merchant_id, consumer_id=consumer_id, pairs=new)
 
 
 def _order_client(merchant_id: int, order_id: int) -> Client | None:

@@ -7,7 +7,8 @@ ids moves to the smallest id). Each member's ``<group id>:<size>`` is cached in 
 
 from __future__ import annotations
 
-from typing import cast
+from datetime import datetime
+from typing import Any, cast
 
 from sqlalchemy import Table, and_, func, select, update
 
@@ -24,6 +25,9 @@ _INSERT_LINK = insert_unless_exists(
     ("merchant_id", "kind", "digest", "consumer_id", "created_at"),
     key=("merchant_id", "kind", "digest", "consumer_id"),
 )
+_LINK_COLUMNS = ("merchant_id", "kind", "digest", "consumer_id", "created_at")
+_LINK_KEY = ("merchant_id", "kind", "digest", "consumer_id")
+_INSERT_LINKS: dict[int, Any] = {}
 _INSERT_MEMBER = insert_unless_exists(
     _members, ("merchant_id", "consumer_id", "group_id", "updated_at"), key=("merchant_id", "consumer_id")
 )
@@ -40,13 +44,46 @@ def size_prefix(merchant_id: int) -> str:
     return f"{key_prefix(merchant_id)}:gsize:"
 
 
-def link(*, merchant_id: int, consumer_id: int, kind: LinkKind, digest: str) -> int:
-    """Record that ``consumer_id`` was seen with ``digest``; merge the groups it joins. The group id.
+def link_all(*, merchant_id: int, consumer_id: int, pairs: list[tuple[LinkKind, str]]) -> None:
+    """Record that ``consumer_id`` was seen with each (kind, digest) of ``pairs``; merge the groups they
+    join. Two statements whatever their number when nobody else has any of them (the common case)."""
+    if not pairs:
+        return
+    now = utcnow()
+    params: dict[str, object] = {}
+    for i, (kind, digest) in enumerate(pairs):
+        params |= {
+            f"merchant_id_{i}": merchant_id,
+            f"kind_{i}": kind,
+            f"digest_{i}": digest,
+            f"consumer_id_{i}": consumer_id,
+            f"created_at_{i}": now,
+        }
+    statement = _INSERT_LINKS.get(len(pairs))
+    if statement is None:
+        statement = _INSERT_LINKS[len(pairs)] = insert_unless_exists(
+            _links, _LINK_COLUMNS, key=_LINK_KEY, rows=len(pairs)
+        )
+    db.session.execute(statement, params if len(pairs) > 1 else {k[:-2]: v for k, v in params.items()})
+    # Digests are keyed by kind (the HMAC input starts with it): one digest never means two kinds.
+    shared = set(
+        db.session.scalars(
+            select(RiskLink.digest)
+            .where(
+                RiskLink.merchant_id == merchant_id,
+                RiskLink.digest.in_([digest for _, digest in pairs]),
+                RiskLink.consumer_id != consumer_id,
+            )
+            .distinct()
+        )
+    )
+    for kind, digest in pairs:
+        if digest in shared:
+            _merge(merchant_id, consumer_id, kind, digest, now)
 
-    Two statements when nobody else was seen with it (the common case: no group row, a group of one);
-    a merge moves only the members of the groups merged into the smallest id, and caches in Redis the
-    moved members' group id and the group's size.
-    """
+
+def link(*, merchant_id: int, consumer_id: int, kind: LinkKind, digest: str) -> int:
+    """Record that ``consumer_id`` was seen with ``digest``; merge the groups it joins. The group id."""
     now = utcnow()
     db.session.execute(
         _INSERT_LINK,
@@ -58,6 +95,12 @@ def link(*, merchant_id: int, consumer_id: int, kind: LinkKind, digest: str) -> 
             "created_at": now,
         },
     )
+    return _merge(merchant_id, consumer_id, kind, digest, now)
+
+
+def _merge(merchant_id: int, consumer_id: int, kind: LinkKind, digest: str, now: datetime) -> int:
+    """Join ``consumer_id``'s group with those of everyone else seen with ``digest``: the members of the
+    groups merged move to the smallest id; Redis caches the moved members' group id and the group's size."""
     others = db.session.execute(
         select(RiskLink.consumer_id, RiskMember.group_id)
         .outerjoin(
