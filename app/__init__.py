@@ -62,6 +62,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     from app.queue.after_commit import install_session_hooks
     from app.queue.cli import worker_command
     from app.queue.queues import init_queue
+    from app.risk.views import console as console_risk_blp
+    from app.risk.views import mp as mp_risk_blp
     from app.shop_keys.cli import shop_keys_cli
     from app.shop_keys.views import blp as shop_keys_blp
     from app.shop_keys.views import shop_blp as shop_identity_blp
@@ -124,6 +126,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     api.register_blueprint(console_messages_blp)
     api.register_blueprint(mp_personal_blp)
     api.register_blueprint(console_personal_blp)
+    api.register_blueprint(console_risk_blp)
+    api.register_blueprint(mp_risk_blp)
     app.register_blueprint(pay_notify_bp)
     app.register_blueprint(coupon_notify_bp)
     app.register_blueprint(oa_server_bp)
@@ -164,6 +168,7 @@ def _connect_domains(app: Flask) -> None:
     from app.rebates import checks as rebate_checks
     from app.rebates import service as rebates
     from app.red_packets.service import apply_to_order, release_from_order
+    from app.risk.engine import on_refund_succeeded as risk_on_refund
     from app.withdrawals import checks as withdrawal_checks
 
     install_account_cache_hooks()
@@ -174,6 +179,7 @@ def _connect_domains(app: Flask) -> None:
     subscribe(app, ORDER_PAID, rebates.on_order_paid)
     subscribe(app, REFUND_SUCCEEDED, rebates.on_refund_succeeded)
     subscribe(app, REFUND_SUCCEEDED, merchant_coupons.on_refund_succeeded)
+    subscribe(app, REFUND_SUCCEEDED, risk_on_refund)
     subscribe(app, ORDER_CLOSED, rebates.on_order_closed)
     subscribe(app, ORDER_CLOSED, merchant_coupons.on_order_closed)
     subscribe(app, ORDER_PAID, personal.on_order_paid)

@@ -23,6 +23,7 @@ from app.personal import models as personal_models
 from app.rebates import models as rebate_models
 from app.red_packets import models as red_packet_models
 from app.reviews import models as review_models
+from app.risk import models as risk_models
 from app.shop_keys import models as shop_key_models
 from app.staff import models as staff_models
 from app.withdrawals import models as withdrawal_models
@@ -48,6 +49,7 @@ __all__ = [
     "rebate_models",
     "red_packet_models",
     "review_models",
+    "risk_models",
     "shop_key_models",
     "staff_models",
     "withdrawal_models",

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from app.behaviour.models import BehaviourEvent
+from app.behaviour.models import BehaviourEvent, BehaviourKind
 from app.core.db import utcnow
 from app.core.errors import InvalidInput
 from app.extensions import db
+from app.risk import note_trail
 
 # Client clocks drift; events claiming to be from the future or from long ago are refused.
 MAX_SKEW = timedelta(minutes=10)
@@ -35,5 +36,11 @@ def record_events(*, merchant_id: int, consumer_id: int, events: list[dict[str, 
             ip=ip,
         )
         for e in events
+    )
+    # The fake-order signal reads browse/cart trails from Redis (app.risk); shares are no trail.
+    note_trail(
+        merchant_id=merchant_id,
+        consumer_id=consumer_id,
+        moments=[e["occurred_at"] for e in events if e["type"] in (BehaviourKind.VIEW, BehaviourKind.CART)],
     )
     return len(events)

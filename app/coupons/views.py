@@ -47,6 +47,7 @@ from app.coupons.schemas import (
     TaskProgressSchema,
     WeChatSizeSchema,
 )
+from app.risk import check_claim
 
 console = Blueprint(
     "console_coupons",
@@ -253,6 +254,12 @@ def after_payment(order_id: int) -> tuple[Coupon, int]:
     coupon = service.issue_after_payment(
         merchant_id=principal.merchant_id, consumer_id=principal.consumer_id, order_id=order_id
     )
+    check_claim(
+        merchant_id=principal.merchant_id,
+        consumer_id=principal.consumer_id,
+        kind="coupon",
+        reference=f"coupon:{coupon.id}",
+    )
     commit()
     return coupon, 201
 
@@ -266,6 +273,12 @@ def first_visit() -> tuple[Coupon, int]:
     principal = current_consumer()
     coupon = service.issue_on_first_visit(
         merchant_id=principal.merchant_id, consumer_id=principal.consumer_id
+    )
+    check_claim(
+        merchant_id=principal.merchant_id,
+        consumer_id=principal.consumer_id,
+        kind="coupon",
+        reference=f"coupon:{coupon.id}",
     )
     commit()
     return coupon, 201
@@ -290,6 +303,12 @@ def claim_task(stock_id: int) -> tuple[Coupon, int]:
     coupon = service.claim_task_coupon(
         merchant_id=principal.merchant_id, consumer_id=principal.consumer_id, stock_id=stock_id
     )
+    check_claim(
+        merchant_id=principal.merchant_id,
+        consumer_id=principal.consumer_id,
+        kind="coupon",
+        reference=f"coupon:{coupon.id}",
+    )
     commit()
     return coupon, 201
 
@@ -307,6 +326,12 @@ def plugin(body: dict[str, Any]) -> dict[str, Any]:
         consumer_id=principal.consumer_id,
         stock_id=body["stock_id"],
         coupon_id=body["coupon_id"],
+    )
+    check_claim(
+        merchant_id=principal.merchant_id,
+        consumer_id=principal.consumer_id,
+        kind="coupon",
+        reference=f"coupon:{params['coupon_id']}",
     )
     commit()
     return params

@@ -53,8 +53,11 @@ def _due_jobs() -> tuple[DueJob, ...]:
 
 DUE_JOBS = _due_jobs()
 # Periodic jobs that are not business deadlines: liveness, the daily bill reconciliation (run it with
-# `flask --app wsgi reconcile …`), and the sweeps that re-queue work whose enqueue was lost.
-NOT_DUE_JOBS = frozenset({"heartbeat", "reconcile-trades", "resend-coupons", "resolve-unlinked-followers"})
+# `flask --app wsgi reconcile …`), the sweeps that re-queue work whose enqueue was lost, and the risk
+# engine's group cache written again from the database.
+NOT_DUE_JOBS = frozenset(
+    {"heartbeat", "reconcile-trades", "resend-coupons", "resolve-unlinked-followers", "refresh-risk-groups"}
+)
 
 
 @dataclass(frozen=True)

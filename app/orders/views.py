@@ -33,6 +33,7 @@ from app.payments.schemas import (
     RefundSchema,
 )
 from app.payments.service import confirm_payment, prepare_payment
+from app.risk import current_client, remember_order_client
 
 shop = Blueprint("shop_orders", __name__, url_prefix="/api/shop/v1", description="Orders from the shop.")
 mp = Blueprint("mp_orders", __name__, url_prefix="/api/mp/v1", description="Consumers' orders and payment.")
@@ -138,6 +139,13 @@ def pay(body: dict[str, Any], order_id: int) -> Any:
         order_id=order_id,
         appid=request.headers[APPID_HEADER],
         red_packet_id=body.get("red_packet_id"),
+    )
+    # Who asked to pay (IP, device): the risk decision on the order's rewards reads it at payment.
+    remember_order_client(
+        merchant_id=principal.merchant_id,
+        consumer_id=principal.consumer_id,
+        order_id=order_id,
+        client=current_client(),
     )
     commit()
     return payment

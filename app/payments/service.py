@@ -417,6 +417,7 @@ def apply_locked(
                 "discount_fen": locked.discount.fen,
                 "red_packet_id": locked.red_packet_id,
                 "transaction_id": transaction_id,
+                "payer_openid": (resource.get("payer") or {}).get("openid"),  # a risk signal (app.risk)
                 # Which coupons WeChat Pay applied and who paid for them (app.coupons reads it), and what
                 # the payer paid (below paid_fen only when WeChat applied a coupon; None if not told).
                 "promotion_detail": resource.get("promotion_detail") or [],

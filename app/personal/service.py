@@ -356,8 +356,16 @@ def _packet(merchant_id: int, packet_id: int) -> PersonalPacket:
 
 
 def _risk_check(*, merchant_id: int, consumer_id: int, packet_id: int) -> None:
-    """The risk engine's say on a claim (issue 13 wires it here); raise a DomainError to refuse."""
-    return None
+    """The risk engine's say on a claim (per IP, device, account and linked group; docs/risk.md): a refusal
+    raises its 429 ``risk_limited`` / 403 ``risk_blocked`` with nothing claimed, the decision recorded."""
+    from app.risk import check_claim
+
+    check_claim(
+        merchant_id=merchant_id,
+        consumer_id=consumer_id,
+        kind="personal_packet",
+        reference=f"personal:{packet_id}",
+    )
 
 
 def _active_consumer(consumer_id: int) -> None:

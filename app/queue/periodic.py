@@ -60,6 +60,7 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("expire-coupons", "jobs.coupons.expire_coupons", "*/5 * * * *"),
     PeriodicJob("resend-coupons", "jobs.coupons.resend_coupons", "* * * * *"),
     PeriodicJob("refund-personal-packets", "jobs.personal.refund_personal_packets", "*/5 * * * *"),
+    PeriodicJob("refresh-risk-groups", "jobs.risk.refresh_groups", "17 * * * *"),
 )
 
 

@@ -191,7 +191,8 @@ def one_credit_per_source_event() -> list[str]:
         select(func.coalesce(func.sum(_fen(Posting.amount)), 0))
         .join(clawback, clawback.id == Posting.entry_id)
         .where(
-            clawback.idempotency_key.like(literal("clawback:") + cast(RebateGrant.id, String) + ":refund:%"),
+            # A refund's clawback (clawback:<grant>:refund:<id>) or a risk review's rejection (…:risk:<hold>).
+            clawback.idempotency_key.like(literal("clawback:") + cast(RebateGrant.id, String) + ":%"),
             _fen(Posting.amount) > 0,
         )
         .scalar_subquery()

@@ -58,6 +58,8 @@ from app.rebates.rules import (
 from app.red_packets.models import RedPacket, RedPacketStatus
 from app.red_packets.service import granted_packet_row, insert_packet, release_from_order
 from app.reviews.service import flag_for_review
+from app.risk import OrderVerdict, judge_paid_order
+from app.risk.holds import not_held
 from app.withdrawals.service import request_withdrawal
 
 logger = logging.getLogger("hongli.rebates")
@@ -187,13 +189,14 @@ def on_order_paid(event: Event) -> None:
         buyer_pending=None if pending_id is None else AccountRef(pending_id, merchant_id),
     )
     packet = int(packet_id) if packet_id else None
+    payer = event.payload.get("payer_openid")
     if db.session.get_bind().dialect.name == "sqlite":
-        _book(order, packet, campaigns)
+        _book(order, packet, campaigns, payer)
         return
     for attempt in range(1, BOOKING_ATTEMPTS + 1):
         try:
             with db.session.begin_nested():
-                _book(order, packet, campaigns)
+                _book(order, packet, campaigns, payer)
             return
         except Overdraft:
             # A concurrent order spent a budget after it was read. No lock is taken before the batch (a
@@ -210,7 +213,9 @@ def on_order_paid(event: Event) -> None:
 BOOKING_ATTEMPTS = 5
 
 
-def _book(order: _PaidOrder, packet_id: int | None, campaigns: list[_LiveCampaign]) -> None:
+def _book(
+    order: _PaidOrder, packet_id: int | None, campaigns: list[_LiveCampaign], payer: str | None = None
+) -> None:
     booking = _Booking(order)
     packet = _redeem(booking, packet_id) if packet_id is not None else None
     facts = _OrderFacts(order, packet)
@@ -222,7 +227,35 @@ def _book(order: _PaidOrder, packet_id: int | None, campaigns: list[_LiveCampaig
             # What the spent packet's reservation gives back is the campaign's again, for this order too.
             campaign = campaign._replace(budget_fen=campaign.budget_fen + released.fen)
         _book_campaign(booking, campaign, facts)
+    verdict = _risk(booking, payer)
     booking.write()
+    if verdict is not None:
+        verdict.hold_if_needed()
+
+
+def _risk(booking: _Booking, payer: str | None) -> OrderVerdict | None:
+    """Risk control, once per booking (app.risk): a limited claim issues no red packet or coupon (dropped
+    before the write); a held reward keeps the order's consumer grants out of settlement until reviewed."""
+    order = booking.order
+    rewarded = [
+        g for g in booking.grants if g["consumer_id"] is not None and g["beneficiary"] not in _MERCHANT_SIDE
+    ]
+    if not (rewarded or booking.packets or booking.coupons):
+        return None
+    verdict = judge_paid_order(
+        merchant_id=order.merchant_id,
+        consumer_id=order.consumer_id,
+        order_id=order.id,
+        related={g["consumer_id"] for g in rewarded} - {order.consumer_id},
+        claims=len(booking.packets) + len(booking.coupons),
+        payer=payer,
+        paid_at=order.paid_at,
+        rewarded=bool(rewarded),
+    )
+    if not verdict.claims_allowed:
+        booking.packets.clear()
+        booking.coupons.clear()
+    return verdict
 
 
 class _OrderFacts:
@@ -843,7 +876,10 @@ def book_coupon_use(use: CouponUse, order_id: int) -> bool:
         )
     for reserve in coupon_reserves:
         booking.batch.add(reserve)
+    verdict = _risk(booking, None)
     booking.write()
+    if verdict is not None:
+        verdict.hold_if_needed()
     return True
 
 
@@ -865,7 +901,11 @@ def settle_due(now: datetime | None = None, limit: int = 500) -> int:
         select(RebateGrant, Order, Merchant)
         .join(Order, Order.id == RebateGrant.order_id)
         .join(Merchant, Merchant.id == Order.merchant_id)
-        .where(RebateGrant.status == GrantStatus.PENDING, Order.received_at.is_not(None))
+        .where(
+            RebateGrant.status == GrantStatus.PENDING,
+            Order.received_at.is_not(None),
+            not_held(RebateGrant.order_id),  # a reward under risk review settles once approved
+        )
         .order_by(RebateGrant.id)
         .limit(limit)
         # skip_locked only spreads concurrent sweeps over different grants; _settle's conditional

@@ -34,6 +34,7 @@ from app.limits.service import WITHDRAWAL_DAILY_FEN, give_back, take, used
 from app.merchants.models import Merchant
 from app.payouts.models import Payout, PayoutStatus
 from app.payouts.service import create_payout
+from app.risk import Action, Context, Outcome, Subject, current_client, decide
 from app.withdrawals.models import WITHDRAWAL_TRANSITIONS, Withdrawal, WithdrawalStatus
 from app.withdrawals.rules import beijing_day_start, debt_to_net, fee_for
 
@@ -85,6 +86,15 @@ def request_withdrawal(
     existing = _by_key(merchant_id, consumer_id, idempotency_key)
     if existing is not None:
         return _same_request(existing, amount, idempotency_key), False
+    # Risk control: a banned consumer is refused; a held one's withdrawal waits for a person (app.risk).
+    risk = decide(
+        Action.WITHDRAW,
+        Subject(merchant_id, consumer_id),
+        Context(
+            kind="withdrawal", reference=f"withdrawal:{_key_digest(idempotency_key)}", client=current_client()
+        ),
+    )
+    risk.enforce()
     if amount < merchant.withdrawal_min:
         raise InvalidInput(
             f"the minimum withdrawal is {merchant.withdrawal_min.fen} fen",
@@ -170,7 +180,9 @@ def request_withdrawal(
             details={**exc.details, "debt_netted_fen": netted.fen},
         ) from exc
     _note(withdrawal, "requested", amount_fen=amount.fen, fee_fen=fee.fen, debt_netted_fen=netted.fen)
-    if amount <= merchant.withdrawal_auto_approve_max:
+    if risk.outcome is Outcome.HOLD:
+        _note(withdrawal, "held by risk control", reasons=risk.reasons)
+    elif amount <= merchant.withdrawal_auto_approve_max:
         _approve(
             _decide(merchant_id, withdrawal.id, WithdrawalStatus.APPROVED, None), merchant, reviewer=None
         )

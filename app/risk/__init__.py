@@ -1,0 +1,122 @@
+"""Risk control: one decision point for every claim, reward and withdrawal.
+
+``decide(action, subject, context) -> Decision`` is the entry point (see docs/risk.md). Claim paths call
+it and :meth:`Decision.enforce` (429 ``risk_limited`` / 403 ``risk_blocked``); a paid order's booking
+calls :func:`judge_paid_order` once (its red packets are not issued when the claim is limited, its
+consumer grants are held for review when the reward is held); withdrawals go to manual review when held.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from app.risk.clients import Client, current_client
+from app.risk.engine import (
+    Context,
+    Decision,
+    RiskBlocked,
+    RiskLimited,
+    Subject,
+    decide,
+    note_refund,
+    note_trail,
+    remember_order_client,
+)
+from app.risk.models import Action, Outcome
+
+__all__ = [
+    "Action",
+    "Client",
+    "Context",
+    "Decision",
+    "OrderVerdict",
+    "Outcome",
+    "RiskBlocked",
+    "RiskLimited",
+    "Subject",
+    "check_claim",
+    "current_client",
+    "decide",
+    "judge_paid_order",
+    "note_refund",
+    "note_trail",
+    "remember_order_client",
+]
+
+
+@dataclass
+class OrderVerdict:
+    """What a paid order's booking does with the engine's answer."""
+
+    decision: Decision
+    merchant_id: int
+    consumer_id: int
+    order_id: int
+    rewarded: bool = True  # the booking credits consumers (what a hold keeps back)
+
+    @property
+    def claims_allowed(self) -> bool:
+        return self.decision.claims_allowed
+
+    def hold_if_needed(self) -> None:
+        """After the booking's write: hold the order's consumer grants if the reward is held (once per
+        order: a second booking of the same order — a used coupon's — joins the hold)."""
+        if self.rewarded and self.decision.outcome is Outcome.HOLD:
+            from app.risk.review import hold_order
+
+            hold_order(
+                merchant_id=self.merchant_id,
+                consumer_id=self.consumer_id,
+                order_id=self.order_id,
+                decision=self.decision.record,
+            )
+
+
+def judge_paid_order(
+    *,
+    merchant_id: int,
+    consumer_id: int,
+    order_id: int,
+    related: set[int],
+    claims: int,
+    payer: str | None,
+    paid_at: datetime | None,
+    rewarded: bool = True,
+) -> OrderVerdict:
+    """The one decision on what a paid order earns: its claims (red packets, coupons) and rewards."""
+    decision = decide(
+        Action.REWARD,
+        Subject(merchant_id, consumer_id),
+        Context(
+            kind="order",
+            order_id=order_id,
+            related=tuple(sorted(related)),
+            claims=claims,
+            payer=payer,
+            at=paid_at,
+        ),
+    )
+    return OrderVerdict(decision, merchant_id, consumer_id, order_id, rewarded)
+
+
+def check_claim(*, merchant_id: int, consumer_id: int, kind: str, reference: str | None = None) -> Decision:
+    """The claim paths' guard (coupon, red packet, pool grab), called once the claim is made in the
+    session and before it is committed: decide with the request's client; on a refusal roll the claim
+    back, commit the decision alone (so the console sees it) and raise it (429 ``risk_limited`` / 403
+    ``risk_blocked``)."""
+    from app.core.tx import commit
+    from app.extensions import db
+    from app.risk.engine import persist
+
+    decision = decide(
+        Action.CLAIM,
+        Subject(merchant_id, consumer_id),
+        Context(kind=kind, reference=reference, client=current_client()),
+    )
+    if decision.refused:
+        db.session.rollback()
+        persist(decision)
+        commit()
+        decision.enforce()
+    return decision

@@ -1,0 +1,522 @@
+"""The one decision point: :func:`decide` (action, subject, context) → :class:`Decision`.
+
+Every claim (red packet, pool grab, coupon), every paid order's rewards and every withdrawal asks it.
+Counters and windows are one Redis script call (:mod:`app.risk.counters`); the decision, with its reasons,
+scores and what it saw, is added to the caller's transaction (it commits or rolls back with the claim).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import func, inspect, select
+
+from app.consumers.models import Consumer, ConsumerStatus
+from app.core.calendar import beijing_day_start, beijing_month_start, beijing_week_start
+from app.core.db import utcnow
+from app.core.errors import Forbidden, RateLimited
+from app.extensions import db
+from app.queue.queues import get_redis
+from app.risk import counters
+from app.risk.clients import Client, digest
+from app.risk.counters import Step, key_prefix
+from app.risk.links import link_all, member_key, size_prefix
+from app.risk.models import Action, HoldStatus, LinkKind, Outcome, RiskDecision, RiskHold, RiskPolicy
+from app.risk.policy import Policy, policy_from
+
+DAY = 86400
+_POLICY_CACHE = "hongli.risk_policies"
+_POLICY_SECONDS = 5.0  # how stale a process's copy of a merchant's policy may be
+
+# Reason codes (stable: clients and the console read them).
+LIMIT_REASONS = {
+    "ip_day": "ip_daily_limit",
+    "ip_gap": "ip_min_interval",
+    "device_day": "device_daily_limit",
+    "user_day": "user_daily_limit",
+    "user_week": "user_weekly_limit",
+    "user_month": "user_monthly_limit",
+    "group_day": "group_daily_limit",
+}
+
+
+class RiskLimited(RateLimited):
+    code = "risk_limited"
+
+
+class RiskBlocked(Forbidden):
+    code = "risk_blocked"
+
+
+@dataclass(frozen=True)
+class Subject:
+    merchant_id: int
+    consumer_id: int
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the caller knows about the action. ``kind`` names it (red_packet, coupon, pool, order,
+    withdrawal …); ``related`` are the other consumers it rewards (inviter, issuer, promoters: a shared
+    group with the subject is self-referral); ``claims`` is how many claims a REWARD also makes (the
+    red packets or coupons a paid order earns)."""
+
+    kind: str
+    reference: str | None = None
+    client: Client = field(default_factory=Client)
+    order_id: int | None = None
+    related: tuple[int, ...] = ()
+    claims: int = 0
+    payer: str | None = None  # the payment's payer.openid
+    at: datetime | None = None
+
+
+@dataclass
+class Decision:
+    outcome: Outcome
+    reasons: list[str]
+    scores: dict[str, Any]
+    claims_allowed: bool = True
+    retry_after_seconds: int | None = None
+    record: RiskDecision | None = None
+    new_links: list[tuple[LinkKind, str]] = field(default_factory=list)
+
+    @property
+    def refused(self) -> bool:
+        return self.outcome in (Outcome.LIMIT, Outcome.BLOCK)
+
+    def enforce(self) -> None:
+        """Raise the refusal (429 ``risk_limited`` / 403 ``risk_blocked``, reasons in details) if any."""
+        details = {"reasons": self.reasons}
+        if self.outcome is Outcome.BLOCK:
+            raise RiskBlocked("refused by risk control", details=details)
+        if self.outcome is Outcome.LIMIT:
+            raise RiskLimited(
+                "refused by risk control: " + ", ".join(self.reasons),
+                retry_after_seconds=self.retry_after_seconds or 60,
+                details=details,
+            )
+
+
+ALLOW = Decision(Outcome.ALLOW, [], {})
+
+
+# ---------------------------------------------------------------- policy
+
+
+def policy_of(merchant_id: int) -> tuple[Policy, int]:
+    """The merchant's policy and its version (0: the defaults), cached a few seconds per process."""
+    cache: dict[int, tuple[float, Policy, int]] = current_app.extensions.setdefault(_POLICY_CACHE, {})
+    hit = cache.get(merchant_id)
+    if hit is not None and hit[0] > time.monotonic():
+        return hit[1], hit[2]
+    row = db.session.execute(
+        select(RiskPolicy.settings, RiskPolicy.version).where(RiskPolicy.merchant_id == merchant_id)
+    ).one_or_none()
+    policy, version = (policy_from(None), 0) if row is None else (policy_from(row[0]), int(row[1]))
+    cache[merchant_id] = (time.monotonic() + _POLICY_SECONDS, policy, version)
+    return policy, version
+
+
+def forget_policy(merchant_id: int) -> None:
+    current_app.extensions.setdefault(_POLICY_CACHE, {}).pop(merchant_id, None)
+
+
+# ---------------------------------------------------------------- the decision
+
+
+def decide(
+    action: Action,
+    subject: Subject,
+    context: Context,
+    *,
+    policy: Policy | None = None,
+    store: counters.MemoryStore | None = None,
+) -> Decision:
+    """Decide ``action`` for ``subject``: allow, limit (refused, reason codes), hold (booked, held for
+    review) or block. The decision is recorded in the caller's transaction; a refusal is not raised here
+    (call :meth:`Decision.enforce`). With ``store`` (the dry run: in-memory counters and a candidate
+    ``policy``) nothing is recorded, linked or counted in Redis."""
+    dry = store is not None
+    version = -1
+    if policy is None:
+        policy, version = policy_of(subject.merchant_id)
+    if not policy.enabled:
+        return ALLOW
+    now = context.at or utcnow()
+    client = context.client
+    if action is Action.REWARD and context.order_id is not None and client.ip is None and not dry:
+        client = _order_client(subject.merchant_id, context.order_id) or client
+    facts: dict[str, Any] = {}
+    holds: list[str] = []
+    consumer = None
+    if action is not Action.CLAIM:
+        consumer = db.session.get(Consumer, subject.consumer_id)
+        if consumer is None or consumer.status is ConsumerStatus.BANNED:
+            return _finish(
+                Outcome.BLOCK,
+                ["banned"],
+                {},
+                action,
+                subject,
+                context,
+                client,
+                facts,
+                version,
+                dry,
+                enforced=policy.enforce,
+            )
+    steps = _steps(action, subject, context, client, policy, now, consumer)
+    now_ms = int(now.timestamp() * 1000)
+    result = store.run(steps, now_ms) if store is not None else counters.run(steps, now_ms)
+    values = result.values
+    facts.update({k: v for k, v in values.items() if not k.startswith("seen_")})
+    limited = [LIMIT_REASONS[name] for name in result.failed if name in LIMIT_REASONS]
+    claims_allowed = not limited
+    if (action is Action.CLAIM or context.claims) and policy.require_device and client.device_digest is None:
+        limited.append("device_forged" if client.device_sent else "device_missing")
+        claims_allowed = False
+    retry = None
+    if "ip_gap" in result.failed:
+        retry = max(1, policy.ip_min_interval_seconds - int(values.get("ip_gap") or 0))
+    group_size = _group_size(values.get("group"))
+    facts["group_size"] = group_size
+    if policy.max_group_size and group_size > policy.max_group_size:
+        holds.append("linked_group")
+    for name, reason in (("rank_ip", "new_accounts_per_ip"), ("rank_device", "new_accounts_per_device")):
+        rank = values.get(name)
+        limit = (
+            policy.new_accounts_per_ip_per_day
+            if name == "rank_ip"
+            else policy.new_accounts_per_device_per_day
+        )
+        if rank is not None and limit and int(rank) >= limit:
+            holds.append(reason)
+    if action is Action.REWARD:
+        holds += _reward_holds(policy, values, subject, context, consumer)
+    if (
+        action is Action.WITHDRAW
+        and policy.hold_withdrawals_under_review
+        and not dry
+        and _has_open_hold(subject)
+    ):
+        holds.append("reward_under_review")
+    new_links = [] if dry else _new_links(values, steps)
+    if action is Action.CLAIM and limited:
+        # A refused claim says why it was refused; the other signals it showed stay in its scores.
+        facts["signals"] = ",".join(holds)
+        outcome, holds = Outcome.LIMIT, []
+    elif action is Action.CLAIM:
+        # A claim holds no money to keep back: a signal that would hold a reward refuses a claim (its
+        # counters were taken: the farm's attempts count too).
+        outcome = Outcome.LIMIT if holds else Outcome.ALLOW
+    else:
+        # A held reward's order issues no red packet or coupon either: approval releases the grants.
+        claims_allowed = claims_allowed and not holds
+        outcome = Outcome.HOLD if holds else (Outcome.LIMIT if limited else Outcome.ALLOW)
+    return _finish(
+        outcome,
+        limited + holds,
+        facts,
+        action,
+        subject,
+        context,
+        client,
+        facts,
+        version,
+        dry,
+        enforced=policy.enforce,
+        claims_allowed=claims_allowed,
+        retry=retry,
+        new_links=new_links,
+    )
+
+
+def _finish(
+    outcome: Outcome,
+    reasons: list[str],
+    scores: dict[str, Any],
+    action: Action,
+    subject: Subject,
+    context: Context,
+    client: Client,
+    facts: dict[str, Any],
+    version: int,
+    dry: bool,
+    *,
+    enforced: bool = True,
+    claims_allowed: bool = True,
+    retry: int | None = None,
+    new_links: list[tuple[LinkKind, str]] | None = None,
+) -> Decision:
+    decision = Decision(
+        outcome,
+        reasons,
+        dict(scores),
+        claims_allowed=claims_allowed and outcome is not Outcome.BLOCK,
+        retry_after_seconds=retry,
+        new_links=new_links or [],
+    )
+    if dry:
+        return decision
+    decision.record = RiskDecision(
+        merchant_id=subject.merchant_id,
+        consumer_id=subject.consumer_id,
+        action=action,
+        kind=context.kind[:32],
+        reference=(context.reference or (f"order:{context.order_id}" if context.order_id else None)),
+        outcome=outcome,
+        reasons=reasons,
+        scores=decision.scores,
+        ip=client.ip,
+        device=client.device_digest,
+        facts={"related": list(context.related), "claims": context.claims, **_json_safe(facts)},
+        policy_version=max(version, 0),
+        created_at=context.at or utcnow(),
+    )
+    if not enforced:
+        # Observe mode: recorded as decided (the dry run's and the console's material), nothing enforced.
+        decision.record.facts = {**decision.record.facts, "enforced": False}
+        decision.outcome, decision.reasons, decision.claims_allowed = Outcome.ALLOW, [], True
+        decision.retry_after_seconds = None
+    persist(decision)
+    return decision
+
+
+def persist(decision: Decision) -> None:
+    """Add the decision and the links it saw first to the session (again, after a rollback: a copy)."""
+    record = decision.record
+    if record is None:
+        return
+    if record in db.session:
+        return
+    if inspect(record).detached or inspect(record).has_identity or record.id is not None:
+        columns = [c.key for c in RiskDecision.__table__.columns if c.key != "id"]
+        record = decision.record = RiskDecision(**{name: getattr(record, name) for name in columns})
+    db.session.add(record)
+    link_all(merchant_id=record.merchant_id, consumer_id=record.consumer_id, pairs=decision.new_links)
+
+
+def _json_safe(values: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: (v if isinstance(v, int | str | float | bool) or v is None else str(v)) for k, v in values.items()
+    }
+
+
+def _group_size(member: object) -> int:
+    if not member:
+        return 1
+    return int(str(member).split(":", 1)[1])
+
+
+def _group_id(member: object, consumer_id: int) -> int:
+    if not member:
+        return consumer_id
+    return int(str(member).split(":", 1)[0])
+
+
+def _steps(
+    action: Action,
+    subject: Subject,
+    context: Context,
+    client: Client,
+    policy: Policy,
+    now: datetime,
+    consumer: Consumer | None,
+) -> list[Step]:
+    m, me = subject.merchant_id, subject.consumer_id
+    p = key_prefix(m)
+    day = int(beijing_day_start(now).timestamp())
+    steps = [Step("group", "member", member_key(m, me), prefix=size_prefix(m))]
+    ip, device = client.ip_digest, client.device_digest
+    if action is Action.CLAIM or context.claims:
+        if ip is not None:
+            steps += [
+                Step("ip_day", "cap", f"{p}:ip:{ip}:d:{day}", policy.ip_claims_per_day, 2 * DAY),
+                Step("ip_gap", "gap", f"{p}:ip:{ip}:last", policy.ip_min_interval_seconds, DAY),
+            ]
+        if device is not None:
+            steps.append(
+                Step("device_day", "cap", f"{p}:dev:{device}:d:{day}", policy.device_claims_per_day, 2 * DAY)
+            )
+        week = int(beijing_week_start(now).timestamp())
+        month = int(beijing_month_start(now).timestamp())
+        steps += [
+            Step("user_day", "cap", f"{p}:u:{me}:d:{day}", policy.user_claims_per_day, 2 * DAY),
+            Step("user_week", "cap", f"{p}:u:{me}:w:{week}", policy.user_claims_per_week, 8 * DAY),
+            Step("user_month", "cap", f"{p}:u:{me}:m:{month}", policy.user_claims_per_month, 32 * DAY),
+            Step(
+                "group_day",
+                "group",
+                member_key(m, me),
+                policy.group_claims_per_day,
+                2 * DAY,
+                f"{p}:gc:d{day}:",
+            ),
+        ]
+    links: list[tuple[str, str | None]] = [("ip", ip), ("device", device)]
+    if action is Action.REWARD:
+        links.append(("payer", None if not context.payer else digest("payer", context.payer)))
+    if consumer is not None and consumer.phone:
+        links.append(("phone", digest("phone", consumer.phone)))
+    for kind, value in links:
+        if value is None:
+            continue
+        if kind in ("ip", "device"):
+            steps.append(Step(f"rank_{kind}", "rank", f"{p}:acc:{kind}:{value}:d:{day}", me, 2 * DAY))
+        if kind in policy.link_by:
+            steps.append(Step(f"seen_{kind}:{value}", "sadd", f"{p}:seen:{kind}:{value}", me, 40 * DAY))
+    if action is Action.REWARD:
+        hour = int(now.timestamp()) // 3600
+        month = int(beijing_month_start(now).timestamp())
+        steps += [
+            Step("trail", "zcount", f"{p}:trail:{me}", policy.trail_window_minutes * 60),
+            Step("refunds", "get", f"{p}:rf:{me}:m:{month}"),
+            Step("orders_hour", "incr", f"{p}:ord:{me}:h:{hour}", 0, 2 * 3600),
+        ]
+        for other in sorted(set(context.related) - {me}):
+            steps.append(Step(f"related:{other}", "member", member_key(m, other), prefix=size_prefix(m)))
+    return steps
+
+
+def _reward_holds(
+    policy: Policy, values: dict[str, Any], subject: Subject, context: Context, consumer: Consumer | None
+) -> list[str]:
+    holds = []
+    if policy.trail_window_minutes and not int(values.get("trail") or 0):
+        holds.append("no_trail")
+    if policy.refunds_per_month and int(values.get("refunds") or 0) >= policy.refunds_per_month:
+        holds.append("refund_loop")
+    if (
+        policy.orders_per_user_per_hour
+        and int(values.get("orders_hour") or 0) > policy.orders_per_user_per_hour
+    ):
+        holds.append("order_velocity")
+    mine = _group_id(values.get("group"), subject.consumer_id)
+    for other in context.related:
+        theirs = (
+            subject.consumer_id
+            if other == subject.consumer_id
+            else _group_id(values.get(f"related:{other}"), other)
+        )
+        if theirs == mine:
+            holds.append("self_referral")
+            break
+    for name, value in values.items():
+        if name.startswith("seen_payer:") and value and int(str(value).split(":")[1]) > 1:
+            holds.append("shared_payer")
+        if name.startswith("seen_phone:") and value and int(str(value).split(":")[1]) > 1:
+            holds.append("shared_phone")
+    if consumer is not None and consumer.phone:
+        digits = (
+            consumer.phone.removeprefix("+86").removeprefix("86")
+            if len(consumer.phone) > 11
+            else consumer.phone
+        )
+        if any(digits.startswith(prefix) for prefix in policy.virtual_prefixes):
+            holds.append("virtual_number")
+    return holds
+
+
+def _has_open_hold(subject: Subject) -> bool:
+    return bool(
+        db.session.scalar(
+            select(func.count(RiskHold.id)).where(
+                RiskHold.merchant_id == subject.merchant_id,
+                RiskHold.consumer_id == subject.consumer_id,
+                RiskHold.status == HoldStatus.HELD,
+            )
+        )
+    )
+
+
+def _new_links(values: dict[str, Any], steps: list[Step]) -> list[tuple[LinkKind, str]]:
+    """The identifiers new for this consumer: written once (later sharers find them), merging groups."""
+    found = []
+    for step in steps:
+        if step.name.startswith("seen_") and str(values.get(step.name) or "0:0").startswith("1:"):
+            kind, value = step.name.removeprefix("seen_").split(":", 1)
+            found.append((LinkKind(kind), value))
+    return found
+
+
+# ---------------------------------------------------------------- the order's client (set at pay time)
+
+
+def _order_key(merchant_id: int, order_id: int) -> str:
+    return f"{key_prefix(merchant_id)}:oc:{order_id}"
+
+
+def remember_order_client(*, merchant_id: int, consumer_id: int, order_id: int, client: Client) -> None:
+    """Keep who asked to pay ``order_id`` (IP, device digest) for the decision on its rewards at payment,
+    and link the consumer to them (one pipeline; the database only for an identifier new to them)."""
+    if client.ip is None and client.device_digest is None:
+        return
+    policy, _ = policy_of(merchant_id)
+    p = key_prefix(merchant_id)
+    pipe = get_redis().pipeline(transaction=False)
+    pipe.set(
+        _order_key(merchant_id, order_id),
+        f"{client.ip or ''}|{client.device_digest or ''}|{consumer_id}",
+        ex=8 * DAY,
+    )
+    seen = [
+        (LinkKind(kind), value)
+        for kind, value in (("ip", client.ip_digest), ("device", client.device_digest))
+        if value is not None and kind in policy.link_by
+    ]
+    for kind, value in seen:
+        pipe.sadd(f"{p}:seen:{kind.value}:{value}", consumer_id)
+        pipe.expire(f"{p}:seen:{kind.value}:{value}", 40 * DAY)
+    answers = pipe.execute()
+    new = [pair for index, pair in enumerate(seen) if answers[1 + 2 * index]]
+    link_all(merchant_id=merchant_id, consumer_id=consumer_id, pairs=new)
+
+
+def _order_client(merchant_id: int, order_id: int) -> Client | None:
+    raw = get_redis().get(_order_key(merchant_id, order_id))
+    if not raw:
+        return None
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    ip, device, _ = text.split("|", 2)
+    return Client(ip=ip or None, device_hash=device or None, device_sent=bool(device))
+
+
+# ---------------------------------------------------------------- signals fed from elsewhere
+
+
+def note_trail(*, merchant_id: int, consumer_id: int, moments: list[datetime]) -> None:
+    """Browse/cart events of a consumer (their times) for the fake-order trail signal."""
+    if not moments:
+        return
+    key = f"{key_prefix(merchant_id)}:trail:{consumer_id}"
+    pipe = get_redis().pipeline(transaction=False)
+    pipe.zadd(key, {str(int(at.timestamp() * 1000)): int(at.timestamp() * 1000) for at in moments})
+    pipe.zremrangebyrank(key, 0, -101)  # the latest 100 are enough for any window
+    pipe.expire(key, 8 * DAY)
+    pipe.execute()
+
+
+def note_refund(*, merchant_id: int, consumer_id: int, at: datetime | None = None) -> None:
+    """A refund of a consumer's order, for the buy-redeem-refund loop signal."""
+    month = int(beijing_month_start(at or utcnow()).timestamp())
+    key = f"{key_prefix(merchant_id)}:rf:{consumer_id}:m:{month}"
+    pipe = get_redis().pipeline(transaction=False)
+    pipe.incr(key)
+    pipe.expire(key, 32 * DAY)
+    pipe.execute()
+
+
+def on_refund_succeeded(event: Any) -> None:
+    """Subscribed to ``refund.succeeded``: count the refund for the buyer's refund-loop signal."""
+    from app.orders.models import Order
+
+    consumer_id = db.session.scalar(
+        select(Order.consumer_id).where(Order.id == int(event.payload["order_id"]))
+    )
+    if consumer_id is not None:
+        note_refund(merchant_id=event.merchant_id, consumer_id=consumer_id)

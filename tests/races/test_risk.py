@@ -1,0 +1,77 @@
+"""Risk review races: reviewers approving and rejecting one held reward at once — exactly one decision wins,
+and a rejection reverses the held grants exactly once."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+from sqlalchemy import select
+
+from app.audit.service import CLI, Actor
+from app.extensions import db
+from app.ledger.models import AccountKind
+from app.risk import review
+from app.risk.models import HoldStatus, RiskHold
+from app.risk.service import update_policy
+from tests.races.conftest import Answer, Race
+
+pytestmark = pytest.mark.race
+
+RATIO = {
+    "rules": [{"id": "ratio", "kind": "ratio", "priority": 5, "stacking": "combinable", "rate_bp": 1000}]
+}
+REVIEWER = review.Reviewer(Actor("staff", "reviewer"), None)
+
+
+def test_approve_and_reject_of_one_hold_at_once_exactly_one_wins(race: Race) -> None:
+    campaign_id = race.campaign(RATIO, 200_000)
+    with race.context():
+        update_policy(merchant_id=race.merchant_id, changes={"enforce": True}, actor=CLI)
+        db.session.commit()
+
+    def one_round(round_no: int) -> None:
+        buyer = race.buyer()
+        order_id, _ = race.register(buyer, 20_000)
+        assert race.pay(buyer, order_id).ok
+        assert race.user_pays(race.out_trade_nos(order_id)[0]).ok  # no browse/cart trail: the reward is held
+        with race.context():
+            hold_id = db.session.scalar(select(RiskHold.id).where(RiskHold.order_id == order_id))
+        assert hold_id is not None
+        budget = race.balance(AccountKind.CAMPAIGN_BUDGET, campaign_id)
+        assert race.wallet(buyer.consumer_id)["pending"] == 2000
+
+        approve = partial(
+            race.call, review.approve, merchant_id=race.merchant_id, hold_id=hold_id, reviewer=REVIEWER
+        )
+        reject = partial(
+            race.call,
+            review.reject,
+            merchant_id=race.merchant_id,
+            hold_id=hold_id,
+            reviewer=REVIEWER,
+            reason="r",
+        )
+        answers: list[Answer] = race.race([approve, reject] * 4)
+        race.assert_clean(answers)
+        with race.context():
+            hold = db.session.get(RiskHold, hold_id)
+            assert hold is not None
+            status, reversed_fen = hold.status, hold.reversed_fen
+        rejected = status is HoldStatus.REJECTED
+        busy = [a for a in answers if a.busy]
+        assert {
+            "winners": sum(a.ok for a in answers),
+            "others": sorted({a.code for a in answers if not a.ok and not a.busy}),
+            "pending": race.wallet(buyer.consumer_id)["pending"],
+            "budget back": race.balance(AccountKind.CAMPAIGN_BUDGET, campaign_id) - budget,
+            "reversed": reversed_fen,
+        } == {
+            "winners": 1,
+            "others": ["conflict"] if len(busy) < 7 else [],
+            "pending": 0 if rejected else 2000,
+            "budget back": 2000 if rejected else 0,
+            "reversed": 2000 if rejected else 0,
+        }
+
+    race.rounds(one_round, n=8)
