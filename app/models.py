@@ -19,6 +19,7 @@ from app.messages import models as message_models
 from app.orders import models as order_models
 from app.payments import models as payment_models
 from app.payouts import models as payout_models
+from app.pools import models as pool_models
 from app.rebates import models as rebate_models
 from app.red_packets import models as red_packet_models
 from app.reviews import models as review_models
@@ -43,6 +44,7 @@ __all__ = [
     "order_models",
     "payment_models",
     "payout_models",
+    "pool_models",
     "rebate_models",
     "red_packet_models",
     "review_models",

@@ -59,6 +59,8 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("collect-messages", "jobs.messages.collect", "* * * * *"),
     PeriodicJob("expire-coupons", "jobs.coupons.expire_coupons", "*/5 * * * *"),
     PeriodicJob("resend-coupons", "jobs.coupons.resend_coupons", "* * * * *"),
+    PeriodicJob("close-pools", "jobs.pools.close_pools", "* * * * *"),
+    PeriodicJob("reconcile-pools", "jobs.pools.reconcile_pools", "* * * * *"),
 )
 
 

@@ -1,0 +1,533 @@
+"""Pools: create, open (reserve the whole pool), grab (Redis step, then the grant committed), close.
+
+Money: opening moves the pool's worst case (its total plus every share's two rebate legs at their worst)
+from the campaign's budget to its reserve, in one entry caused by the pool. A grab posts nothing: the
+share's red packet takes over its part of that reservation (``PoolGrant.reserved`` says how much), so
+grabs never update a ledger balance row and never queue behind each other in PostgreSQL. Closing gives
+back what no grant took, once. From then on a pool packet is an ordinary red packet (redeemed, or expired
+and released by the red-packet sweep).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import BigInteger, func, select, type_coerce
+from sqlalchemy.exc import IntegrityError
+
+from app.audit.service import Actor, record_audit
+from app.campaigns.models import Campaign
+from app.consumers.models import Consumer, ConsumerStatus
+from app.core.db import utcnow
+from app.core.errors import InvalidInput
+from app.core.guards import guarded_update
+from app.core.money import Money
+from app.extensions import db
+from app.followers.models import Follower, FollowStatus
+from app.ledger.accounts import campaign_accounts
+from app.ledger.models import EntryReason
+from app.ledger.service import post_entry
+from app.orders.models import Order, OrderStatus
+from app.pools import fission, hot
+from app.pools.errors import (
+    AlreadyGrabbed,
+    ConsumerBanned,
+    NotEligible,
+    PoolBusy,
+    PoolClosed,
+    PoolEmpty,
+    PoolNotFound,
+)
+from app.pools.models import Audience, Pool, PoolGrant, PoolShare, PoolStatus, SplitKind
+from app.pools.split import split_fixed, split_random
+from app.rebates.rules import IssueRedPacket, worst_case_cost
+from app.red_packets.service import granted_packet_row, insert_packet
+
+logger = logging.getLogger("hongli.pools")
+MAX_SHARES = 10_000
+# A test-only fault point (off unless a test sets it in the app's config): the web process dies right
+# after the Redis step, before the grant's commit, as a crash would leave it.
+FAULT_CONFIG_KEY = "HONGLI_TEST_POOL_FAULT"
+
+
+# ---------------------------------------------------------------- create / open / close
+
+
+def create_pool(
+    *,
+    merchant_id: int,
+    campaign_id: int,
+    name: str,
+    split: SplitKind,
+    audience: Audience,
+    total: Money,
+    count: int,
+    starts_at: datetime,
+    ends_at: datetime,
+    min_spend: Money,
+    valid_days: int,
+    issuer_rate_bp: int = 0,
+    buyer_rate_bp: int = 0,
+    max_order: Money | None = None,
+    ladder: list[dict[str, int]] | None = None,
+    actor: Actor,
+    staff_id: int | None = None,
+) -> Pool:
+    """A draft pool of a campaign of the merchant (nothing reserved until it opens)."""
+    campaign = db.session.scalar(
+        select(Campaign).where(Campaign.id == campaign_id, Campaign.merchant_id == merchant_id)
+    )
+    if campaign is None:
+        raise InvalidInput("unknown campaign", details={"fields": {"campaign_id": ["unknown"]}})
+    problems: dict[str, list[str]] = {}
+    if not 1 <= count <= MAX_SHARES:
+        problems["count"] = [f"between 1 and {MAX_SHARES}"]
+    elif total.fen < count:
+        problems["total_fen"] = ["at least 1 fen per share"]
+    if ends_at <= starts_at:
+        problems["ends_at"] = ["must be after starts_at"]
+    if min_spend.fen and split is SplitKind.FIXED and min_spend.fen <= total.fen // count:
+        problems["min_spend_fen"] = ["must exceed a share (at least 1 fen is paid)"]
+    max_order = max_order if max_order is not None else min_spend
+    tiers = fission.validated_ladder(ladder or [], problems)
+    if problems:
+        raise InvalidInput("invalid pool", details={"fields": problems})
+    pool = Pool(
+        merchant_id=merchant_id,
+        campaign_id=campaign_id,
+        name=name,
+        split=split,
+        audience=audience,
+        total=total,
+        count=count,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        min_spend=min_spend,
+        valid_days=valid_days,
+        issuer_rate_bp=issuer_rate_bp,
+        buyer_rate_bp=buyer_rate_bp,
+        max_order=max_order,
+        legs_worst_case=worst_case_cost(Money(0), max_order, issuer_rate_bp, buyer_rate_bp),
+        ladder=tiers,
+        status=PoolStatus.DRAFT,
+        reserved=Money(0),
+        released=Money(0),
+        created_by_staff_id=staff_id,
+    )
+    db.session.add(pool)
+    db.session.flush()
+    record_audit(
+        actor=actor,
+        action="pool.create",
+        target_type="pool",
+        target_id=pool.id,
+        merchant_id=merchant_id,
+        after={"total_fen": total.fen, "count": count, "split": split.value},
+    )
+    return pool
+
+
+def get_pool(*, merchant_id: int, pool_id: int) -> Pool:
+    """The merchant's pool; another merchant's pool is not found."""
+    pool = db.session.scalar(select(Pool).where(Pool.id == pool_id, Pool.merchant_id == merchant_id))
+    if pool is None:
+        raise PoolNotFound("no such pool")
+    return pool
+
+
+def list_pools(*, merchant_id: int) -> list[Pool]:
+    return list(db.session.scalars(select(Pool).where(Pool.merchant_id == merchant_id).order_by(Pool.id)))
+
+
+def open_pool(*, merchant_id: int, pool_id: int, actor: Actor) -> Pool:
+    """Split the pool into its shares and reserve its whole worst case from the campaign budget.
+
+    The guard is ``UPDATE … WHERE status = 'draft'``; a budget that cannot cover the pool refuses it
+    (409 ``insufficient_funds``) and nothing is opened.
+    """
+    pool = get_pool(merchant_id=merchant_id, pool_id=pool_id)
+    campaign = db.session.get(Campaign, pool.campaign_id)
+    assert campaign is not None
+    if campaign.current_version_id is None:
+        raise PoolClosed("the campaign has no rules version", details={"status": pool.status.value})
+    if utcnow() >= pool.ends_at:
+        raise PoolClosed("the pool's window has passed", details={"ends_at": pool.ends_at.isoformat()})
+    reserved = pool.total + Money(pool.legs_worst_case.fen * pool.count)
+    if not guarded_update(
+        Pool,
+        pool.id,
+        Pool.status == PoolStatus.DRAFT,
+        status=PoolStatus.OPEN,
+        opened_at=utcnow(),
+        reserved=reserved,
+        rule_version_id=campaign.current_version_id,
+    ):
+        raise PoolClosed(f"a {pool.status.value} pool cannot open", details={"status": pool.status.value})
+    accounts = campaign_accounts(pool.merchant_id, pool.campaign_id)
+    post_entry(
+        key=f"pool-open:{pool.id}",
+        reason=EntryReason.RESERVE,
+        cause_type="pool",
+        cause_id=str(pool.id),
+        lines=[(accounts.budget, -reserved), (accounts.reserved, reserved)],
+        merchant_id=pool.merchant_id,
+        rule_version_id=campaign.current_version_id,
+        memo=f"reserve pool {pool.id}: {pool.count} shares",
+    )
+    split = split_fixed if pool.split is SplitKind.FIXED else split_random
+    db.session.execute(
+        PoolShare.__table__.insert(),  # type: ignore[attr-defined]
+        [
+            {"pool_id": pool.id, "seq": seq, "amount": Money(fen)}
+            for seq, fen in enumerate(split(pool.total.fen, pool.count), start=1)
+        ],
+    )
+    record_audit(
+        actor=actor,
+        action="pool.open",
+        target_type="pool",
+        target_id=pool.id,
+        merchant_id=merchant_id,
+        after={"reserved_fen": reserved.fen},
+    )
+    db.session.refresh(pool)
+    return pool
+
+
+def close_pool(*, merchant_id: int, pool_id: int, actor: Actor, now: datetime | None = None) -> Pool:
+    """Close the pool, give back what no grant took (once), and mark best luck (手气最佳).
+
+    On PostgreSQL the pool row is locked FOR UPDATE first: it waits for every grab transaction holding
+    it FOR KEY SHARE, so the grants summed below are all there will ever be (a later grab sees
+    ``closed`` and is refused). SQLite runs writing transactions one at a time.
+    """
+    pool = db.session.scalar(
+        select(Pool).where(Pool.id == pool_id, Pool.merchant_id == merchant_id).with_for_update()
+    )
+    if pool is None:
+        raise PoolNotFound("no such pool")
+    was_open = pool.status is PoolStatus.OPEN
+    if not guarded_update(
+        Pool,
+        pool.id,
+        Pool.status.in_([PoolStatus.DRAFT, PoolStatus.OPEN]),
+        status=PoolStatus.CLOSED,
+        closed_at=now or utcnow(),
+    ):
+        raise PoolClosed("this pool is closed already", details={"status": PoolStatus.CLOSED.value})
+    if was_open:
+        taken = Money(
+            int(
+                db.session.scalar(
+                    select(func.coalesce(func.sum(type_coerce(PoolGrant.reserved, BigInteger)), 0)).where(
+                        PoolGrant.pool_id == pool.id
+                    )
+                )
+                or 0
+            )
+        )
+        release = pool.reserved - taken
+        if release.fen > 0:
+            accounts = campaign_accounts(pool.merchant_id, pool.campaign_id)
+            post_entry(
+                key=f"pool-close:{pool.id}",
+                reason=EntryReason.RELEASE,
+                cause_type="pool",
+                cause_id=str(pool.id),
+                lines=[(accounts.reserved, -release), (accounts.budget, release)],
+                merchant_id=pool.merchant_id,
+                rule_version_id=pool.rule_version_id,
+                memo=f"release unclaimed shares of pool {pool.id}",
+            )
+        best = db.session.scalar(
+            select(PoolGrant.id)
+            .where(PoolGrant.pool_id == pool.id)
+            .order_by(PoolGrant.amount.desc(), PoolGrant.id)
+            .limit(1)
+        )
+        guarded_update(Pool, pool.id, released=release, best_grant_id=best)
+    record_audit(
+        actor=actor, action="pool.close", target_type="pool", target_id=pool.id, merchant_id=merchant_id
+    )
+    hot.after_commit(hot.forget, pool.id)
+    db.session.refresh(pool)
+    return pool
+
+
+def close_due(now: datetime | None = None, limit: int = 100) -> int:
+    """Close open pools whose window ended (periodic); each in its own transaction."""
+    now = now or utcnow()
+    due = db.session.execute(
+        select(Pool.id, Pool.merchant_id)
+        .where(Pool.status == PoolStatus.OPEN, Pool.ends_at <= now)
+        .order_by(Pool.id)
+        .limit(limit)
+    ).all()
+    closed = 0
+    for pool_id, merchant_id in due:
+        try:
+            close_pool(merchant_id=merchant_id, pool_id=pool_id, actor=Actor("system"), now=now)
+            db.session.commit()
+            closed += 1
+        except PoolClosed:
+            db.session.rollback()
+    return closed
+
+
+# ---------------------------------------------------------------- grab
+
+
+@dataclass(frozen=True)
+class GrabResult:
+    pool_id: int
+    grant_id: int
+    seq: int
+    amount: Money
+    red_packet_id: int
+    share_token: str
+
+
+def grab(
+    *,
+    merchant_id: int,
+    consumer_id: int,
+    pool_id: int,
+    share_token: str | None = None,
+    now: datetime | None = None,
+) -> GrabResult:
+    """Grab one share: checks, then ONE Redis step, then the grant and its red packet committed here,
+    before the answer. Refusals change nothing (a Redis step already made is undone)."""
+    now = now or utcnow()
+    pool = get_pool(merchant_id=merchant_id, pool_id=pool_id)
+    _check_open(pool, now)
+    status = db.session.scalar(select(Consumer.status).where(Consumer.id == consumer_id))
+    if status is not ConsumerStatus.ACTIVE:
+        raise ConsumerBanned("this account cannot grab red packets")
+    mine = db.session.scalar(
+        select(PoolGrant).where(PoolGrant.pool_id == pool.id, PoolGrant.consumer_id == consumer_id)
+    )
+    if mine is not None:
+        raise AlreadyGrabbed("you have grabbed this pool already", details={"amount_fen": mine.amount.fen})
+    _check_audience(pool, consumer_id)
+    _risk_check(pool=pool, consumer_id=consumer_id)
+    sharer_id = fission.sharer_of(share_token, pool_id=pool.id, grabber_id=consumer_id)
+    share = _take(pool.id, consumer_id)
+    if current_app.config.get(FAULT_CONFIG_KEY) == "exit-after-redis":
+        import os
+
+        os._exit(137)
+    try:
+        grant = _record(pool, share, consumer_id, sharer_id, now)
+        db.session.commit()
+    except PoolClosed:
+        db.session.rollback()
+        hot.give_back(pool.id, share, consumer_id, share_back=True, user_out=True)
+        raise
+    except IntegrityError as exc:
+        db.session.rollback()
+        raise _collided(pool.id, share, consumer_id, exc) from exc
+    except BaseException:
+        db.session.rollback()
+        hot.give_back(pool.id, share, consumer_id, share_back=True, user_out=True)
+        raise
+    hot.finalise(pool.id, share.seq)
+    if sharer_id is not None:
+        fission.after_grab(pool.id, sharer_id)
+    return GrabResult(
+        pool_id=pool.id,
+        grant_id=grant.id,
+        seq=grant.seq,
+        amount=grant.amount,
+        red_packet_id=grant.red_packet_id,
+        share_token=fission.token_for(pool.id, consumer_id),
+    )
+
+
+def _check_open(pool: Pool, now: datetime) -> None:
+    if pool.status is not PoolStatus.OPEN or not pool.starts_at <= now < pool.ends_at:
+        state = pool.status.value if pool.status is not PoolStatus.OPEN else "outside its window"
+        raise PoolClosed(f"this pool is not open ({state})", details={"status": pool.status.value})
+
+
+def _check_audience(pool: Pool, consumer_id: int) -> None:
+    if pool.audience is Audience.FOLLOWERS:
+        follows = db.session.scalar(
+            select(Follower.id)
+            .where(
+                Follower.merchant_id == pool.merchant_id,
+                Follower.consumer_id == consumer_id,
+                Follower.status == FollowStatus.FOLLOWING,
+            )
+            .limit(1)
+        )
+        if follows is None:
+            raise NotEligible(
+                "this pool is for followers of the official account", details={"audience": "followers"}
+            )
+    elif pool.audience is Audience.NEW_USERS:
+        paid = db.session.scalar(
+            select(Order.id)
+            .where(
+                Order.merchant_id == pool.merchant_id,
+                Order.consumer_id == consumer_id,
+                Order.status == OrderStatus.PAID,
+            )
+            .limit(1)
+        )
+        if paid is not None:
+            raise NotEligible("this pool is for new customers", details={"audience": "new_users"})
+
+
+def _risk_check(*, pool: Pool, consumer_id: int) -> None:
+    """The risk engine's say on a grab (issue 13 wires it here); allows everything until then."""
+    return None
+
+
+def _take(pool_id: int, consumer_id: int) -> hot.Share:
+    taken = hot.take(pool_id, consumer_id)
+    if taken is hot.Taken.NOT_LOADED:
+        rebuild_pool(pool_id)
+        taken = hot.take(pool_id, consumer_id)
+    if isinstance(taken, hot.Share):
+        return taken
+    if taken is hot.Taken.ALREADY:
+        raise AlreadyGrabbed("you have grabbed this pool already")
+    if taken is hot.Taken.EMPTY:
+        raise PoolEmpty("every share of this pool has been grabbed")
+    if taken is hot.Taken.NOT_LOADED:
+        raise PoolBusy("the pool is being loaded; try again")
+    raise PoolClosed("this pool is not open", details={"status": "closed"})
+
+
+def _record(
+    pool: Pool, share: hot.Share, consumer_id: int, sharer_id: int | None, now: datetime
+) -> PoolGrant:
+    # FOR KEY SHARE: grabs do not wait for each other; a close (FOR UPDATE) waits for them all.
+    status = db.session.scalar(
+        select(Pool.status).where(Pool.id == pool.id).with_for_update(read=True, key_share=True)
+    )
+    if status is not PoolStatus.OPEN:
+        raise PoolClosed("this pool closed meanwhile", details={"status": str(status)})
+    amount = Money(share.fen)
+    reserve = amount + pool.legs_worst_case
+    assert pool.rule_version_id is not None
+    terms = IssueRedPacket(
+        rule_id=f"pool:{pool.id}",
+        recipient_id=consumer_id,
+        face_value=amount,
+        min_spend=pool.min_spend,
+        valid_until=now + timedelta(days=pool.valid_days),
+        issuer_rate_bp=pool.issuer_rate_bp,
+        buyer_rate_bp=pool.buyer_rate_bp,
+        max_order_fen=pool.max_order,
+        issuer_cap_fen=None,
+        buyer_cap_fen=None,
+        worst_case_cost=reserve,
+    )
+    packet_id = insert_packet(
+        granted_packet_row(
+            terms,
+            merchant_id=pool.merchant_id,
+            campaign_id=pool.campaign_id,
+            rule_version_id=pool.rule_version_id,
+            valid_from=now,
+        )
+    )
+    grant = PoolGrant(
+        pool_id=pool.id,
+        merchant_id=pool.merchant_id,
+        seq=share.seq,
+        consumer_id=consumer_id,
+        amount=amount,
+        reserved=reserve,
+        red_packet_id=packet_id,
+        via_sharer_id=sharer_id,
+        created_at=now,
+    )
+    db.session.add(grant)
+    if sharer_id is not None:
+        fission.count_grab_through(pool.id, sharer_id)
+    db.session.flush()
+    return grant
+
+
+def _collided(pool_id: int, share: hot.Share, consumer_id: int, exc: IntegrityError) -> Exception:
+    """A unique constraint refused the grant: PostgreSQL already holds this share or this consumer."""
+    owner = db.session.scalar(
+        select(PoolGrant.consumer_id).where(PoolGrant.pool_id == pool_id, PoolGrant.seq == share.seq)
+    )
+    mine = db.session.scalar(
+        select(PoolGrant.amount).where(PoolGrant.pool_id == pool_id, PoolGrant.consumer_id == consumer_id)
+    )
+    # The share goes back only if nobody holds it; the consumer stays marked only if they hold a grant.
+    hot.give_back(pool_id, share, consumer_id, share_back=owner is None, user_out=mine is None)
+    if mine is not None:
+        return AlreadyGrabbed("you have grabbed this pool already", details={"amount_fen": mine.fen})
+    logger.warning("pool %s share %s was granted already (Redis rebuilt meanwhile)", pool_id, share.seq)
+    return PoolBusy("that share was taken meanwhile; try again")
+
+
+# ---------------------------------------------------------------- Redis from PostgreSQL
+
+
+def rebuild_pool(pool_id: int, *, force: bool = False) -> bool:
+    """Rebuild a pool's Redis keys from PostgreSQL (Redis lost them, or ``force``); False if another
+    process is at it or Redis holds the pool after all."""
+    if not hot.claim_rebuild(pool_id):
+        return False
+    try:
+        pool = db.session.get(Pool, pool_id)
+        if pool is None:
+            return False
+        left, who = _pg_state(pool_id)
+        state = "open" if pool.status is PoolStatus.OPEN else "closed"
+        if not hot.rebuild(pool_id, state=state, left=left, who=who, force=force):
+            return False
+        logger.info("pool %s rebuilt in Redis from PostgreSQL: %d shares left", pool_id, len(left))
+        return True
+    finally:
+        hot.release_rebuild(pool_id)
+
+
+def _pg_state(pool_id: int) -> tuple[list[hot.Share], list[int]]:
+    granted: dict[int, int] = dict(
+        db.session.execute(select(PoolGrant.seq, PoolGrant.consumer_id).where(PoolGrant.pool_id == pool_id))
+        .tuples()
+        .all()
+    )
+    shares = db.session.execute(
+        select(PoolShare.seq, PoolShare.amount).where(PoolShare.pool_id == pool_id).order_by(PoolShare.seq)
+    ).all()
+    left = [hot.Share(seq, amount.fen) for seq, amount in shares if seq not in granted]
+    return left, list(granted.values())
+
+
+def grants_of(pool_id: int) -> list[PoolGrant]:
+    return list(
+        db.session.scalars(select(PoolGrant).where(PoolGrant.pool_id == pool_id).order_by(PoolGrant.id))
+    )
+
+
+def my_grant(*, pool_id: int, consumer_id: int) -> PoolGrant | None:
+    return db.session.scalar(
+        select(PoolGrant).where(PoolGrant.pool_id == pool_id, PoolGrant.consumer_id == consumer_id)
+    )
+
+
+def consumer_view(*, merchant_id: int, pool_id: int, consumer_id: int) -> dict[str, Any]:
+    """What the mini-program shows: the pool, how much is left, the consumer's own grab and share link."""
+    pool = get_pool(merchant_id=merchant_id, pool_id=pool_id)
+    grabbed = db.session.scalar(select(func.count()).where(PoolGrant.pool_id == pool.id)) or 0
+    mine = my_grant(pool_id=pool.id, consumer_id=consumer_id)
+    best = db.session.get(PoolGrant, pool.best_grant_id) if pool.best_grant_id else None
+    return {
+        "pool": pool,
+        "shares_left": pool.count - grabbed if pool.status is PoolStatus.OPEN else 0,
+        "my_grant": mine,
+        "best_luck": best is not None and mine is not None and best.id == mine.id,
+        "share_token": fission.token_for(pool.id, consumer_id) if mine is not None else None,
+    }
