@@ -1,4 +1,4 @@
-"""The grab's fast path in Redis: one Lua step per grab over keys of one hash tag (``{pool:<id>}``).
+"""The grab's fast path in Redis: one Lua step per grab over keys of one hash tag (``{m<merchant>p<pool>}``).
 
 Keys of a pool (every one declared in ``KEYS[]``, so the scripts run unchanged on Redis Cluster):
 
@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from flask import current_app
@@ -90,12 +90,20 @@ return n
 """
 
 
+class Ref(NamedTuple):
+    """A pool as Redis names it: its merchant is part of the name, so another merchant's pool id
+    names nothing here."""
+
+    merchant_id: int
+    pool_id: int
+
+
 class PoolKeys:
     """The Redis keys of one pool (one hash tag)."""
 
-    def __init__(self, pool_id: int) -> None:
+    def __init__(self, ref: Ref) -> None:
         prefix = current_app.extensions["hongli.settings"].queue.prefix
-        tag = f"{prefix}:pool:{{{pool_id}}}"
+        tag = f"{prefix}:pool:{{m{ref.merchant_id}p{ref.pool_id}}}"
         self.state, self.left, self.who, self.flight = (
             f"{tag}:{part}" for part in ("state", "left", "who", "flight")
         )
@@ -119,9 +127,9 @@ def _unavailable(exc: Exception) -> RedisUnavailable:
     )
 
 
-def take(pool_id: int, consumer_id: int) -> Share | Taken:
+def take(ref: Ref, consumer_id: int) -> Share | Taken:
     """The one atomic grab step: open? not yet grabbed? a share left? → the share, now "in flight"."""
-    keys = PoolKeys(pool_id)
+    keys = PoolKeys(ref)
     try:
         answer = _client().eval(_TAKE, 4, *keys.all(), str(consumer_id), str(_now_ms()))
     except redis.RedisError as exc:
@@ -132,24 +140,37 @@ def take(pool_id: int, consumer_id: int) -> Share | Taken:
     return Taken(code)
 
 
-def give_back(pool_id: int, share: Share, consumer_id: int, *, share_back: bool, user_out: bool) -> bool:
+def left(ref: Ref) -> int | None:
+    """Shares not yet handed out, straight from Redis (None if Redis does not hold the pool)."""
+    keys = PoolKeys(ref)
+    pipe = _client().pipeline(transaction=False)
+    pipe.exists(keys.state)
+    pipe.llen(keys.left)
+    try:
+        held, length = pipe.execute()
+    except redis.RedisError as exc:
+        raise _unavailable(exc) from exc
+    return int(length) if held else None
+
+
+def give_back(ref: Ref, share: Share, consumer_id: int, *, share_back: bool, user_out: bool) -> bool:
     """Undo a take that did not become a grant (only while this consumer still holds it in flight)."""
-    keys = PoolKeys(pool_id)
+    keys = PoolKeys(ref)
     flags = ("1" if share_back else "0", "1" if user_out else "0")
     return bool(_client().eval(_GIVE_BACK, 4, *keys.all(), share.encoded(), str(consumer_id), *flags))
 
 
-def finalise(pool_id: int, seq: int) -> None:
+def finalise(ref: Ref, seq: int) -> None:
     """The grant committed: the share is no longer in flight (best effort; reconciliation does it too)."""
     # The grant is committed: should Redis not answer, reconciliation sees it in PostgreSQL.
     with contextlib.suppress(redis.RedisError):
-        _client().hdel(PoolKeys(pool_id).flight, str(seq))
+        _client().hdel(PoolKeys(ref).flight, str(seq))
 
 
-def rebuild(pool_id: int, *, state: str, left: list[Share], who: list[int], force: bool = False) -> bool:
+def rebuild(ref: Ref, *, state: str, left: list[Share], who: list[int], force: bool = False) -> bool:
     """Replace the pool's keys with what PostgreSQL says, in one atomic step: only if Redis lost the
     pool (its state key is missing), unless ``force`` (nothing in flight: PostgreSQL alone decides)."""
-    keys = PoolKeys(pool_id)
+    keys = PoolKeys(ref)
     mode = "force" if force else "missing"
     args = [state, mode, str(len(left)), *(share.encoded() for share in left), *(str(c) for c in who)]
     try:
@@ -158,23 +179,23 @@ def rebuild(pool_id: int, *, state: str, left: list[Share], who: list[int], forc
         raise _unavailable(exc) from exc
 
 
-def claim_rebuild(pool_id: int, seconds: int = 10) -> bool:
+def claim_rebuild(ref: Ref, seconds: int = 10) -> bool:
     """One process rebuilds a lost pool at a time."""
     try:
-        return bool(_client().set(PoolKeys(pool_id).rebuild_lock, "1", nx=True, ex=seconds))
+        return bool(_client().set(PoolKeys(ref).rebuild_lock, "1", nx=True, ex=seconds))
     except redis.RedisError as exc:
         raise _unavailable(exc) from exc
 
 
-def release_rebuild(pool_id: int) -> None:
+def release_rebuild(ref: Ref) -> None:
     with contextlib.suppress(redis.RedisError):
-        _client().delete(PoolKeys(pool_id).rebuild_lock)
+        _client().delete(PoolKeys(ref).rebuild_lock)
 
 
-def forget(pool_id: int) -> None:
+def forget(ref: Ref) -> None:
     """Drop the pool's keys (it closed; PostgreSQL refuses grabs anyway)."""
     with contextlib.suppress(redis.RedisError):
-        _client().delete(*PoolKeys(pool_id).all())
+        _client().delete(*PoolKeys(ref).all())
 
 
 @dataclass(frozen=True)
@@ -185,9 +206,9 @@ class Snapshot:
     flight: dict[int, tuple[int, int]]  # seq → (consumer, ms)
 
 
-def snapshot(pool_id: int) -> Snapshot:
+def snapshot(ref: Ref) -> Snapshot:
     """What Redis holds for the pool (read in one MULTI, so it is one moment)."""
-    keys = PoolKeys(pool_id)
+    keys = PoolKeys(ref)
     pipe = _client().pipeline(transaction=True)
     pipe.get(keys.state)
     pipe.lrange(keys.left, 0, -1)
@@ -216,20 +237,23 @@ def now_ms() -> int:
 _AFTER_COMMIT = "hongli.pools.after_commit"
 
 
-def after_commit(fn: Callable[..., None], *args: Any) -> None:
-    """Run ``fn(*args)`` once the current transaction commits (dropped on rollback)."""
+def after_commit(fn: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+    """Run ``fn(*args, **kwargs)`` once the current transaction commits (dropped on rollback); it must
+    not use the database (the session is between transactions then)."""
     from app.extensions import db
 
     session = db.session()
-    session.info.setdefault(_AFTER_COMMIT, []).append((fn, args))
+    session.info.setdefault(_AFTER_COMMIT, []).append((fn, args, kwargs))
     if not event.contains(Session, "after_commit", _run_after_commit):
         event.listen(Session, "after_commit", _run_after_commit)
         event.listen(Session, "after_soft_rollback", _drop_after_commit)
 
 
 def _run_after_commit(session: Session) -> None:
-    for fn, args in session.info.pop(_AFTER_COMMIT, []):
-        fn(*args)
+    for fn, args, kwargs in session.info.pop(_AFTER_COMMIT, []):
+        # Redis is a cache of PostgreSQL here: should it fail, the next grab or reconciliation rebuilds it.
+        with contextlib.suppress(RedisUnavailable):
+            fn(*args, **kwargs)
 
 
 def _drop_after_commit(session: Session, *_: Any) -> None:

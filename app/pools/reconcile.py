@@ -41,10 +41,11 @@ def reconcile_pool(pool_id: int, *, grace_ms: int = GRACE_MS) -> PoolReport:
     report.problems.extend(ledger_problems(pool))
     if pool.status is not PoolStatus.OPEN:
         return report
-    snap = hot.snapshot(pool_id)
+    ref = hot.Ref(pool.merchant_id, pool.id)
+    snap = hot.snapshot(ref)
     if snap.state is None:
         report.rebuilt = rebuild_pool(pool_id)
-        snap = hot.snapshot(pool_id)
+        snap = hot.snapshot(ref)
     granted: dict[int, int] = dict(
         db.session.execute(select(PoolGrant.seq, PoolGrant.consumer_id).where(PoolGrant.pool_id == pool_id))
         .tuples()
@@ -60,17 +61,17 @@ def reconcile_pool(pool_id: int, *, grace_ms: int = GRACE_MS) -> PoolReport:
         )
         share = hot.Share(seq, amount.fen if amount is not None else 0)
         if seq in granted:
-            hot.give_back(pool_id, share, consumer, share_back=False, user_out=consumer not in holders)
+            hot.give_back(ref, share, consumer, share_back=False, user_out=consumer not in holders)
             report.finalised += 1
         else:
-            hot.give_back(pool_id, share, consumer, share_back=True, user_out=consumer not in holders)
+            hot.give_back(ref, share, consumer, share_back=True, user_out=consumer not in holders)
             report.given_back += 1
-    snap = hot.snapshot(pool_id)
+    snap = hot.snapshot(ref)
     mismatch = _redis_problems(pool, snap, granted)
     if mismatch and not snap.flight:
         # Nothing is in flight, so PostgreSQL alone says what Redis must hold.
         report.rebuilt = rebuild_pool(pool_id, force=True) or report.rebuilt
-        mismatch = _redis_problems(pool, hot.snapshot(pool_id), granted)
+        mismatch = _redis_problems(pool, hot.snapshot(ref), granted)
     report.problems.extend(mismatch)
     return report
 

@@ -119,3 +119,8 @@ class PoolStatsSchema(Schema):
     tier_rewards = fields.Integer()
     tier_rewards_fen = fields.Integer()
     funnel = fields.List(fields.Nested(FunnelRowSchema))
+
+
+class SharesLeftSchema(Schema):
+    pool_id = fields.Integer()
+    shares_left = fields.Integer()

@@ -11,12 +11,13 @@ and released by the red-packet sweep).
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from flask import current_app
-from sqlalchemy import BigInteger, func, select, type_coerce
+from sqlalchemy import BigInteger, Table, func, insert, select, type_coerce
 from sqlalchemy.exc import IntegrityError
 
 from app.audit.service import Actor, record_audit
@@ -49,6 +50,7 @@ from app.red_packets.service import granted_packet_row, insert_packet
 
 logger = logging.getLogger("hongli.pools")
 MAX_SHARES = 10_000
+REBUILD_WAITS = 50  # × 20 ms at most, while another process rebuilds a lost pool
 # A test-only fault point (off unless a test sets it in the app's config): the web process dies right
 # after the Redis step, before the grant's commit, as a crash would leave it.
 FAULT_CONFIG_KEY = "HONGLI_TEST_POOL_FAULT"
@@ -179,13 +181,13 @@ def open_pool(*, merchant_id: int, pool_id: int, actor: Actor) -> Pool:
         memo=f"reserve pool {pool.id}: {pool.count} shares",
     )
     split = split_fixed if pool.split is SplitKind.FIXED else split_random
+    shares = [hot.Share(seq, fen) for seq, fen in enumerate(split(pool.total.fen, pool.count), start=1)]
     db.session.execute(
         PoolShare.__table__.insert(),  # type: ignore[attr-defined]
-        [
-            {"pool_id": pool.id, "seq": seq, "amount": Money(fen)}
-            for seq, fen in enumerate(split(pool.total.fen, pool.count), start=1)
-        ],
+        [{"pool_id": pool.id, "seq": share.seq, "amount": Money(share.fen)} for share in shares],
     )
+    # Redis gets the shares once they are the record (should this fail, the first grab rebuilds them).
+    hot.after_commit(hot.rebuild, hot.Ref(pool.merchant_id, pool.id), state="open", left=shares, who=[])
     record_audit(
         actor=actor,
         action="pool.open",
@@ -253,7 +255,7 @@ def close_pool(*, merchant_id: int, pool_id: int, actor: Actor, now: datetime | 
     record_audit(
         actor=actor, action="pool.close", target_type="pool", target_id=pool.id, merchant_id=merchant_id
     )
-    hot.after_commit(hot.forget, pool.id)
+    hot.after_commit(hot.forget, hot.Ref(pool.merchant_id, pool.id))
     db.session.refresh(pool)
     return pool
 
@@ -302,20 +304,29 @@ def grab(
     """Grab one share: checks, then ONE Redis step, then the grant and its red packet committed here,
     before the answer. Refusals change nothing (a Redis step already made is undone)."""
     now = now or utcnow()
-    pool = get_pool(merchant_id=merchant_id, pool_id=pool_id)
+    # One read: the pool and the grabber's standing (a ban may land after the request authenticated).
+    row = db.session.execute(
+        select(Pool, select(Consumer.status).where(Consumer.id == consumer_id).scalar_subquery()).where(
+            Pool.id == pool_id, Pool.merchant_id == merchant_id
+        )
+    ).first()
+    if row is None:
+        raise PoolNotFound("no such pool")
+    pool, status = row
     _check_open(pool, now)
-    status = db.session.scalar(select(Consumer.status).where(Consumer.id == consumer_id))
     if status is not ConsumerStatus.ACTIVE:
         raise ConsumerBanned("this account cannot grab red packets")
-    mine = db.session.scalar(
-        select(PoolGrant).where(PoolGrant.pool_id == pool.id, PoolGrant.consumer_id == consumer_id)
-    )
-    if mine is not None:
-        raise AlreadyGrabbed("you have grabbed this pool already", details={"amount_fen": mine.amount.fen})
     _check_audience(pool, consumer_id)
     _risk_check(pool=pool, consumer_id=consumer_id)
     sharer_id = fission.sharer_of(share_token, pool_id=pool.id, grabber_id=consumer_id)
-    share = _take(pool.id, consumer_id)
+    ref = hot.Ref(pool.merchant_id, pool.id)
+    # "Grabbed already?" is the Redis set's answer (PostgreSQL's unique (pool, consumer) backs it).
+    try:
+        share = _take(ref, consumer_id)
+    except AlreadyGrabbed:
+        mine = my_grant(pool_id=pool.id, consumer_id=consumer_id)
+        details = {"amount_fen": mine.amount.fen} if mine is not None else {}
+        raise AlreadyGrabbed("you have grabbed this pool already", details=details) from None
     if current_app.config.get(FAULT_CONFIG_KEY) == "exit-after-redis":
         import os
 
@@ -325,16 +336,16 @@ def grab(
         db.session.commit()
     except PoolClosed:
         db.session.rollback()
-        hot.give_back(pool.id, share, consumer_id, share_back=True, user_out=True)
+        hot.give_back(ref, share, consumer_id, share_back=True, user_out=True)
         raise
     except IntegrityError as exc:
         db.session.rollback()
-        raise _collided(pool.id, share, consumer_id, exc) from exc
+        raise _collided(ref, share, consumer_id, exc) from exc
     except BaseException:
         db.session.rollback()
-        hot.give_back(pool.id, share, consumer_id, share_back=True, user_out=True)
+        hot.give_back(ref, share, consumer_id, share_back=True, user_out=True)
         raise
-    hot.finalise(pool.id, share.seq)
+    hot.finalise(ref, share.seq)
     if sharer_id is not None:
         fission.after_grab(pool.id, sharer_id)
     return GrabResult(
@@ -387,11 +398,15 @@ def _risk_check(*, pool: Pool, consumer_id: int) -> None:
     return None
 
 
-def _take(pool_id: int, consumer_id: int) -> hot.Share:
-    taken = hot.take(pool_id, consumer_id)
-    if taken is hot.Taken.NOT_LOADED:
-        rebuild_pool(pool_id)
-        taken = hot.take(pool_id, consumer_id)
+def _take(ref: hot.Ref, consumer_id: int) -> hot.Share:
+    taken = hot.take(ref, consumer_id)
+    for _ in range(REBUILD_WAITS):
+        if taken is not hot.Taken.NOT_LOADED:
+            break
+        # Redis lost the pool: rebuild it from PostgreSQL, or wait for whoever is rebuilding it.
+        if not rebuild_pool(ref.pool_id):
+            time.sleep(0.02)
+        taken = hot.take(ref, consumer_id)
     if isinstance(taken, hot.Share):
         return taken
     if taken is hot.Taken.ALREADY:
@@ -403,9 +418,7 @@ def _take(pool_id: int, consumer_id: int) -> hot.Share:
     raise PoolClosed("this pool is not open", details={"status": "closed"})
 
 
-def _record(
-    pool: Pool, share: hot.Share, consumer_id: int, sharer_id: int | None, now: datetime
-) -> PoolGrant:
+def _record(pool: Pool, share: hot.Share, consumer_id: int, sharer_id: int | None, now: datetime) -> Granted:
     # FOR KEY SHARE: grabs do not wait for each other; a close (FOR UPDATE) waits for them all.
     status = db.session.scalar(
         select(Pool.status).where(Pool.id == pool.id).with_for_update(read=True, key_share=True)
@@ -437,37 +450,49 @@ def _record(
             valid_from=now,
         )
     )
-    grant = PoolGrant(
-        pool_id=pool.id,
-        merchant_id=pool.merchant_id,
-        seq=share.seq,
-        consumer_id=consumer_id,
-        amount=amount,
-        reserved=reserve,
-        red_packet_id=packet_id,
-        via_sharer_id=sharer_id,
-        created_at=now,
-    )
-    db.session.add(grant)
+    grant_id = db.session.execute(
+        _INSERT_GRANT,
+        {
+            "pool_id": pool.id,
+            "merchant_id": pool.merchant_id,
+            "seq": share.seq,
+            "consumer_id": consumer_id,
+            "amount": amount,
+            "reserved": reserve,
+            "red_packet_id": packet_id,
+            "via_sharer_id": sharer_id,
+            "created_at": now,
+        },
+    ).scalar_one()
     if sharer_id is not None:
         fission.count_grab_through(pool.id, sharer_id)
-    db.session.flush()
-    return grant
+    return Granted(int(grant_id), share.seq, amount, packet_id)
 
 
-def _collided(pool_id: int, share: hot.Share, consumer_id: int, exc: IntegrityError) -> Exception:
+_INSERT_GRANT = insert(cast(Table, PoolGrant.__table__)).returning(cast(Table, PoolGrant.__table__).c.id)
+
+
+@dataclass(frozen=True)
+class Granted:
+    id: int
+    seq: int
+    amount: Money
+    red_packet_id: int
+
+
+def _collided(ref: hot.Ref, share: hot.Share, consumer_id: int, exc: IntegrityError) -> Exception:
     """A unique constraint refused the grant: PostgreSQL already holds this share or this consumer."""
     owner = db.session.scalar(
-        select(PoolGrant.consumer_id).where(PoolGrant.pool_id == pool_id, PoolGrant.seq == share.seq)
+        select(PoolGrant.consumer_id).where(PoolGrant.pool_id == ref.pool_id, PoolGrant.seq == share.seq)
     )
     mine = db.session.scalar(
-        select(PoolGrant.amount).where(PoolGrant.pool_id == pool_id, PoolGrant.consumer_id == consumer_id)
+        select(PoolGrant.amount).where(PoolGrant.pool_id == ref.pool_id, PoolGrant.consumer_id == consumer_id)
     )
     # The share goes back only if nobody holds it; the consumer stays marked only if they hold a grant.
-    hot.give_back(pool_id, share, consumer_id, share_back=owner is None, user_out=mine is None)
+    hot.give_back(ref, share, consumer_id, share_back=owner is None, user_out=mine is None)
     if mine is not None:
         return AlreadyGrabbed("you have grabbed this pool already", details={"amount_fen": mine.fen})
-    logger.warning("pool %s share %s was granted already (Redis rebuilt meanwhile)", pool_id, share.seq)
+    logger.warning("pool %s share %s was granted already (Redis rebuilt meanwhile)", ref.pool_id, share.seq)
     return PoolBusy("that share was taken meanwhile; try again")
 
 
@@ -477,20 +502,21 @@ def _collided(pool_id: int, share: hot.Share, consumer_id: int, exc: IntegrityEr
 def rebuild_pool(pool_id: int, *, force: bool = False) -> bool:
     """Rebuild a pool's Redis keys from PostgreSQL (Redis lost them, or ``force``); False if another
     process is at it or Redis holds the pool after all."""
-    if not hot.claim_rebuild(pool_id):
+    pool = db.session.get(Pool, pool_id)
+    if pool is None:
+        return False
+    ref = hot.Ref(pool.merchant_id, pool.id)
+    if not hot.claim_rebuild(ref):
         return False
     try:
-        pool = db.session.get(Pool, pool_id)
-        if pool is None:
-            return False
         left, who = _pg_state(pool_id)
         state = "open" if pool.status is PoolStatus.OPEN else "closed"
-        if not hot.rebuild(pool_id, state=state, left=left, who=who, force=force):
+        if not hot.rebuild(ref, state=state, left=left, who=who, force=force):
             return False
         logger.info("pool %s rebuilt in Redis from PostgreSQL: %d shares left", pool_id, len(left))
         return True
     finally:
-        hot.release_rebuild(pool_id)
+        hot.release_rebuild(ref)
 
 
 def _pg_state(pool_id: int) -> tuple[list[hot.Share], list[int]]:
@@ -516,6 +542,16 @@ def my_grant(*, pool_id: int, consumer_id: int) -> PoolGrant | None:
     return db.session.scalar(
         select(PoolGrant).where(PoolGrant.pool_id == pool_id, PoolGrant.consumer_id == consumer_id)
     )
+
+
+def shares_left(*, merchant_id: int, pool_id: int) -> dict[str, int]:
+    """The live counter of a pool page: shares still to grab, from Redis (PostgreSQL if Redis lost it)."""
+    left = hot.left(hot.Ref(merchant_id, pool_id))
+    if left is None:
+        pool = get_pool(merchant_id=merchant_id, pool_id=pool_id)
+        grabbed = db.session.scalar(select(func.count()).where(PoolGrant.pool_id == pool.id)) or 0
+        left = pool.count - grabbed if pool.status is PoolStatus.OPEN else 0
+    return {"pool_id": pool_id, "shares_left": left}
 
 
 def consumer_view(*, merchant_id: int, pool_id: int, consumer_id: int) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from app.pools.schemas import (
     PoolSchema,
     PoolStatsSchema,
     ShareOpenSchema,
+    SharesLeftSchema,
 )
 
 console = Blueprint(
@@ -128,6 +129,15 @@ def show(pool_id: int) -> dict[str, Any]:
     return service.consumer_view(
         merchant_id=principal.merchant_id, pool_id=pool_id, consumer_id=principal.consumer_id
     )
+
+
+@mp.route("/pools/<int:pool_id>/left")
+@consumer_required
+@mp.response(200, SharesLeftSchema)
+def left(pool_id: int) -> dict[str, int]:
+    """The live counter (shares still to grab), read from Redis: a page may poll it during a rush.
+    (Another merchant's pool answers from Redis only what its id says: a count, nothing else.)"""
+    return service.shares_left(merchant_id=current_consumer().merchant_id, pool_id=pool_id)
 
 
 @mp.route("/pools/<int:pool_id>/grab", methods=["POST"])

@@ -30,10 +30,11 @@ from tests.races.conftest import Race
 class Unchanged:
     """What a refusal must leave as it was: grants, shares left in Redis, ledger entries."""
 
-    def __init__(self, race: Race, settings: Settings, pool_id: int) -> None:
+    def __init__(self, race: Race, settings: Settings, pool_id: int, merchant_id: int | None = None) -> None:
         self.race, self.pool_id = race, pool_id
         self.redis = redis_lib.Redis.from_url(settings.redis.url)
-        self.left_key = f"{settings.queue.prefix}:pool:{{{pool_id}}}:left"
+        merchant_id = merchant_id or race.merchant_id
+        self.left_key = f"{settings.queue.prefix}:pool:{{m{merchant_id}p{pool_id}}}:left"
         self.before = self.state()
 
     def state(self) -> tuple[Any, ...]:
@@ -113,10 +114,30 @@ def test_another_merchants_pool_is_not_found(race: Race, race_settings: Settings
         )
         service.open_pool(merchant_id=other.id, pool_id=theirs.id, actor=CLI)
         db.session.commit()
-        their_pool = theirs.id
-    unchanged = Unchanged(race, race_settings, their_pool)
-    answer = grab(race, crowd(race, 1)[0], their_pool)
+        their_pool, their_id = theirs.id, other.id
+    # Someone of theirs grabs first, so Redis holds their pool.
+    with race.context():
+        from app.consumers.sessions import issue_session
+        from tests.factories import make_consumer
+
+        their_buyer = make_consumer(other)
+        their_token, _ = issue_session(their_buyer)
+        their_appid = other.mp_appid
+        db.session.commit()
+    theirs_grab = race.post(
+        f"/api/mp/v1/pools/{their_pool}/grab",
+        json={},
+        headers={"Authorization": f"Bearer {their_token}", "X-WX-AppId": str(their_appid)},
+    )
+    assert theirs_grab.status == 201, str(theirs_grab)
+    unchanged = Unchanged(race, race_settings, their_pool, their_id)
+    assert unchanged.before[1] == 9
+    buyer = crowd(race, 1)[0]
+    answer = grab(race, buyer, their_pool)
     assert answer.status == 404 and answer.code == "pool_not_found"
+    for path in (f"/api/mp/v1/pools/{their_pool}", f"/api/mp/v1/pools/{their_pool}/left"):
+        seen = race.get(path, headers=race.mp_headers(buyer))
+        assert seen.status == 404 and seen.code == "pool_not_found", (path, str(seen))
     console = operator(race)
     for path in (f"/api/console/v1/pools/{their_pool}", f"/api/console/v1/pools/{their_pool}/stats"):
         seen = console.get(path)

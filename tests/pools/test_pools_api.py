@@ -79,6 +79,8 @@ def test_console_creates_opens_and_closes_a_pool_reserving_then_giving_back(race
     shown = race.get(f"/api/mp/v1/pools/{pool_id}", headers=race.mp_headers(buyers[0]))
     assert shown.status == 200 and shown.body["shares_left"] == 6
     assert shown.body["my_grant"]["amount_fen"] == answers[0].body["amount_fen"]
+    left = race.get(f"/api/mp/v1/pools/{pool_id}/left", headers=race.mp_headers(buyers[1]))
+    assert left.status == 200 and left.body == {"pool_id": pool_id, "shares_left": 6}
 
     closed = console.post(f"/api/console/v1/pools/{pool_id}/close")
     assert closed.status_code == 200 and closed.json["status"] == "closed"

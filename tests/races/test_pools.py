@@ -136,7 +136,7 @@ def test_redis_killed_and_restarted_mid_pool(
         started.wait(timeout=30)
         # Watched in Redis itself (the database's connections are all busy grabbing).
         watch = redis_lib.Redis.from_url(own_redis.url)
-        prefix = f"{race_settings.queue.prefix}:pool:{{{pool_id}}}"
+        prefix = f"{race_settings.queue.prefix}:pool:{{m{race.merchant_id}p{pool_id}}}"
         while not watch.exists(f"{prefix}:state") or watch.llen(f"{prefix}:left") > SHARES - SHARES // 5:
             time.sleep(0.001)
         before_kill.append(SHARES - int(watch.llen(f"{prefix}:left")))
