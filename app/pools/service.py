@@ -305,10 +305,13 @@ def grab(
     before the answer. Refusals change nothing (a Redis step already made is undone)."""
     now = now or utcnow()
     # One read: the pool and the grabber's standing (a ban may land after the request authenticated).
+    # FOR KEY SHARE, held to the commit: grabs never wait for each other, and a close (FOR UPDATE) waits
+    # for every grab that read the pool open, so none can commit a grant after the close summed them.
+    # (A grab that reads after a close locked the row waits, then reads "closed".)
     row = db.session.execute(
-        select(Pool, select(Consumer.status).where(Consumer.id == consumer_id).scalar_subquery()).where(
-            Pool.id == pool_id, Pool.merchant_id == merchant_id
-        )
+        select(Pool, select(Consumer.status).where(Consumer.id == consumer_id).scalar_subquery())
+        .where(Pool.id == pool_id, Pool.merchant_id == merchant_id)
+        .with_for_update(read=True, key_share=True, of=Pool)
     ).first()
     if row is None:
         raise PoolNotFound("no such pool")
@@ -419,12 +422,6 @@ def _take(ref: hot.Ref, consumer_id: int) -> hot.Share:
 
 
 def _record(pool: Pool, share: hot.Share, consumer_id: int, sharer_id: int | None, now: datetime) -> Granted:
-    # FOR KEY SHARE: grabs do not wait for each other; a close (FOR UPDATE) waits for them all.
-    status = db.session.scalar(
-        select(Pool.status).where(Pool.id == pool.id).with_for_update(read=True, key_share=True)
-    )
-    if status is not PoolStatus.OPEN:
-        raise PoolClosed("this pool closed meanwhile", details={"status": str(status)})
     amount = Money(share.fen)
     reserve = amount + pool.legs_worst_case
     assert pool.rule_version_id is not None
