@@ -349,15 +349,16 @@ def grab(
         hot.give_back(ref, share, consumer_id, share_back=True, user_out=True)
         raise
     hot.finalise(ref, share.seq)
+    # The committed pool row is expired now: its id comes from ``ref`` (reading it would load the row again).
     if sharer_id is not None:
-        fission.after_grab(pool.id, sharer_id)
+        fission.after_grab(ref.pool_id, sharer_id)
     return GrabResult(
-        pool_id=pool.id,
+        pool_id=ref.pool_id,
         grant_id=grant.id,
         seq=grant.seq,
         amount=grant.amount,
         red_packet_id=grant.red_packet_id,
-        share_token=fission.token_for(pool.id, consumer_id),
+        share_token=fission.token_for(ref.pool_id, consumer_id),
     )
 
 
