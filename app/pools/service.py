@@ -245,19 +245,23 @@ def close_pool(*, merchant_id: int, pool_id: int, actor: Actor, now: datetime | 
                 rule_version_id=pool.rule_version_id,
                 memo=f"release unclaimed shares of pool {pool.id}",
             )
-        best = db.session.scalar(
-            select(PoolGrant.id)
-            .where(PoolGrant.pool_id == pool.id)
-            .order_by(PoolGrant.amount.desc(), PoolGrant.id)
-            .limit(1)
-        )
-        guarded_update(Pool, pool.id, released=release, best_grant_id=best)
+        guarded_update(Pool, pool.id, released=release, best_grant_id=best_grant_of(pool.id))
     record_audit(
         actor=actor, action="pool.close", target_type="pool", target_id=pool.id, merchant_id=merchant_id
     )
     hot.after_commit(hot.forget, hot.Ref(pool.merchant_id, pool.id))
     db.session.refresh(pool)
     return pool
+
+
+def best_grant_of(pool_id: int) -> int | None:
+    """手气最佳: the largest share grabbed (the earliest grab on a tie)."""
+    return db.session.scalar(
+        select(PoolGrant.id)
+        .where(PoolGrant.pool_id == pool_id)
+        .order_by(PoolGrant.amount.desc(), PoolGrant.id)
+        .limit(1)
+    )
 
 
 def close_due(now: datetime | None = None, limit: int = 100) -> int:
@@ -557,7 +561,10 @@ def consumer_view(*, merchant_id: int, pool_id: int, consumer_id: int) -> dict[s
     pool = get_pool(merchant_id=merchant_id, pool_id=pool_id)
     grabbed = db.session.scalar(select(func.count()).where(PoolGrant.pool_id == pool.id)) or 0
     mine = my_grant(pool_id=pool.id, consumer_id=consumer_id)
-    best = db.session.get(PoolGrant, pool.best_grant_id) if pool.best_grant_id else None
+    best_id = pool.best_grant_id
+    if best_id is None and grabbed == pool.count:
+        best_id = best_grant_of(pool.id)  # fully grabbed: best luck is decided before the close
+    best = db.session.get(PoolGrant, best_id) if best_id else None
     return {
         "pool": pool,
         "shares_left": pool.count - grabbed if pool.status is PoolStatus.OPEN else 0,

@@ -107,6 +107,13 @@ def test_200_grabbers_on_100_shares_get_exactly_100_grants(race: Race) -> None:
         str(a) for a in answers if a.code not in (None, "pool_empty")
     ]
     assert_exact(race, pool_id, answers, total_fen=TOTAL_FEN, count=SHARES)
+    # Fully grabbed: best luck is decided already, and shown to its owner only.
+    best = max(grants(race, pool_id), key=lambda g: (g.amount.fen, -g.id))
+    lucky = next(b for b in buyers if b.consumer_id == best.consumer_id)
+    seen = race.get(f"/api/mp/v1/pools/{pool_id}", headers=race.mp_headers(lucky))
+    assert seen.body["best_luck"] is True and seen.body["my_grant"]["amount_fen"] == best.amount.fen
+    other = next(b for b in buyers if b.consumer_id != best.consumer_id)
+    assert race.get(f"/api/mp/v1/pools/{pool_id}", headers=race.mp_headers(other)).body["best_luck"] is False
     # A second grab by a winner is refused and changes nothing.
     again = grab(race, buyers[0], pool_id) if answers[0].status == 201 else grab(race, buyers[1], pool_id)
     assert again.status == 409 and again.code in {"already_grabbed", "pool_empty"}
@@ -116,7 +123,6 @@ def test_200_grabbers_on_100_shares_get_exactly_100_grants(race: Race) -> None:
     assert race.call(service.close_pool, merchant_id=race.merchant_id, pool_id=pool_id, actor=CLI).ok
     pool = pool_row(race, pool_id)
     assert pool.status is PoolStatus.CLOSED and pool.released.fen == 0
-    best = max(grants(race, pool_id), key=lambda g: (g.amount.fen, -g.id))
     assert pool.best_grant_id == best.id
     assert race.balance(AccountKind.CAMPAIGN_BUDGET, campaign_id) == budget_before
     assert race.violations() == set()
