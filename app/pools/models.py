@@ -37,6 +37,11 @@ class Audience(StrEnum):
     NEW_USERS = "new_users"  # no paid order at the merchant yet
 
 
+class PoolPayout(StrEnum):
+    RED_PACKET = "red_packet"  # an in-app red packet (spendable; its spend books the two-way legs)
+    CASH = "cash"  # WeChat change, on the payout rails (商家转账 for everyone, sendredpack where the merchant has it)
+
+
 class Pool(Base):
     """A pool of ``count`` shares summing to ``total``, grabbed once per consumer while open.
 
@@ -55,6 +60,7 @@ class Pool(Base):
     status: Mapped[PoolStatus] = mapped_column(str_enum(PoolStatus), default=PoolStatus.DRAFT)
     split: Mapped[SplitKind] = mapped_column(str_enum(SplitKind))
     audience: Mapped[Audience] = mapped_column(str_enum(Audience), default=Audience.ALL)
+    payout: Mapped[PoolPayout] = mapped_column(str_enum(PoolPayout), default=PoolPayout.RED_PACKET)
     total: Mapped[Money]
     count: Mapped[int]
     starts_at: Mapped[datetime]
@@ -92,7 +98,8 @@ class PoolShare(Base):
 class PoolGrant(Base):
     """A share grabbed by a consumer: at most one per share and one per consumer (the structural guards).
 
-    ``reserved`` is the part of the pool's reservation the grant's red packet took over.
+    ``reserved`` is the part of the pool's reservation the grant's red packet took over; a cash grant
+    (no packet) holds it in the pool until ``paid_at``, when it moves to the consumer and out by payout.
     """
 
     __tablename__ = "pool_grants"
@@ -105,7 +112,8 @@ class PoolGrant(Base):
     consumer_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("consumers.id"), index=True)
     amount: Mapped[Money]
     reserved: Mapped[Money]
-    red_packet_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("red_packets.id"), unique=True)
+    red_packet_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("red_packets.id"), unique=True)
+    paid_at: Mapped[datetime | None]  # a cash grant's money moved to the consumer and into a withdrawal
     via_sharer_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("consumers.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from app.core.fields import IdField, MoneyField
-from app.pools.models import Audience, SplitKind
+from app.pools.models import Audience, PoolPayout, SplitKind
 
 
 class TierSchema(Schema):
@@ -17,6 +17,13 @@ class PoolCreateSchema(Schema):
     split = fields.String(required=True, validate=validate.OneOf([k.value for k in SplitKind]))
     audience = fields.String(
         load_default=Audience.ALL.value, validate=validate.OneOf([a.value for a in Audience])
+    )
+    payout = fields.String(
+        load_default=PoolPayout.RED_PACKET.value,
+        validate=validate.OneOf([p.value for p in PoolPayout]),
+        metadata={
+            "description": "red_packet (in-app, spendable) or cash (WeChat change, on the payout rails)."
+        },
     )
     total_fen = MoneyField(required=True, minimum=1)
     count = fields.Integer(required=True, strict=True, validate=validate.Range(min=1, max=10_000))
@@ -40,6 +47,7 @@ class PoolSchema(Schema):
     status = fields.String(attribute="status.value")
     split = fields.String(attribute="split.value")
     audience = fields.String(attribute="audience.value")
+    payout = fields.String(attribute="payout.value")
     total_fen = MoneyField(attribute="total")
     count = fields.Integer()
     starts_at = fields.DateTime()
@@ -65,7 +73,7 @@ class GrabbedSchema(Schema):
     pool_id = fields.Integer()
     grant_id = fields.Integer()
     amount_fen = MoneyField(attribute="amount")
-    red_packet_id = fields.Integer()
+    red_packet_id = fields.Integer(allow_none=True, metadata={"description": "None for a cash share."})
     share_token = fields.String(metadata={"description": "Friends grabbing with it count for your ladder."})
 
 
@@ -75,7 +83,7 @@ class ShareOpenSchema(Schema):
 
 class MyGrantSchema(Schema):
     amount_fen = MoneyField(attribute="amount")
-    red_packet_id = fields.Integer()
+    red_packet_id = fields.Integer(allow_none=True)
     created_at = fields.DateTime()
 
 

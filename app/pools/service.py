@@ -33,7 +33,7 @@ from app.ledger.accounts import campaign_accounts
 from app.ledger.models import EntryReason
 from app.ledger.service import post_entry
 from app.orders.models import Order, OrderStatus
-from app.pools import fission, hot
+from app.pools import cash, fission, hot
 from app.pools.errors import (
     AlreadyGrabbed,
     ConsumerBanned,
@@ -43,7 +43,7 @@ from app.pools.errors import (
     PoolEmpty,
     PoolNotFound,
 )
-from app.pools.models import Audience, Pool, PoolGrant, PoolShare, PoolStatus, SplitKind
+from app.pools.models import Audience, Pool, PoolGrant, PoolPayout, PoolShare, PoolStatus, SplitKind
 from app.pools.split import split_fixed, split_random
 from app.rebates.rules import IssueRedPacket, worst_case_cost
 from app.red_packets.service import granted_packet_row, insert_packet
@@ -76,6 +76,7 @@ def create_pool(
     buyer_rate_bp: int = 0,
     max_order: Money | None = None,
     ladder: list[dict[str, int]] | None = None,
+    payout: PoolPayout = PoolPayout.RED_PACKET,
     actor: Actor,
     staff_id: int | None = None,
 ) -> Pool:
@@ -95,6 +96,8 @@ def create_pool(
     if min_spend.fen and split is SplitKind.FIXED and min_spend.fen <= total.fen // count:
         problems["min_spend_fen"] = ["must exceed a share (at least 1 fen is paid)"]
     max_order = max_order if max_order is not None else min_spend
+    if payout is PoolPayout.CASH and (issuer_rate_bp or buyer_rate_bp):
+        problems["payout"] = ["a cash share is not spent at the merchant: no two-way rates"]
     tiers = fission.validated_ladder(ladder or [], problems)
     if problems:
         raise InvalidInput("invalid pool", details={"fields": problems})
@@ -104,6 +107,7 @@ def create_pool(
         name=name,
         split=split,
         audience=audience,
+        payout=payout,
         total=total,
         count=count,
         starts_at=starts_at,
@@ -293,7 +297,7 @@ class GrabResult:
     grant_id: int
     seq: int
     amount: Money
-    red_packet_id: int
+    red_packet_id: int | None  # None for a cash share (paid to WeChat change right after)
     share_token: str
 
 
@@ -354,6 +358,8 @@ def grab(
         raise
     hot.finalise(ref, share.seq)
     # The committed pool row is expired now: its id comes from ``ref`` (reading it would load the row again).
+    if grant.red_packet_id is None:
+        cash.after_grab(grant.id)
     if sharer_id is not None:
         fission.after_grab(ref.pool_id, sharer_id)
     return GrabResult(
@@ -430,6 +436,31 @@ def _record(pool: Pool, share: hot.Share, consumer_id: int, sharer_id: int | Non
     amount = Money(share.fen)
     reserve = amount + pool.legs_worst_case
     assert pool.rule_version_id is not None
+    packet_id = (
+        None if pool.payout is PoolPayout.CASH else _insert_packet(pool, amount, reserve, consumer_id, now)
+    )
+    grant_id = db.session.execute(
+        _INSERT_GRANT,
+        {
+            "pool_id": pool.id,
+            "merchant_id": pool.merchant_id,
+            "seq": share.seq,
+            "consumer_id": consumer_id,
+            "amount": amount,
+            "reserved": reserve,
+            "red_packet_id": packet_id,
+            "paid_at": None,
+            "via_sharer_id": sharer_id,
+            "created_at": now,
+        },
+    ).scalar_one()
+    if sharer_id is not None:
+        fission.count_grab_through(pool.id, sharer_id)
+    return Granted(int(grant_id), share.seq, amount, packet_id)
+
+
+def _insert_packet(pool: Pool, amount: Money, reserve: Money, consumer_id: int, now: datetime) -> int:
+    assert pool.rule_version_id is not None
     terms = IssueRedPacket(
         rule_id=f"pool:{pool.id}",
         recipient_id=consumer_id,
@@ -443,7 +474,7 @@ def _record(pool: Pool, share: hot.Share, consumer_id: int, sharer_id: int | Non
         buyer_cap_fen=None,
         worst_case_cost=reserve,
     )
-    packet_id = insert_packet(
+    return insert_packet(
         granted_packet_row(
             terms,
             merchant_id=pool.merchant_id,
@@ -452,23 +483,6 @@ def _record(pool: Pool, share: hot.Share, consumer_id: int, sharer_id: int | Non
             valid_from=now,
         )
     )
-    grant_id = db.session.execute(
-        _INSERT_GRANT,
-        {
-            "pool_id": pool.id,
-            "merchant_id": pool.merchant_id,
-            "seq": share.seq,
-            "consumer_id": consumer_id,
-            "amount": amount,
-            "reserved": reserve,
-            "red_packet_id": packet_id,
-            "via_sharer_id": sharer_id,
-            "created_at": now,
-        },
-    ).scalar_one()
-    if sharer_id is not None:
-        fission.count_grab_through(pool.id, sharer_id)
-    return Granted(int(grant_id), share.seq, amount, packet_id)
 
 
 _INSERT_GRANT = insert(cast(Table, PoolGrant.__table__)).returning(cast(Table, PoolGrant.__table__).c.id)
@@ -479,7 +493,7 @@ class Granted:
     id: int
     seq: int
     amount: Money
-    red_packet_id: int
+    red_packet_id: int | None
 
 
 def _collided(ref: hot.Ref, share: hot.Share, consumer_id: int, exc: IntegrityError) -> Exception:

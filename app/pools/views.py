@@ -21,7 +21,7 @@ from app.auth.principals import Role
 from app.core.money import Money
 from app.core.tx import commit
 from app.pools import fission, service, stats
-from app.pools.models import Audience, Pool, SplitKind
+from app.pools.models import Audience, Pool, PoolPayout, SplitKind
 from app.pools.schemas import (
     ConsumerPoolSchema,
     GrabbedSchema,
@@ -63,6 +63,7 @@ def create(body: dict[str, Any]) -> tuple[Pool, int]:
         name=body["name"],
         split=SplitKind(body["split"]),
         audience=Audience(body["audience"]),
+        payout=PoolPayout(body["payout"]),
         total=body["total_fen"],
         count=body["count"],
         starts_at=body["starts_at"],

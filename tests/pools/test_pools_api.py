@@ -13,7 +13,7 @@ from app.auth.principals import Role
 from app.core.db import utcnow
 from app.extensions import db
 from app.ledger.models import AccountKind
-from app.pools.models import PoolStatus, PoolTierReward
+from app.pools.models import PoolStatus, PoolTierReward, SplitKind
 from app.pools.service import close_due
 from app.red_packets.models import RedPacket, RedPacketStatus
 from app.red_packets.service import expire_red_packets
@@ -181,3 +181,56 @@ def test_fission_friends_through_a_share_link_unlock_the_ladder_once_per_tier(ra
 
         assert funnel(pool_id) == [{"sharer_id": sharer.consumer_id, "opens": 1, "grabs": 3, "tier": 2}]
     assert race.violations() == set()
+
+
+def test_a_cash_share_is_paid_to_wechat_change_once_on_the_payout_rails(race: Race) -> None:
+    from app.core.money import Money
+    from app.pools.models import PoolPayout
+    from app.withdrawals.models import Withdrawal
+    from jobs.payouts import process_payout
+    from jobs.pools import pay_cash_share
+
+    race.configure(withdrawal_min=Money(100), withdrawal_auto_approve_max=Money(100_000))
+    campaign_id = race.campaign(RULES, budget_fen=10_000)
+    pool_id = open_pool(
+        race, campaign_id, total_fen=3000, count=3, split=SplitKind.FIXED, payout=PoolPayout.CASH
+    )
+    buyer = race.buyer()
+    won = grab(race, buyer, pool_id)
+    assert won.status == 201 and won.body["amount_fen"] == 1000 and won.body["red_packet_id"] is None
+    grant_id = won.body["grant_id"]
+    assert race.violations() == set()  # granted, not paid yet: the pool still holds its part
+    assert race.call(pay_cash_share, grant_id).value is True
+    assert race.call(pay_cash_share, grant_id).value is False  # exactly once
+    assert race.wallet(buyer.consumer_id)["withdrawing"] == 1000
+    with race.context():
+        withdrawal = db.session.scalar(
+            select(Withdrawal).where(Withdrawal.idempotency_key == f"pool-cash:{grant_id}")
+        )
+        assert withdrawal is not None and withdrawal.payout_id is not None
+        payout_id = withdrawal.payout_id
+    assert race.call(process_payout, payout_id).ok
+    for bill in race.sandbox.get("/state/transfer_bills")["transfer_bills"]:
+        if bill["openid"] == buyer.openid and bill["state"] == "WAIT_USER_CONFIRM":
+            race.sandbox.post(f"/transfer-bills/{bill['out_bill_no']}/confirm", {"mchid": race.mchid})
+    assert race.call(process_payout, payout_id).ok
+    paid = [
+        p["amount_fen"]
+        for p in race.sandbox.get(f"/payouts?mchid={race.mchid}")["payouts"]
+        if p["openid"] == buyer.openid and p["paid"]
+    ]
+    assert paid == [1000]
+    assert race.wallet(buyer.consumer_id) == {"available": 0, "pending": 0, "withdrawing": 0, "debt": 0}
+    # Closing gives back the two shares nobody grabbed.
+    assert race.call(service_close, merchant_id=race.merchant_id, pool_id=pool_id).ok
+    assert pool_row(race, pool_id).released.fen == 2000
+    assert race.balance(AccountKind.CAMPAIGN_RESERVED, campaign_id) == 0
+    assert race.balance(AccountKind.CAMPAIGN_BUDGET, campaign_id) == 9000
+    assert race.violations() == set()
+
+
+def service_close(*, merchant_id: int, pool_id: int) -> object:
+    from app.audit.service import CLI
+    from app.pools.service import close_pool
+
+    return close_pool(merchant_id=merchant_id, pool_id=pool_id, actor=CLI)
