@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import redis as redis_lib
+from sqlalchemy import select
 
 from app.audit.service import CLI
 from app.extensions import db
@@ -261,5 +262,40 @@ def test_close_racing_grabs_gives_back_exactly_what_no_grant_took(race: Race) ->
         assert sum(a.status == 201 for a in answers[1:]) == len(granted) <= 5
         assert {a.code for a in answers[1:] if a.status != 201} <= {"pool_closed", "pool_empty"}
         assert pool.released == pool.reserved - sum((g.reserved for g in granted), type(pool.reserved)(0))
+
+    race.rounds(round_, n=10)
+
+
+def test_a_cash_share_paid_by_three_workers_at_once_is_paid_once(race: Race) -> None:
+    from app.core.money import Money
+    from app.pools.models import PoolPayout, SplitKind
+    from app.withdrawals.models import Withdrawal
+    from jobs.pools import pay_cash_share
+
+    race.configure(withdrawal_min=Money(100), withdrawal_auto_approve_max=Money(100_000))
+    campaign_id = race.campaign(RULES, budget_fen=100_000)
+    pool_id = open_pool(
+        race, campaign_id, total_fen=20_000, count=20, split=SplitKind.FIXED, payout=PoolPayout.CASH
+    )
+
+    def round_(_: int) -> None:
+        buyer = race.buyer()
+        won = grab(race, buyer, pool_id)
+        assert won.status == 201, str(won)
+        # RQ delivers at least once, and the sweep may pick the same grant: three at once.
+        answers = race.race([partial(race.call, pay_cash_share, won.body["grant_id"])] * 3)
+        race.assert_clean(answers)
+        assert sum(a.ok and a.value is True for a in answers) == 1, [str(a) for a in answers]
+        assert race.wallet(buyer.consumer_id) == {
+            "available": 0,
+            "pending": 0,
+            "withdrawing": 1000,
+            "debt": 0,
+        }
+        with race.context():
+            keys = db.session.scalars(
+                select(Withdrawal.idempotency_key).where(Withdrawal.consumer_id == buyer.consumer_id)
+            ).all()
+        assert keys == [f"pool-cash:{won.body['grant_id']}"]
 
     race.rounds(round_, n=10)
