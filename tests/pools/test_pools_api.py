@@ -234,3 +234,28 @@ def service_close(*, merchant_id: int, pool_id: int) -> object:
     from app.pools.service import close_pool
 
     return close_pool(merchant_id=merchant_id, pool_id=pool_id, actor=CLI)
+
+
+def test_the_reconcile_command_gives_back_a_take_whose_commit_never_happened(race: Race) -> None:
+    from app.pools import hot
+
+    campaign_id = race.campaign(RULES, budget_fen=100_000)
+    pool_id = open_pool(race, campaign_id, total_fen=1000, count=10)
+    assert grab(race, crowd(race, 1)[0], pool_id).status == 201
+    lost = crowd(race, 1)[0]
+    with race.context():
+        # The Redis step of a grab whose process died before its commit.
+        taken = hot.take(hot.Ref(race.merchant_id, pool_id), lost.consumer_id)
+        assert isinstance(taken, hot.Share)
+    runner = race.app.test_cli_runner()
+    young = runner.invoke(args=["pools", "reconcile"])  # within the grace period: left alone
+    assert young.exit_code == 0, young.output
+    assert f"pool {pool_id}: 0 final, 0 given back" in young.output
+    result = runner.invoke(args=["pools", "reconcile", "--grace-ms", "0"])
+    assert result.exit_code == 0, result.output
+    assert f"pool {pool_id}: 0 final, 1 given back" in result.output
+    assert "pools agree: 1 open pool(s)" in result.output
+    again = grab(race, lost, pool_id)
+    assert again.status == 201 and again.body["amount_fen"] == taken.fen
+    assert len(grants(race, pool_id)) == 2
+    assert race.violations() == set()
