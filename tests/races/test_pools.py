@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import redis as redis_lib
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.audit.service import CLI
 from app.extensions import db
@@ -297,5 +297,77 @@ def test_a_cash_share_paid_by_three_workers_at_once_is_paid_once(race: Race) -> 
                 select(Withdrawal.idempotency_key).where(Withdrawal.consumer_id == buyer.consumer_id)
             ).all()
         assert keys == [f"pool-cash:{won.body['grant_id']}"]
+
+    race.rounds(round_, n=10)
+
+
+def test_two_opens_at_once_reserve_once(race: Race) -> None:
+    from datetime import timedelta
+
+    from app.core.db import utcnow
+    from app.core.money import Money
+    from app.pools.models import Audience, SplitKind
+
+    campaign_id = race.campaign(RULES, budget_fen=1_000_000)
+
+    def round_(_: int) -> None:
+        with race.context():
+            now = utcnow()
+            pool = service.create_pool(
+                merchant_id=race.merchant_id,
+                campaign_id=campaign_id,
+                name="opened twice",
+                split=SplitKind.RANDOM,
+                audience=Audience.ALL,
+                total=Money(1000),
+                count=10,
+                starts_at=now - timedelta(minutes=1),
+                ends_at=now + timedelta(hours=1),
+                min_spend=Money(0),
+                valid_days=7,
+                actor=CLI,
+            )
+            db.session.commit()
+            pool_id = pool.id
+        budget = race.balance(AccountKind.CAMPAIGN_BUDGET, campaign_id)
+        open_ = partial(
+            race.call, service.open_pool, merchant_id=race.merchant_id, pool_id=pool_id, actor=CLI
+        )
+        answers = race.race([open_, open_, open_])
+        race.assert_clean(answers)
+        assert sum(a.ok for a in answers) == 1, [str(a) for a in answers]
+        assert {a.code for a in answers if not a.ok} <= {"pool_closed", "database_busy"}
+        assert race.balance(AccountKind.CAMPAIGN_BUDGET, campaign_id) == budget - 1000
+        with race.context():
+            from app.pools.models import PoolShare
+
+            assert db.session.scalar(select(func.count()).where(PoolShare.pool_id == pool_id)) == 10
+
+    race.rounds(round_, n=10)
+
+
+def test_fission_tiers_paid_by_three_workers_at_once_are_paid_once(race: Race) -> None:
+    from app.pools.models import PoolTierReward
+    from jobs.pools import reward_tiers
+
+    campaign_id = race.campaign(RULES, budget_fen=1_000_000)
+    ladder = [{"friends": 1, "reward_fen": 100}, {"friends": 2, "reward_fen": 300}]
+
+    def round_(_: int) -> None:
+        pool_id = open_pool(race, campaign_id, total_fen=1000, count=10, ladder=ladder)
+        sharer, *friends = crowd(race, 3)
+        token = grab(race, sharer, pool_id).body["share_token"]
+        for friend in friends:
+            assert grab(race, friend, pool_id, token=token).status == 201
+        answers = race.race([partial(race.call, reward_tiers, pool_id, sharer.consumer_id)] * 3)
+        race.assert_clean(answers)
+        assert sum(a.value for a in answers if a.ok) == 2, [str(a) for a in answers]
+        with race.context():
+            tiers = db.session.scalars(
+                select(PoolTierReward.amount).where(
+                    PoolTierReward.pool_id == pool_id, PoolTierReward.red_packet_id.is_not(None)
+                )
+            ).all()
+        assert sorted(t.fen for t in tiers) == [100, 300]
 
     race.rounds(round_, n=10)
