@@ -10,6 +10,7 @@ and released by the red-packet sweep).
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from flask import current_app
-from sqlalchemy import BigInteger, Table, func, insert, select, type_coerce
+from sqlalchemy import BigInteger, Table, bindparam, func, insert, select, type_coerce
 from sqlalchemy.exc import IntegrityError
 
 from app.audit.service import Actor, record_audit
@@ -46,6 +47,7 @@ from app.pools.errors import (
 from app.pools.models import Audience, Pool, PoolGrant, PoolPayout, PoolShare, PoolStatus, SplitKind
 from app.pools.split import split_fixed, split_random
 from app.rebates.rules import IssueRedPacket, worst_case_cost
+from app.red_packets.models import RedPacket
 from app.red_packets.service import granted_packet_row, insert_packet
 
 logger = logging.getLogger("hongli.pools")
@@ -436,30 +438,36 @@ def _record(pool: Pool, share: hot.Share, consumer_id: int, sharer_id: int | Non
     amount = Money(share.fen)
     reserve = amount + pool.legs_worst_case
     assert pool.rule_version_id is not None
-    packet_id = (
-        None if pool.payout is PoolPayout.CASH else _insert_packet(pool, amount, reserve, consumer_id, now)
-    )
-    grant_id = db.session.execute(
-        _INSERT_GRANT,
-        {
-            "pool_id": pool.id,
-            "merchant_id": pool.merchant_id,
-            "seq": share.seq,
-            "consumer_id": consumer_id,
-            "amount": amount,
-            "reserved": reserve,
-            "red_packet_id": packet_id,
-            "paid_at": None,
-            "via_sharer_id": sharer_id,
-            "created_at": now,
-        },
-    ).scalar_one()
+    grant = {
+        "pool_id": pool.id,
+        "merchant_id": pool.merchant_id,
+        "seq": share.seq,
+        "consumer_id": consumer_id,
+        "amount": amount,
+        "reserved": reserve,
+        "red_packet_id": None,
+        "paid_at": None,
+        "via_sharer_id": sharer_id,
+        "created_at": now,
+    }
+    if pool.payout is PoolPayout.CASH:
+        grant_id, packet_id = db.session.execute(_INSERT_GRANT, grant).scalar_one(), None
+    elif db.session.get_bind().dialect.name == "postgresql":
+        # The packet and its grant in one statement (a data-modifying WITH): one round trip fewer.
+        row = _packet_row(pool, amount, reserve, consumer_id, now)
+        statement = _packet_and_grant(tuple(row))
+        grant_id, packet_id = db.session.execute(
+            statement, {**{f"p_{k}": v for k, v in row.items()}, **grant}
+        ).one()
+    else:
+        packet_id = insert_packet(_packet_row(pool, amount, reserve, consumer_id, now))
+        grant_id = db.session.execute(_INSERT_GRANT, grant | {"red_packet_id": packet_id}).scalar_one()
     if sharer_id is not None:
         fission.count_grab_through(pool.id, sharer_id)
     return Granted(int(grant_id), share.seq, amount, packet_id)
 
 
-def _insert_packet(pool: Pool, amount: Money, reserve: Money, consumer_id: int, now: datetime) -> int:
+def _packet_row(pool: Pool, amount: Money, reserve: Money, consumer_id: int, now: datetime) -> dict[str, Any]:
     assert pool.rule_version_id is not None
     terms = IssueRedPacket(
         rule_id=f"pool:{pool.id}",
@@ -474,18 +482,40 @@ def _insert_packet(pool: Pool, amount: Money, reserve: Money, consumer_id: int, 
         buyer_cap_fen=None,
         worst_case_cost=reserve,
     )
-    return insert_packet(
-        granted_packet_row(
-            terms,
-            merchant_id=pool.merchant_id,
-            campaign_id=pool.campaign_id,
-            rule_version_id=pool.rule_version_id,
-            valid_from=now,
-        )
+    return granted_packet_row(
+        terms,
+        merchant_id=pool.merchant_id,
+        campaign_id=pool.campaign_id,
+        rule_version_id=pool.rule_version_id,
+        valid_from=now,
     )
 
 
-_INSERT_GRANT = insert(cast(Table, PoolGrant.__table__)).returning(cast(Table, PoolGrant.__table__).c.id)
+_grants = cast(Table, PoolGrant.__table__)
+_packets = cast(Table, RedPacket.__table__)
+_INSERT_GRANT = insert(_grants).returning(_grants.c.id)
+_GRANT_COLUMNS = [c.name for c in _grants.columns if c.name != "id"]
+
+
+@functools.cache
+def _packet_and_grant(packet_columns: tuple[str, ...]) -> Any:
+    """``WITH new_packet AS (INSERT INTO red_packets … RETURNING id) INSERT INTO pool_grants … SELECT …``
+    for the columns :func:`granted_packet_row` gives (built once per column set)."""
+    new_packet = (
+        insert(_packets)
+        .values({name: bindparam(f"p_{name}", type_=_packets.c[name].type) for name in packet_columns})
+        .returning(_packets.c.id)
+        .cte("new_packet")
+    )
+    values = (
+        new_packet.c.id if name == "red_packet_id" else bindparam(name, type_=_grants.c[name].type)
+        for name in _GRANT_COLUMNS
+    )
+    return (
+        insert(_grants)
+        .from_select(_GRANT_COLUMNS, select(*values).select_from(new_packet))
+        .returning(_grants.c.id, _grants.c.red_packet_id)
+    )
 
 
 @dataclass(frozen=True)
