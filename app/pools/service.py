@@ -314,21 +314,11 @@ def grab(
     """Grab one share: checks, then ONE Redis step, then the grant and its red packet committed here,
     before the answer. Refusals change nothing (a Redis step already made is undone)."""
     now = now or utcnow()
-    # One read: the pool and the grabber's standing (a ban may land after the request authenticated).
-    # FOR KEY SHARE, held to the commit: grabs never wait for each other, and a close (FOR UPDATE) waits
-    # for every grab that read the pool open, so none can commit a grant after the close summed them.
-    # (A grab that reads after a close locked the row waits, then reads "closed".)
-    row = db.session.execute(
-        select(Pool, select(Consumer.status).where(Consumer.id == consumer_id).scalar_subquery())
-        .where(Pool.id == pool_id, Pool.merchant_id == merchant_id)
-        .with_for_update(read=True, key_share=True, of=Pool)
-    ).first()
-    if row is None:
-        raise PoolNotFound("no such pool")
-    pool, status = row
+    # The pool's terms (immutable once open) from a per-process cache: no statement before the Redis
+    # step. Whether it is still open, and the grabber still in good standing, is decided under the pool
+    # row's lock in the statement that writes the grant (below), not here.
+    pool = _terms(merchant_id, pool_id)
     _check_open(pool, now)
-    if status is not ConsumerStatus.ACTIVE:
-        raise ConsumerBanned("this account cannot grab red packets")
     _check_audience(pool, consumer_id)
     _risk_check(pool=pool, consumer_id=consumer_id)
     sharer_id = fission.sharer_of(share_token, pool_id=pool.id, grabber_id=consumer_id)
@@ -359,7 +349,6 @@ def grab(
         hot.give_back(ref, share, consumer_id, share_back=True, user_out=True)
         raise
     hot.finalise(ref, share.seq)
-    # The committed pool row is expired now: its id comes from ``ref`` (reading it would load the row again).
     if grant.red_packet_id is None:
         cash.after_grab(grant.id)
     if sharer_id is not None:
@@ -374,13 +363,13 @@ def grab(
     )
 
 
-def _check_open(pool: Pool, now: datetime) -> None:
+def _check_open(pool: Pool | PoolTerms, now: datetime) -> None:
     if pool.status is not PoolStatus.OPEN or not pool.starts_at <= now < pool.ends_at:
         state = pool.status.value if pool.status is not PoolStatus.OPEN else "outside its window"
         raise PoolClosed(f"this pool is not open ({state})", details={"status": pool.status.value})
 
 
-def _check_audience(pool: Pool, consumer_id: int) -> None:
+def _check_audience(pool: PoolTerms, consumer_id: int) -> None:
     if pool.audience is Audience.FOLLOWERS:
         follows = db.session.scalar(
             select(Follower.id)
@@ -409,7 +398,7 @@ def _check_audience(pool: Pool, consumer_id: int) -> None:
             raise NotEligible("this pool is for new customers", details={"audience": "new_users"})
 
 
-def _risk_check(*, pool: Pool, consumer_id: int) -> None:
+def _risk_check(*, pool: PoolTerms, consumer_id: int) -> None:
     """The risk engine's say on a grab (issue 13 wires it here); allows everything until then."""
     return None
 
@@ -434,10 +423,16 @@ def _take(ref: hot.Ref, consumer_id: int) -> hot.Share:
     raise PoolClosed("this pool is not open", details={"status": "closed"})
 
 
-def _record(pool: Pool, share: hot.Share, consumer_id: int, sharer_id: int | None, now: datetime) -> Granted:
+def _record(
+    pool: PoolTerms, share: hot.Share, consumer_id: int, sharer_id: int | None, now: datetime
+) -> Granted:
+    """The grant (and its red packet) written under the pool row's lock, only while the pool is open and
+    the grabber active. FOR KEY SHARE: grabs never wait for each other, and a close (FOR UPDATE) waits for
+    every grab that locked the pool open, so none commits a grant after the close summed them; a grab that
+    comes after a close locked the row waits, then finds it closed. On PostgreSQL it is one statement
+    (the locking read and the inserts in data-modifying WITHs); SQLite runs writers one at a time."""
     amount = Money(share.fen)
     reserve = amount + pool.legs_worst_case
-    assert pool.rule_version_id is not None
     grant = {
         "pool_id": pool.id,
         "merchant_id": pool.merchant_id,
@@ -450,24 +445,46 @@ def _record(pool: Pool, share: hot.Share, consumer_id: int, sharer_id: int | Non
         "via_sharer_id": sharer_id,
         "created_at": now,
     }
-    if pool.payout is PoolPayout.CASH:
-        grant_id, packet_id = db.session.execute(_INSERT_GRANT, grant).scalar_one(), None
-    elif db.session.get_bind().dialect.name == "postgresql":
-        # The packet and its grant in one statement (a data-modifying WITH): one round trip fewer.
-        row = _packet_row(pool, amount, reserve, consumer_id, now)
-        statement = _packet_and_grant(tuple(row))
-        grant_id, packet_id = db.session.execute(
-            statement, {**{f"p_{k}": v for k, v in row.items()}, **grant}
-        ).one()
+    row = None if pool.payout is PoolPayout.CASH else _packet_row(pool, amount, reserve, consumer_id, now)
+    if db.session.get_bind().dialect.name == "postgresql":
+        packet_params = {f"p_{k}": v for k, v in (row or {}).items()}
+        written = db.session.execute(
+            _grant_statement(tuple(row) if row is not None else None), packet_params | grant
+        ).first()
+        if written is None:
+            raise _why_not_granted(pool.id, consumer_id)
+        grant_id, packet_id = written
     else:
-        packet_id = insert_packet(_packet_row(pool, amount, reserve, consumer_id, now))
+        standing = db.session.execute(
+            select(
+                Pool.status, select(Consumer.status).where(Consumer.id == consumer_id).scalar_subquery()
+            ).where(Pool.id == pool.id)
+        ).one()
+        if standing != (PoolStatus.OPEN, ConsumerStatus.ACTIVE):
+            raise _why_not_granted(pool.id, consumer_id)
+        packet_id = insert_packet(row) if row is not None else None
         grant_id = db.session.execute(_INSERT_GRANT, grant | {"red_packet_id": packet_id}).scalar_one()
     if sharer_id is not None:
         fission.count_grab_through(pool.id, sharer_id)
     return Granted(int(grant_id), share.seq, amount, packet_id)
 
 
-def _packet_row(pool: Pool, amount: Money, reserve: Money, consumer_id: int, now: datetime) -> dict[str, Any]:
+def _why_not_granted(pool_id: int, consumer_id: int) -> Exception:
+    status, standing = db.session.execute(
+        select(
+            Pool.status, select(Consumer.status).where(Consumer.id == consumer_id).scalar_subquery()
+        ).where(Pool.id == pool_id)
+    ).one()
+    if status is not PoolStatus.OPEN:
+        return PoolClosed("this pool closed meanwhile", details={"status": status.value})
+    if standing is not ConsumerStatus.ACTIVE:
+        return ConsumerBanned("this account cannot grab red packets")
+    return PoolBusy("the pool changed meanwhile; try again")
+
+
+def _packet_row(
+    pool: PoolTerms, amount: Money, reserve: Money, consumer_id: int, now: datetime
+) -> dict[str, Any]:
     assert pool.rule_version_id is not None
     terms = IssueRedPacket(
         rule_id=f"pool:{pool.id}",
@@ -498,24 +515,100 @@ _GRANT_COLUMNS = [c.name for c in _grants.columns if c.name != "id"]
 
 
 @functools.cache
-def _packet_and_grant(packet_columns: tuple[str, ...]) -> Any:
-    """``WITH new_packet AS (INSERT INTO red_packets … RETURNING id) INSERT INTO pool_grants … SELECT …``
-    for the columns :func:`granted_packet_row` gives (built once per column set)."""
-    new_packet = (
-        insert(_packets)
-        .values({name: bindparam(f"p_{name}", type_=_packets.c[name].type) for name in packet_columns})
-        .returning(_packets.c.id)
-        .cte("new_packet")
+def _grant_statement(packet_columns: tuple[str, ...] | None) -> Any:
+    """``WITH open_pool AS (SELECT … FOR KEY SHARE), new_packet AS (INSERT INTO red_packets … SELECT … FROM
+    open_pool RETURNING id) INSERT INTO pool_grants … SELECT … RETURNING id, red_packet_id``: no row when
+    the pool is not open or the grabber not active. Without ``packet_columns`` (a cash share), no packet."""
+    pools, consumers = cast(Table, Pool.__table__), cast(Table, Consumer.__table__)
+    active = (
+        select(consumers.c.id)
+        .where(consumers.c.id == bindparam("consumer_id"), consumers.c.status == ConsumerStatus.ACTIVE)
+        .exists()
     )
+    open_pool = (
+        select(pools.c.id)
+        .where(pools.c.id == bindparam("pool_id"), pools.c.status == PoolStatus.OPEN, active)
+        .with_for_update(read=True, key_share=True, of=pools)
+        .cte("open_pool")
+    )
+    source: Any = open_pool
+    if packet_columns is not None:
+        source = (
+            insert(_packets)
+            .from_select(
+                list(packet_columns),
+                select(
+                    *(bindparam(f"p_{name}", type_=_packets.c[name].type) for name in packet_columns)
+                ).select_from(open_pool),
+            )
+            .returning(_packets.c.id)
+            .cte("new_packet")
+        )
     values = (
-        new_packet.c.id if name == "red_packet_id" else bindparam(name, type_=_grants.c[name].type)
+        source.c.id
+        if name == "red_packet_id" and packet_columns is not None
+        else bindparam(name, type_=_grants.c[name].type)
         for name in _GRANT_COLUMNS
     )
     return (
         insert(_grants)
-        .from_select(_GRANT_COLUMNS, select(*values).select_from(new_packet))
+        .from_select(_GRANT_COLUMNS, select(*values).select_from(source))
         .returning(_grants.c.id, _grants.c.red_packet_id)
     )
+
+
+@dataclass(frozen=True)
+class PoolTerms:
+    """What a grab needs of a pool, fixed once it opened (its status is read again under the lock)."""
+
+    id: int
+    merchant_id: int
+    campaign_id: int
+    rule_version_id: int
+    status: PoolStatus
+    starts_at: datetime
+    ends_at: datetime
+    audience: Audience
+    payout: PoolPayout
+    min_spend: Money
+    valid_days: int
+    issuer_rate_bp: int
+    buyer_rate_bp: int
+    max_order: Money
+    legs_worst_case: Money
+
+
+TERMS_SECONDS = 5.0
+_TERMS = "hongli.pool_terms"
+
+
+def _terms(merchant_id: int, pool_id: int) -> PoolTerms:
+    """An open pool's terms, read once per app every TERMS_SECONDS (another merchant's: not found)."""
+    cache: dict[tuple[int, int], tuple[float, PoolTerms]] = current_app.extensions.setdefault(_TERMS, {})
+    cached = cache.get((merchant_id, pool_id))
+    if cached is not None and cached[0] > time.monotonic():
+        return cached[1]
+    pool = get_pool(merchant_id=merchant_id, pool_id=pool_id)
+    terms = PoolTerms(
+        id=pool.id,
+        merchant_id=pool.merchant_id,
+        campaign_id=pool.campaign_id,
+        rule_version_id=pool.rule_version_id or 0,
+        status=pool.status,
+        starts_at=pool.starts_at,
+        ends_at=pool.ends_at,
+        audience=pool.audience,
+        payout=pool.payout,
+        min_spend=pool.min_spend,
+        valid_days=pool.valid_days,
+        issuer_rate_bp=pool.issuer_rate_bp,
+        buyer_rate_bp=pool.buyer_rate_bp,
+        max_order=pool.max_order,
+        legs_worst_case=pool.legs_worst_case,
+    )
+    if pool.status is PoolStatus.OPEN:
+        cache[(merchant_id, pool_id)] = (time.monotonic() + TERMS_SECONDS, terms)
+    return terms
 
 
 @dataclass(frozen=True)
@@ -555,7 +648,8 @@ def rebuild_pool(pool_id: int, *, force: bool = False) -> bool:
     if not hot.claim_rebuild(ref):
         return False
     try:
-        left, who = _pg_state(pool_id)
+        # A pool no longer open needs no shares in Redis: its state alone refuses grabs.
+        left, who = _pg_state(pool_id) if pool.status is PoolStatus.OPEN else ([], [])
         state = "open" if pool.status is PoolStatus.OPEN else "closed"
         if not hot.rebuild(ref, state=state, left=left, who=who, force=force):
             return False
