@@ -10,6 +10,7 @@ budget that cannot cover a tier records it as skipped.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from flask import current_app
@@ -152,8 +153,6 @@ def reward_tiers(pool_id: int, sharer_id: int) -> list[PoolTierReward]:
                 db.session.flush()
         except IntegrityError:
             continue  # paid (or skipped) already
-        from datetime import timedelta
-
         try:
             with db.session.begin_nested():
                 packet = issue_red_packet(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -331,8 +332,6 @@ def grab(
         details = {"amount_fen": mine.amount.fen} if mine is not None else {}
         raise AlreadyGrabbed("you have grabbed this pool already", details=details) from None
     if current_app.config.get(FAULT_CONFIG_KEY) == "exit-after-redis":
-        import os
-
         os._exit(137)
     try:
         grant = _record(pool, share, consumer_id, sharer_id, now)
@@ -682,6 +681,12 @@ def my_grant(*, pool_id: int, consumer_id: int) -> PoolGrant | None:
     return db.session.scalar(
         select(PoolGrant).where(PoolGrant.pool_id == pool_id, PoolGrant.consumer_id == consumer_id)
     )
+
+
+def record_share_open(*, merchant_id: int, pool_id: int, token: str) -> bool:
+    """A friend opened a share link of the merchant's pool (the funnel's first step); False for a bad token."""
+    get_pool(merchant_id=merchant_id, pool_id=pool_id)
+    return fission.record_open(pool_id=pool_id, token=token)
 
 
 def shares_left(*, merchant_id: int, pool_id: int) -> dict[str, int]:

@@ -20,7 +20,7 @@ from app.auth.guards import (
 from app.auth.principals import Role
 from app.core.money import Money
 from app.core.tx import commit
-from app.pools import fission, service, stats
+from app.pools import service, stats
 from app.pools.models import Audience, Pool, PoolPayout, SplitKind
 from app.pools.schemas import (
     ConsumerPoolSchema,
@@ -166,6 +166,7 @@ def grab(body: dict[str, Any], pool_id: int) -> tuple[service.GrabResult, int]:
 @mp.response(204)
 def share_opened(body: dict[str, Any], pool_id: int) -> None:
     """A friend opened a share link (the funnel's first step); a bad token counts nothing."""
-    service.get_pool(merchant_id=current_consumer().merchant_id, pool_id=pool_id)
-    fission.record_open(pool_id=pool_id, token=body["share_token"])
+    service.record_share_open(
+        merchant_id=current_consumer().merchant_id, pool_id=pool_id, token=body["share_token"]
+    )
     commit()
