@@ -59,6 +59,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     from app.payouts.views import blp as console_payouts_blp
     from app.personal.views import console as console_personal_blp
     from app.personal.views import mp as mp_personal_blp
+    from app.pools.cli import pools_cli
+    from app.pools.views import console as console_pools_blp
+    from app.pools.views import mp as mp_pools_blp
     from app.queue.after_commit import install_session_hooks
     from app.queue.cli import worker_command
     from app.queue.queues import init_queue
@@ -128,6 +131,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     api.register_blueprint(console_personal_blp)
     api.register_blueprint(console_risk_blp)
     api.register_blueprint(mp_risk_blp)
+    api.register_blueprint(console_pools_blp)
+    api.register_blueprint(mp_pools_blp)
     app.register_blueprint(pay_notify_bp)
     app.register_blueprint(coupon_notify_bp)
     app.register_blueprint(oa_server_bp)
@@ -147,6 +152,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.cli.add_command(ledger_cli)
     app.cli.add_command(payouts_cli)
     app.cli.add_command(budgets_cli)
+    app.cli.add_command(pools_cli)
     init_dev_clock(app, settings)  # the development clock (never in production) and `flask dev`
     return app
 
@@ -165,6 +171,7 @@ def _connect_domains(app: Flask) -> None:
     from app.payouts import checks as payout_checks
     from app.personal import checks as personal_checks
     from app.personal import service as personal
+    from app.pools import checks as pool_checks
     from app.rebates import checks as rebate_checks
     from app.rebates import service as rebates
     from app.red_packets.service import apply_to_order, release_from_order
@@ -193,6 +200,7 @@ def _connect_domains(app: Flask) -> None:
     limit_checks.register()
     withdrawal_checks.register()
     personal_checks.register()
+    pool_checks.register()
 
 
 def _flask_config(settings: Settings) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from app.orders import models as order_models
 from app.payments import models as payment_models
 from app.payouts import models as payout_models
 from app.personal import models as personal_models
+from app.pools import models as pool_models
 from app.rebates import models as rebate_models
 from app.red_packets import models as red_packet_models
 from app.reviews import models as review_models
@@ -46,6 +47,7 @@ __all__ = [
     "payment_models",
     "payout_models",
     "personal_models",
+    "pool_models",
     "rebate_models",
     "red_packet_models",
     "review_models",

@@ -8,6 +8,7 @@ from bench.cases import CASES
 from bench.harness import measure, running_server
 from bench.jobs import GOAL_RATIO as JOB_GOAL
 from bench.jobs import measure_payout_job
+from bench.pools import POOL_CASES, describe, verify_pools
 from bench.verify import CASES as VERIFY_CASES
 from bench.verify import GOAL_RATIO as VERIFY_GOAL
 from bench.verify import measure_verify
@@ -58,6 +59,8 @@ def main() -> None:
                 f"{case.name:<28}{result['baseline_rps']:>14.0f}{result['case_rps']:>12.0f}"
                 f"{result['ratio']:>8.2f}{case.goal_ratio:>7.2f}  {verdict} (vs {case.baseline_label})"
             )
+        if any(case in POOL_CASES for case in chosen):
+            print(describe(verify_pools(server)))
     print("ratios are medians of interleaved rounds against each case's baseline on the same server")
 
 

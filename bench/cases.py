@@ -5,6 +5,7 @@ from __future__ import annotations
 from bench.console import DASHBOARD
 from bench.coupons import COUPON_USE
 from bench.harness import Case, Paired, Request, RequestSource, Server
+from bench.pools import POOL_CASES
 from bench.risk import RISK_PAID_ORDER
 from bench.seed import (
     behaviour_event,
@@ -263,4 +264,5 @@ CASES: tuple[Case, ...] = (
     COUPON_USE,
     DASHBOARD,
     RISK_PAID_ORDER,
+    *POOL_CASES,
 )

@@ -61,6 +61,8 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("resend-coupons", "jobs.coupons.resend_coupons", "* * * * *"),
     PeriodicJob("refund-personal-packets", "jobs.personal.refund_personal_packets", "*/5 * * * *"),
     PeriodicJob("refresh-risk-groups", "jobs.risk.refresh_groups", "17 * * * *"),
+    PeriodicJob("close-pools", "jobs.pools.close_pools", "* * * * *"),
+    PeriodicJob("reconcile-pools", "jobs.pools.reconcile_pools", "* * * * *"),
 )
 
 

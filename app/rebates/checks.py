@@ -37,6 +37,8 @@ from app.limits.checks import Rule, register_limit
 from app.limits.service import BUYER_DAY_FEN, BUYER_MONTH_FEN, BUYER_WEEK_FEN
 from app.orders.models import Order, OrderStatus
 from app.payments.models import AttemptStatus, PaymentAttempt
+from app.pools.holdings import outstanding_by_campaign
+from app.pools.models import PoolGrant
 from app.rebates.models import RebateGrant
 from app.rebates.rules import Beneficiary
 from app.rebates.service import COUPON_DISCOUNT, DISCOUNT
@@ -254,6 +256,9 @@ def campaign_never_overspent() -> list[str]:
         select(Coupon.campaign_id, func.sum(_fen(Coupon.reserved))).group_by(Coupon.campaign_id)
     ):
         held[campaign_id] += int(fen)
+    # Open pools hold the part of their reservation no grabbed share took over yet (app/pools).
+    for campaign_id, fen in outstanding_by_campaign().items():
+        held[campaign_id] += fen
     kept: dict[int, int] = {
         campaign_id: int(fen)
         for campaign_id, fen in db.session.execute(
@@ -328,9 +333,16 @@ def red_packet_reservation_consistent() -> list[str]:
         .where(RebateGrant.red_packet_id == RedPacket.id)
         .scalar_subquery()
     )
+    # A pool's packet took over its part of the pool's reservation when it was grabbed (app/pools).
+    from_pool = (
+        select(func.coalesce(func.sum(_fen(PoolGrant.reserved)), 0))
+        .where(PoolGrant.red_packet_id == RedPacket.id)
+        .scalar_subquery()
+    )
+    reserved_for = through_reserve + from_pool
     for packet_id, fen, moved, paid in db.session.execute(
-        select(RedPacket.id, _fen(RedPacket.reserved), through_reserve, paid_out)
-        .where(_fen(RedPacket.reserved) != through_reserve - paid_out)
+        select(RedPacket.id, _fen(RedPacket.reserved), reserved_for, paid_out)
+        .where(_fen(RedPacket.reserved) != reserved_for - paid_out)
         .order_by(RedPacket.id)
         .limit(MAX_LISTED + 1)
     ):

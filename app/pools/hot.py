@@ -1,0 +1,260 @@
+"""The grab's fast path in Redis: one Lua step per grab over keys of one hash tag (``{m<merchant>p<pool>}``).
+
+Keys of a pool (every one declared in ``KEYS[]``, so the scripts run unchanged on Redis Cluster):
+
+* ``…:state`` — ``open`` while grabs are taken; missing when Redis lost the pool (rebuilt from PostgreSQL);
+* ``…:left`` — the shares not yet handed out, ``"<seq>:<fen>"``;
+* ``…:who`` — the consumers who took a share (one grab each);
+* ``…:flight`` — ``seq → "<consumer>:<ms>"``: handed out, not yet known committed in PostgreSQL.
+
+PostgreSQL is the record: a share handed out here is final only once its grant row committed; whatever
+Redis says is rebuilt from (and reconciled against) PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, NamedTuple
+
+import redis
+from flask import current_app
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from app.core.errors import Unavailable
+from app.queue.queues import get_redis
+
+
+class RedisUnavailable(Unavailable):
+    code = "redis_unavailable"
+
+
+class Taken(Enum):
+    CLOSED = -1
+    ALREADY = -2
+    EMPTY = -3
+    NOT_LOADED = -4
+
+
+@dataclass(frozen=True)
+class Share:
+    seq: int
+    fen: int
+
+    def encoded(self) -> str:
+        return f"{self.seq}:{self.fen}"
+
+    @classmethod
+    def decode(cls, raw: bytes | str) -> Share:
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        seq, fen = text.split(":")
+        return cls(int(seq), int(fen))
+
+
+_TAKE = """
+if redis.call('GET', KEYS[1]) == false then return {-4} end
+if redis.call('GET', KEYS[1]) ~= 'open' then return {-1} end
+if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then return {-2} end
+local share = redis.call('LPOP', KEYS[2])
+if not share then return {-3} end
+redis.call('SADD', KEYS[3], ARGV[1])
+local seq = string.match(share, '^(%d+):')
+redis.call('HSET', KEYS[4], seq, ARGV[1] .. ':' .. ARGV[2])
+return {1, share}
+"""
+
+# Undo a take whose grant did not commit: the share goes back (unless PostgreSQL holds it), the user out.
+_GIVE_BACK = """
+local seq = string.match(ARGV[1], '^(%d+):')
+local holder = redis.call('HGET', KEYS[4], seq)
+if holder == false or string.match(holder, '^(%d+):') ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[4], seq)
+if ARGV[3] == '1' then redis.call('LPUSH', KEYS[2], ARGV[1]) end
+if ARGV[4] == '1' then redis.call('SREM', KEYS[3], ARGV[2]) end
+return 1
+"""
+
+# ARGV[1] state, ARGV[2] "force" or "missing" (only when Redis lost the pool), ARGV[3] n, shares, users.
+_REBUILD = """
+if ARGV[2] ~= 'force' and redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+local n = tonumber(ARGV[3])
+for i = 1, n do redis.call('RPUSH', KEYS[2], ARGV[3 + i]) end
+for i = 4 + n, #ARGV do redis.call('SADD', KEYS[3], ARGV[i]) end
+redis.call('SET', KEYS[1], ARGV[1])
+return n
+"""
+
+
+class Ref(NamedTuple):
+    """A pool as Redis names it: its merchant is part of the name, so another merchant's pool id
+    names nothing here."""
+
+    merchant_id: int
+    pool_id: int
+
+
+class PoolKeys:
+    """The Redis keys of one pool (one hash tag)."""
+
+    def __init__(self, ref: Ref) -> None:
+        prefix = current_app.extensions["hongli.settings"].queue.prefix
+        tag = f"{prefix}:pool:{{m{ref.merchant_id}p{ref.pool_id}}}"
+        self.state, self.left, self.who, self.flight = (
+            f"{tag}:{part}" for part in ("state", "left", "who", "flight")
+        )
+        self.rebuild_lock = f"{tag}:rebuilding"
+
+    def all(self) -> list[str]:
+        return [self.state, self.left, self.who, self.flight]
+
+
+def _client() -> redis.Redis:
+    return get_redis()
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _unavailable(exc: Exception) -> RedisUnavailable:
+    return RedisUnavailable(
+        "grabbing is unavailable for a moment; try again", details={"reason": type(exc).__name__}
+    )
+
+
+def take(ref: Ref, consumer_id: int) -> Share | Taken:
+    """The one atomic grab step: open? not yet grabbed? a share left? → the share, now "in flight"."""
+    keys = PoolKeys(ref)
+    try:
+        answer = _client().eval(_TAKE, 4, *keys.all(), str(consumer_id), str(_now_ms()))
+    except redis.RedisError as exc:
+        raise _unavailable(exc) from exc
+    code = int(answer[0])
+    if code == 1:
+        return Share.decode(answer[1])
+    return Taken(code)
+
+
+def left(ref: Ref) -> int | None:
+    """Shares not yet handed out, straight from Redis (None if Redis does not hold the pool)."""
+    keys = PoolKeys(ref)
+    pipe = _client().pipeline(transaction=False)
+    pipe.exists(keys.state)
+    pipe.llen(keys.left)
+    try:
+        held, length = pipe.execute()
+    except redis.RedisError as exc:
+        raise _unavailable(exc) from exc
+    return int(length) if held else None
+
+
+def give_back(ref: Ref, share: Share, consumer_id: int, *, share_back: bool, user_out: bool) -> bool:
+    """Undo a take that did not become a grant (only while this consumer still holds it in flight)."""
+    keys = PoolKeys(ref)
+    flags = ("1" if share_back else "0", "1" if user_out else "0")
+    return bool(_client().eval(_GIVE_BACK, 4, *keys.all(), share.encoded(), str(consumer_id), *flags))
+
+
+def finalise(ref: Ref, seq: int) -> None:
+    """The grant committed: the share is no longer in flight (best effort; reconciliation does it too)."""
+    # The grant is committed: should Redis not answer, reconciliation sees it in PostgreSQL.
+    with contextlib.suppress(redis.RedisError):
+        _client().hdel(PoolKeys(ref).flight, str(seq))
+
+
+def rebuild(ref: Ref, *, state: str, left: list[Share], who: list[int], force: bool = False) -> bool:
+    """Replace the pool's keys with what PostgreSQL says, in one atomic step: only if Redis lost the
+    pool (its state key is missing), unless ``force`` (nothing in flight: PostgreSQL alone decides)."""
+    keys = PoolKeys(ref)
+    mode = "force" if force else "missing"
+    args = [state, mode, str(len(left)), *(share.encoded() for share in left), *(str(c) for c in who)]
+    try:
+        return int(_client().eval(_REBUILD, 4, *keys.all(), *args)) >= 0
+    except redis.RedisError as exc:
+        raise _unavailable(exc) from exc
+
+
+def claim_rebuild(ref: Ref, seconds: int = 10) -> bool:
+    """One process rebuilds a lost pool at a time."""
+    try:
+        return bool(_client().set(PoolKeys(ref).rebuild_lock, "1", nx=True, ex=seconds))
+    except redis.RedisError as exc:
+        raise _unavailable(exc) from exc
+
+
+def release_rebuild(ref: Ref) -> None:
+    with contextlib.suppress(redis.RedisError):
+        _client().delete(PoolKeys(ref).rebuild_lock)
+
+
+def forget(ref: Ref) -> None:
+    """Drop the pool's keys (it closed; PostgreSQL refuses grabs anyway)."""
+    with contextlib.suppress(redis.RedisError):
+        _client().delete(*PoolKeys(ref).all())
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    state: str | None
+    left: list[Share]
+    who: set[int]
+    flight: dict[int, tuple[int, int]]  # seq → (consumer, ms)
+
+
+def snapshot(ref: Ref) -> Snapshot:
+    """What Redis holds for the pool (read in one MULTI, so it is one moment)."""
+    keys = PoolKeys(ref)
+    pipe = _client().pipeline(transaction=True)
+    pipe.get(keys.state)
+    pipe.lrange(keys.left, 0, -1)
+    pipe.smembers(keys.who)
+    pipe.hgetall(keys.flight)
+    try:
+        state, left, who, flight = pipe.execute()
+    except redis.RedisError as exc:
+        raise _unavailable(exc) from exc
+    in_flight: dict[int, tuple[int, int]] = {}
+    for seq, value in flight.items():
+        consumer, ms = value.decode().split(":")
+        in_flight[int(seq)] = (int(consumer), int(ms))
+    return Snapshot(
+        state.decode() if state is not None else None,
+        [Share.decode(raw) for raw in left],
+        {int(raw) for raw in who},
+        in_flight,
+    )
+
+
+def now_ms() -> int:
+    return _now_ms()
+
+
+_AFTER_COMMIT = "hongli.pools.after_commit"
+
+
+def after_commit(fn: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+    """Run ``fn(*args, **kwargs)`` once the current transaction commits (dropped on rollback); it must
+    not use the database (the session is between transactions then)."""
+    from app.extensions import db
+
+    session = db.session()
+    session.info.setdefault(_AFTER_COMMIT, []).append((fn, args, kwargs))
+    if not event.contains(Session, "after_commit", _run_after_commit):
+        event.listen(Session, "after_commit", _run_after_commit)
+        event.listen(Session, "after_soft_rollback", _drop_after_commit)
+
+
+def _run_after_commit(session: Session) -> None:
+    for fn, args, kwargs in session.info.pop(_AFTER_COMMIT, []):
+        # Redis is a cache of PostgreSQL here: should it fail, the next grab or reconciliation rebuilds it.
+        with contextlib.suppress(RedisUnavailable):
+            fn(*args, **kwargs)
+
+
+def _drop_after_commit(session: Session, *_: Any) -> None:
+    session.info.pop(_AFTER_COMMIT, None)

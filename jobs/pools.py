@@ -1,0 +1,39 @@
+"""Pool sweeps: close pools whose window ended, reconcile Redis with PostgreSQL, pay fission tiers."""
+
+from __future__ import annotations
+
+from app.extensions import db
+from app.pools.cash import pay_cash_share as pay_share
+from app.pools.cash import unpaid_cash_grants
+from app.pools.fission import reward_tiers as pay_tiers
+from app.pools.reconcile import reconcile_open_pools
+from app.pools.service import close_due
+
+
+def close_pools() -> int:
+    """Close every open pool past its window: unclaimed shares go back to the campaign budget."""
+    return close_due()
+
+
+def reconcile_pools() -> int:
+    """Resolve in-flight grabs a crash left behind and prove Redis and PostgreSQL agree; pay cash shares
+    whose job was lost. Returns the problems left."""
+    reports = reconcile_open_pools()
+    db.session.commit()
+    for grant_id in unpaid_cash_grants():
+        pay_cash_share(grant_id)
+    return sum(len(report.problems) for report in reports)
+
+
+def pay_cash_share(grant_id: int) -> bool:
+    """Pay one cash share (exactly once: the grant row decides)."""
+    paid = pay_share(grant_id)
+    db.session.commit()
+    return paid
+
+
+def reward_tiers(pool_id: int, sharer_id: int) -> int:
+    """Pay the fission tiers a sharer reached (each once)."""
+    paid = pay_tiers(pool_id, sharer_id)
+    db.session.commit()
+    return len(paid)
