@@ -32,6 +32,7 @@ _DUE_ORDER = (
     "close-expired-orders",
     "retry-requested-refunds",
     "advance-campaigns",
+    "close-pools",  # a pool past its window gives back what no grab took
     "settle-rebates",
     "expire-red-packets",
     "refund-personal-packets",  # after expiry: a friend's packet that expired unspent is refunded too
@@ -53,10 +54,17 @@ def _due_jobs() -> tuple[DueJob, ...]:
 
 DUE_JOBS = _due_jobs()
 # Periodic jobs that are not business deadlines: liveness, the daily bill reconciliation (run it with
-# `flask --app wsgi reconcile …`), the sweeps that re-queue work whose enqueue was lost, and the risk
-# engine's group cache written again from the database.
+# `flask --app wsgi reconcile …`), the sweeps that re-queue work whose enqueue was lost (and the pools'
+# reconciliation of Redis with PostgreSQL), and the risk engine's group cache written again from the database.
 NOT_DUE_JOBS = frozenset(
-    {"heartbeat", "reconcile-trades", "resend-coupons", "resolve-unlinked-followers", "refresh-risk-groups"}
+    {
+        "heartbeat",
+        "reconcile-trades",
+        "resend-coupons",
+        "resolve-unlinked-followers",
+        "refresh-risk-groups",
+        "reconcile-pools",
+    }
 )
 
 
