@@ -13,7 +13,7 @@ from werkzeug.datastructures import MultiDict
 
 from app.campaigns.service import validated_rules
 from app.core.errors import InvalidInput
-from app.web import i18n, nav, rule_form
+from app.web import i18n, nav, pages_review, rule_form
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "app" / "web" / "templates" / "console"
@@ -27,6 +27,7 @@ def test_every_text_of_the_console_has_a_zh_cn_translation() -> None:
     texts |= {entry.label for entry in nav.ENTRIES}
     texts |= {field.label for fields in rule_form.KIND_FIELDS.values() for field in fields}
     texts |= {field.label for field in rule_form.CAPS} | set(rule_form.KIND_FIELDS)
+    texts |= set(pages_review.POLICY_LABELS.values())
     for module in (
         "pages_campaigns",
         "pages_money",
@@ -34,6 +35,8 @@ def test_every_text_of_the_console_has_a_zh_cn_translation() -> None:
         "pages_exports",
         "pages_coupons",
         "pages_messages",
+        "pages_pools",
+        "pages_review",
     ):
         source = (ROOT / "app" / "web" / f"{module}.py").read_text()
         texts |= set(re.findall(r'flash\("([^"]+)"', source))
