@@ -233,3 +233,22 @@ def test_csrf_and_another_merchant(shop: Shop, campaign: int, db_session: Sessio
     assert other.get("/console/m/no-such-shop/pools").status_code == 403
     # An unknown pool of one's own merchant is the API's 404.
     assert owner.get(f"/console/m/{slug}/pools/{pool.id + 1000}").status_code == 404
+
+
+def test_the_pools_list_is_two_round_trips_however_many_pools(
+    shop: Shop, campaign: int, db_session: Session
+) -> None:
+    from app.pools import service
+    from app.web.queries import pool_grab_totals
+    from tests.console_ui.test_dashboard import statements
+
+    owner = _browser(shop, Role.OWNER)
+    for n in range(3):
+        owner.post(f"/console/m/{shop.merchant.slug}/pools", _form(campaign, f"many-pools-{n}"))
+    merchant_id = shop.merchant.id
+    db_session.expire_all()
+    with statements() as seen:
+        pools = service.list_pools(merchant_id=merchant_id)
+        totals = pool_grab_totals(merchant_id=merchant_id)
+    assert len(pools) == 3 and totals == {}
+    assert len(seen) == 2

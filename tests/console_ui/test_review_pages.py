@@ -267,3 +267,22 @@ def test_an_anonymous_browser_is_sent_to_the_login(client: FlaskClient, shop: Sh
     answer = client.get(f"/console/m/{shop.merchant.slug}/review", headers={"Accept": "text/html"})
     assert answer.status_code == 303 and "/console/login" in answer.headers["Location"]
     assert client.get(f"/console/m/{shop.merchant.slug}/review").status_code == 401
+
+
+def test_the_held_rewards_widget_reads_in_three_round_trips(
+    shop: Shop, campaign: int, db_session: Session
+) -> None:
+    from app.risk import review
+    from app.web.queries import decision_scores
+    from tests.console_ui.test_dashboard import statements
+
+    for n in range(3):
+        _no_trail_order(shop, f"p{n}", f"198.51.100.{50 + n}", 10000)
+    merchant_id = shop.merchant.id
+    db_session.expire_all()
+    with statements() as seen:
+        holds = review.list_holds(merchant_id=merchant_id)
+        scores = decision_scores(merchant_id=merchant_id, decision_ids=[h["decision_id"] for h in holds])
+    assert len(holds) == 3 and len(scores) == 3 and all(scores.values())
+    # The service's two (holds, then what they hold) and one for the decisions' scores.
+    assert len(seen) == 3
