@@ -20,8 +20,62 @@ def pick(cookie: str | None, accepted: str | None) -> str:
 
 def translate(text: str, lang: str) -> str:
     if lang == "en":
-        return text
+        return EN.get(text, text)
     return ZH_CN.get(text, text)
+
+
+# Message ids that are codes (an enum value behind a prefix, where the bare value would be ambiguous):
+# their English text. Every other id is its own English.
+EN: dict[str, str] = {
+    "pool_draft": "draft",
+    "pool_open": "open",
+    "pool_closed": "closed",
+    "split_fixed": "fixed",
+    "split_random": "random (拼手气)",
+    "audience_all": "everyone",
+    "audience_followers": "followers",
+    "audience_new_users": "new users (no paid order here yet)",
+    "payout_red_packet": "in-app red packet",
+    "payout_cash": "WeChat change",
+    "hold_held": "held",
+    "hold_approved": "approved",
+    "hold_rejected": "rejected",
+    "action_approve": "approve",
+    "action_reject": "reject",
+    "action_ban": "reject and ban",
+    "outcome_allow": "allow",
+    "outcome_limit": "limit",
+    "outcome_hold": "hold",
+    "outcome_block": "block",
+    "risk_claim": "claim",
+    "risk_reward": "reward",
+    "risk_withdraw": "withdrawal",
+    "link_device": "device",
+    "link_ip": "IP",
+    "link_payer": "payer",
+    "link_phone": "phone",
+    # the risk engine's reason codes (docs/risk.md)
+    "reason_ip_daily_limit": "IP daily limit",
+    "reason_ip_min_interval": "IP too frequent",
+    "reason_device_daily_limit": "device daily limit",
+    "reason_device_missing": "no device id",
+    "reason_device_forged": "forged device id",
+    "reason_user_daily_limit": "consumer daily limit",
+    "reason_user_weekly_limit": "consumer weekly limit",
+    "reason_user_monthly_limit": "consumer monthly limit",
+    "reason_group_daily_limit": "linked group daily limit",
+    "reason_new_accounts_per_ip": "many new accounts on one IP",
+    "reason_new_accounts_per_device": "many new accounts on one device",
+    "reason_linked_group": "large linked group",
+    "reason_order_velocity": "orders too fast",
+    "reason_no_trail": "no browse/cart before the order",
+    "reason_refund_loop": "refund loop",
+    "reason_virtual_number": "virtual-operator number",
+    "reason_self_referral": "self-referral",
+    "reason_shared_payer": "shared payer",
+    "reason_shared_phone": "shared phone",
+    "reason_banned": "banned",
+}
 
 
 ZH_CN: dict[str, str] = {
@@ -717,4 +771,24 @@ ZH_CN: dict[str, str] = {
     "issued": "未使用",
     "redeemed": "已使用",
     "revoked": "已撤销",
+    "reason_ip_daily_limit": "IP 每日上限",
+    "reason_ip_min_interval": "IP 领取过于频繁",
+    "reason_device_daily_limit": "设备每日上限",
+    "reason_device_missing": "缺少设备标识",
+    "reason_device_forged": "伪造的设备标识",
+    "reason_user_daily_limit": "用户每日上限",
+    "reason_user_weekly_limit": "用户每周上限",
+    "reason_user_monthly_limit": "用户每月上限",
+    "reason_group_daily_limit": "关联组每日上限",
+    "reason_new_accounts_per_ip": "同一 IP 新账户过多",
+    "reason_new_accounts_per_device": "同一设备新账户过多",
+    "reason_linked_group": "关联组过大",
+    "reason_order_velocity": "下单过于频繁",
+    "reason_no_trail": "下单前无浏览/加购",
+    "reason_refund_loop": "反复退款",
+    "reason_virtual_number": "虚拟运营商号码",
+    "reason_self_referral": "自我邀请",
+    "reason_shared_payer": "共用付款人",
+    "reason_shared_phone": "共用手机号",
+    "reason_banned": "已封禁",
 }

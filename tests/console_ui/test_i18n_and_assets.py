@@ -201,3 +201,9 @@ def test_the_builder_pays_a_packet_or_the_buyers_leg_as_a_coupon_of_a_stock() ->
     with pytest.raises(InvalidInput) as refused:
         rule_form.document_from_form(form)
     assert list(refused.value.details["fields"]) == ["rules.0.buyer_leg_stock_id"]
+
+
+def test_every_code_with_an_english_text_has_a_chinese_one() -> None:
+    assert set(i18n.EN) <= set(i18n.ZH_CN)
+    assert i18n.translate("pool_open", "en") == "open" and i18n.translate("pool_open", "zh-CN") == "进行中"
+    assert i18n.translate("Red-packet pools", "en") == "Red-packet pools"

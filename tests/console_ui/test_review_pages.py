@@ -72,6 +72,7 @@ def test_a_reviewer_approves_one_rejects_another_and_the_ledger_agrees(
     assert re.search(rf'data-fen="2000" data-figure="held_{carol_hold.id}"', page)
     assert re.search(rf'data-fen="3000" data-figure="held_{erin_hold.id}"', page)
     assert page.count('data-reason="no_trail"') == 2
+    assert page.count("下单前无浏览/加购") >= 2  # the reason code in words (and in the filter)
     # The reason filter keeps what has it; an unknown reason shows nothing.
     assert reviewer.get(f"/console/m/{slug}/review?reason=self_referral").text.count("data-hold=") == 0
 
