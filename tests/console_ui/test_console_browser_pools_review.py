@@ -263,3 +263,44 @@ def test_a_viewer_reads_the_pools_and_is_refused_the_queue_and_every_change(
     viewer.open("/console/m/demo-tea/review")
     assert viewer.page.is_visible("[data-error='403']")
     viewer.problems.clear()  # the 403 page is the expected answer, not a browser problem
+
+
+def test_one_create_form_sent_twice_at_once_makes_one_pool(live: Live, campaign: int) -> None:
+    """Two submits of one form at the same moment (two tabs, two sessions, real commits): one pool."""
+    import threading
+
+    from app.pools.models import Pool
+    from tests.console_ui.pages import Browser
+
+    tabs = [Browser(live.app.test_client()) for _ in range(2)]
+    for tab in tabs:
+        assert tab.login(STAFF[Role.OWNER], PASSWORD).status_code == 303
+    form = {
+        "form_key": "same-form-twice-1",
+        "campaign_id": str(campaign),
+        "name": "double submit",
+        "total": "3.00",
+        "count": "3",
+        "split": "fixed",
+        "audience": "all",
+        "payout": "red_packet",
+        "starts_at": beijing_input(-timedelta(minutes=5)),
+        "ends_at": beijing_input(timedelta(hours=1)),
+    }
+    gate = threading.Barrier(len(tabs))
+    answers: list[Any] = []
+
+    def send(tab: Browser) -> None:
+        gate.wait()
+        answers.append(tab.post(f"/console/m/{live.slug}/pools", form))
+
+    threads = [threading.Thread(target=send, args=(tab,)) for tab in tabs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert [a.status_code for a in answers] == [303, 303]
+    with live.app.app_context():
+        made = db.session.scalars(select(Pool).where(Pool.name == "double submit")).all()
+        db.session.remove()
+    assert len(made) == 1
