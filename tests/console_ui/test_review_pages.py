@@ -287,3 +287,35 @@ def test_the_held_rewards_widget_reads_in_three_round_trips(
     assert len(holds) == 3 and len(scores) == 3 and all(scores.values())
     # The service's two (holds, then what they hold) and one for the decisions' scores.
     assert len(seen) == 3
+
+
+def test_a_suspended_merchant_still_reviews_but_opens_no_pool(
+    shop: Shop, campaign: int, db_session: Session
+) -> None:
+    """As the API: resolving holds winds down (allowed while suspended); creating a pool does not."""
+    from app.merchants.models import MerchantStatus
+
+    slug = shop.merchant.slug
+    _, order = _no_trail_order(shop, "carol", "198.51.100.30", 20000)
+    hold = _hold(db_session, order)
+    owner = _browser(shop, Role.OWNER)
+    shop.merchant.status = MerchantStatus.SUSPENDED
+    db.session.commit()
+    refused = owner.post(f"/console/m/{slug}/pools", {"name": "x", "form_key": "suspended-1"})
+    assert refused.status_code == 403
+    rejected = owner.post(f"/console/m/{slug}/review/{hold.id}/reject", {"reason": "suspended shop"})
+    assert rejected.status_code == 303
+    assert _hold(db_session, order).status is HoldStatus.REJECTED
+    ledger_clean()
+
+
+def test_the_pages_in_english(shop: Shop, campaign: int, db_session: Session) -> None:
+    slug = shop.merchant.slug
+    _no_trail_order(shop, "carol", "198.51.100.30", 20000)
+    owner = _browser(shop, Role.OWNER)
+    owner.client.set_cookie("hongli_console_lang", "en")
+    queue = owner.get(f"/console/m/{slug}/review").text
+    assert "no browse/cart before the order" in queue and "reason_no_trail" not in queue
+    assert ">held<" in queue and "hold_held" not in queue
+    pools = owner.get(f"/console/m/{slug}/pools").text
+    assert "random (拼手气)" in pools and "split_random" not in pools
