@@ -16,6 +16,8 @@ PAGE_MODULES = (
     "pages_exports",
     "pages_coupons",
     "pages_messages",
+    "pages_pools",
+    "pages_review",
 )
 
 

@@ -13,7 +13,7 @@ from werkzeug.datastructures import MultiDict
 
 from app.campaigns.service import validated_rules
 from app.core.errors import InvalidInput
-from app.web import i18n, nav, rule_form
+from app.web import i18n, nav, pages_review, rule_form
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "app" / "web" / "templates" / "console"
@@ -27,6 +27,7 @@ def test_every_text_of_the_console_has_a_zh_cn_translation() -> None:
     texts |= {entry.label for entry in nav.ENTRIES}
     texts |= {field.label for fields in rule_form.KIND_FIELDS.values() for field in fields}
     texts |= {field.label for field in rule_form.CAPS} | set(rule_form.KIND_FIELDS)
+    texts |= set(pages_review.POLICY_LABELS.values())
     for module in (
         "pages_campaigns",
         "pages_money",
@@ -34,6 +35,8 @@ def test_every_text_of_the_console_has_a_zh_cn_translation() -> None:
         "pages_exports",
         "pages_coupons",
         "pages_messages",
+        "pages_pools",
+        "pages_review",
     ):
         source = (ROOT / "app" / "web" / f"{module}.py").read_text()
         texts |= set(re.findall(r'flash\("([^"]+)"', source))
@@ -198,3 +201,9 @@ def test_the_builder_pays_a_packet_or_the_buyers_leg_as_a_coupon_of_a_stock() ->
     with pytest.raises(InvalidInput) as refused:
         rule_form.document_from_form(form)
     assert list(refused.value.details["fields"]) == ["rules.0.buyer_leg_stock_id"]
+
+
+def test_every_code_with_an_english_text_has_a_chinese_one() -> None:
+    assert set(i18n.EN) <= set(i18n.ZH_CN)
+    assert i18n.translate("pool_open", "en") == "open" and i18n.translate("pool_open", "zh-CN") == "进行中"
+    assert i18n.translate("Red-packet pools", "en") == "Red-packet pools"

@@ -117,6 +117,14 @@ READ_PAGES = {
     "/console/m/lotus/coupons/{stock}": set(Role),
     "/console/m/lotus/coupons/{stock}?status=sent&consumer_id=1&q=x": set(Role),
     "/console/m/lotus/messages": set(Role),
+    "/console/m/lotus/pools": set(Role),
+    "/console/m/lotus/review": {Role.OWNER, Role.REVIEWER},
+    "/console/m/lotus/review?status=rejected&reason=no_trail": {Role.OWNER, Role.REVIEWER},
+    "/console/m/lotus/review/decisions": {Role.OWNER, Role.REVIEWER},
+    "/console/m/lotus/review/decisions?consumer_id={consumer}": {Role.OWNER, Role.REVIEWER},
+    "/console/m/lotus/review/groups": {Role.OWNER, Role.REVIEWER},
+    "/console/m/lotus/review/groups?consumer_id={consumer}": {Role.OWNER, Role.REVIEWER},
+    "/console/m/lotus/review/policy": {Role.OWNER, Role.REVIEWER},
 }
 
 
@@ -226,6 +234,15 @@ def actions(shop: Shop) -> list[tuple[str, dict[str, str]]]:
         (f"/console/m/lotus/coupons/{s}/push", {"min_paid": "0", "days": "30"}),
         (f"/console/m/lotus/coupons/{s}/coupons/1/revoke", {"reason": "x"}),
         ("/console/m/lotus/messages/templates", {"kind": "rebate_available", "channel": "oa_template"}),
+        ("/console/m/lotus/pools", {"name": "x", "campaign_id": str(c), "form_key": "viewer-key-1"}),
+        ("/console/m/lotus/pools/1/open", {}),
+        ("/console/m/lotus/pools/1/close", {}),
+        ("/console/m/lotus/review/1/approve", {}),
+        ("/console/m/lotus/review/1/reject", {"reason": "x"}),
+        ("/console/m/lotus/review/1/ban", {"reason": "x", "group": "on"}),
+        ("/console/m/lotus/review/bulk", {"hold_ids": "1", "action": "approve"}),
+        ("/console/m/lotus/review/dry-run", {"days": "7"}),
+        ("/console/m/lotus/review/policy", {"enforce": "on"}),
     ]
 
 

@@ -61,6 +61,48 @@
         ]
       };
     },
+    pool: function (d) {
+      // Shares grabbed / not grabbed / spent (counts), and their money (the third: GMV driven).
+      var l = data("pool-labels") || { names: [], count: "", fen: "" };
+      return {
+        tooltip: { trigger: "axis" },
+        legend: { data: [l.count, l.fen] },
+        xAxis: { type: "category", data: l.names },
+        yAxis: [
+          { type: "value", minInterval: 1 },
+          { type: "value", axisLabel: { formatter: yuan } }
+        ],
+        series: [
+          { name: l.count, type: "bar", data: d.counts },
+          { name: l.fen, type: "bar", yAxisIndex: 1, data: d.fen }
+        ]
+      };
+    },
+    shares: function (d) {
+      var l = data("shares-labels") || { opens: "", grabs: "" };
+      return {
+        tooltip: { trigger: "axis" },
+        legend: { data: [l.opens, l.grabs] },
+        xAxis: { type: "category", data: d.sharers },
+        yAxis: { type: "value", minInterval: 1 },
+        series: [
+          { name: l.opens, type: "bar", data: d.opens },
+          { name: l.grabs, type: "bar", data: d.grabs }
+        ]
+      };
+    },
+    dryrun: function (d, labels) {
+      return {
+        tooltip: { trigger: "axis" },
+        legend: { data: [labels.recorded, labels.would_be] },
+        xAxis: { type: "category", data: d.names },
+        yAxis: { type: "value", minInterval: 1 },
+        series: [
+          { name: labels.recorded, type: "bar", data: d.was },
+          { name: labels.would_be, type: "bar", data: d.would_be }
+        ]
+      };
+    },
     replay: function (d, labels) {
       return {
         tooltip: { trigger: "axis" },
