@@ -14,7 +14,6 @@ from app.auth.principals import Role
 from app.core.db import utcnow
 from app.extensions import db
 from app.merchants.models import Merchant, PayoutRail
-from app.payouts.capabilities import capabilities
 from app.payouts.models import PayoutStatus
 from app.payouts.service import make_due
 from app.withdrawals.models import Withdrawal
@@ -168,12 +167,23 @@ def test_a_merchant_without_cash_red_packets_pays_the_share_once_by_transfer_bil
     assert race.call(pay_cash_share, grant_id).value is True
     (group,) = payouts_of(race, buyer.consumer_id)
     assert group.group_size == 3
+    before = _operator(race).get("/api/console/v1/payouts/capabilities").json
+    assert before == [
+        {
+            "product": "cash_red_packet",
+            "enabled": None,
+            "reason": None,
+            "wechat_code": None,
+            "detected_at": None,
+        }
+    ]
 
     # WeChat refuses the group packet for want of the product: off for the merchant, with the reason, and
     # the share goes to the default rail — one withdrawal keyed by the grant, one transfer bill.
     assert _pass(race, group.id) == "failed"
-    with race.context():
-        (product,) = capabilities(race.merchant_id)
+    shown = _operator(race).get("/api/console/v1/payouts/capabilities")
+    assert shown.status_code == 200, shown.json
+    (product,) = shown.json
     assert product["product"] == "cash_red_packet" and product["enabled"] is False
     assert product["wechat_code"] == code and code in product["reason"]
     refused, fallback = payouts_of(race, buyer.consumer_id)
