@@ -215,3 +215,42 @@ def test_a_merchant_without_cash_red_packets_pays_the_share_once_by_transfer_bil
     (only,) = payouts_of(race, later.consumer_id)
     assert only.rail is PayoutRail.TRANSFER_BILL and only.group_size is None
     assert race.violations() == set()
+
+
+def test_a_grabber_without_an_official_account_openid_is_paid_on_the_default_rail(race: Race) -> None:
+    can_send_red_packets(race)
+    pool_id = fission_pool(race, share_fen=3000, count=4, fission_count=3)
+    buyer = race.buyer()  # signed in to the mini-program only: a red packet has nobody to pay
+    grant_id = grabbed(race, buyer, pool_id)
+    assert race.call(pay_cash_share, grant_id).value is True
+    (payout,) = payouts_of(race, buyer.consumer_id)
+    assert payout.rail is PayoutRail.TRANSFER_BILL and payout.group_size is None
+    assert payout.openid == buyer.openid and payout.amount.fen == 3000
+    with race.context():
+        from app.pools.models import PoolGrant
+
+        grant = db.session.get(PoolGrant, grant_id)
+        assert grant is not None and grant.paid_at is not None and grant.fallback_at is not None
+    assert race.violations() == set()
+
+
+def test_the_ledger_check_names_a_pool_grant_payout_that_is_not_its_grants(race: Race) -> None:
+    from sqlalchemy import update
+
+    from app.core.money import Money
+    from app.payouts.models import Payout
+
+    can_send_red_packets(race)
+    pool_id = fission_pool(race, share_fen=3000, count=4, fission_count=3)
+    buyer, _ = follower(race)
+    assert race.call(pay_cash_share, grabbed(race, buyer, pool_id)).value is True
+    (payout,) = payouts_of(race, buyer.consumer_id)
+    assert race.violations() == set()
+    with race.context():
+        db.session.execute(update(Payout).where(Payout.id == payout.id).values(group_size=None, fee=Money(1)))
+        db.session.commit()
+    found = {v for v in race.violations() if v.startswith("payouts.pool_grant_payouts_match_grants")}
+    assert found == {
+        f"payouts.pool_grant_payouts_match_grants: payout {payout.id} (created) of pool grant "
+        f"{payout.source_id}: differs from its grant (merchant, consumer, amount, fee)"
+    }
