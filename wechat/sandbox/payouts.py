@@ -169,16 +169,24 @@ def refund_unopened_shares(world: World, packet: RedPacket) -> None:
         world.state.merchants[packet.mchid].balance_fen += rest
 
 
-GROUP_SHARE_MIN_FEN = 100  # §5.3: every packet of a group 1.00–1000.00 yuan
+GROUP_SHARE_MIN_FEN, GROUP_SHARE_MAX_FEN = 100, 100_000  # §5.3: every packet of a group 1.00–1000.00 yuan
 
 
 def split_group(world: World, total: int, num: int) -> list[int]:
-    """ALL_RAND split of a fission packet (§5.3): every share at least 1 yuan (the caller checked the
-    average is; never below 1 fen), the rest cut at random; sums to ``total``."""
+    """ALL_RAND split of a fission packet (§5.3): every share 1–1000 yuan (the caller checked the average is
+    1–200; never below 1 fen), the rest cut at random; sums to ``total``."""
     floor = max(1, min(GROUP_SHARE_MIN_FEN, total // num))
     spare = total - floor * num
     cuts = sorted(world.rng.randint(0, spare) for _ in range(num - 1))
-    return [floor + b - a for a, b in itertools.pairwise([0, *cuts, spare])]
+    shares = [floor + b - a for a, b in itertools.pairwise([0, *cuts, spare])]
+    # No packet above 1000 yuan: the excess goes to the smallest (the average is at most 200 yuan).
+    for i in range(num):
+        while shares[i] > GROUP_SHARE_MAX_FEN:
+            j = shares.index(min(shares))
+            moved = min(shares[i] - GROUP_SHARE_MAX_FEN, GROUP_SHARE_MAX_FEN - shares[j])
+            shares[i] -= moved
+            shares[j] += moved
+    return shares
 
 
 def render_hbinfo(packet: RedPacket) -> dict[str, Any]:

@@ -4,6 +4,7 @@ friends' unopened shares refunded at expiry, and a merchant whose account lacks 
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from wechatpy.exceptions import WeChatPayException
 from wechatpy.pay import WeChatPay as WeChatPayV2
 
 from tests.wechat.sandbox.conftest import Env
+from wechat.sandbox.payouts import split_group
 
 
 @pytest.fixture
@@ -43,6 +45,16 @@ def test_every_packet_of_a_group_is_at_least_one_yuan(group: Any, amount: int, n
     packet = env.world.state.redpacks[(merchant["mchid"], billno)]
     assert (packet.hb_type, packet.total_num, len(packet.shares)) == ("GROUP", num, num)
     assert sum(packet.shares) == amount and min(packet.shares) >= 100
+
+
+@pytest.mark.parametrize("cut", ["low", "high"])
+def test_no_packet_of_a_group_exceeds_one_thousand_yuan_however_the_cuts_fall(cut: str) -> None:
+    # The most lopsided cuts possible: every cut at one end, so one share would take all the spare.
+    pick = (lambda low, high: low) if cut == "low" else (lambda low, high: high)
+    world: Any = SimpleNamespace(rng=SimpleNamespace(randint=pick))
+    shares = split_group(world, 400_000, 20)
+    assert sum(shares) == 400_000 and len(shares) == 20
+    assert min(shares) >= 100 and max(shares) <= 100_000
 
 
 def test_an_average_under_one_yuan_is_refused(group: Any) -> None:
