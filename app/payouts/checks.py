@@ -20,7 +20,9 @@ from app.ledger.models import EntryReason, JournalEntry, Posting
 from app.payouts.models import Payout, PayoutStatus
 from app.withdrawals.models import Withdrawal, WithdrawalStatus
 
-WITHDRAWAL = "withdrawal"  # the only payout source so far; any other is reported until it has its rules
+WITHDRAWAL = "withdrawal"
+POOL_GRANT = "pool_grant"  # a fission-cash pool share (app.pools.cash): one group red packet, no withdrawal
+# Any other source is reported until it has its rules.
 # The payout's ledger steps (app.payouts.service._ledger): key payout:{id}:{step}, and the reason of each.
 STEPS: dict[str, EntryReason] = {
     "submit": EntryReason.PAYOUT_SUBMIT,
@@ -112,6 +114,7 @@ def withdrawal_and_payout_agree() -> list[str]:
         )
         .outerjoin(Withdrawal, and_(Payout.source_type == WITHDRAWAL, Withdrawal.id == Payout.source_id))
         .where(
+            Payout.source_type != POOL_GRANT,
             or_(
                 Withdrawal.id.is_(None),
                 Withdrawal.payout_id.is_distinct_from(Payout.id),
@@ -120,7 +123,7 @@ def withdrawal_and_payout_agree() -> list[str]:
                 Withdrawal.consumer_id != Payout.consumer_id,
                 _fen(Withdrawal.fee) != _fen(Payout.fee),
                 _fen(Withdrawal.amount) != _fen(Payout.amount) + _fen(Payout.fee),
-            )
+            ),
         )
         .order_by(Payout.id)
         .limit(MAX_LISTED + 1)
@@ -135,6 +138,41 @@ def withdrawal_and_payout_agree() -> list[str]:
             why = f"withdrawal {w_id} differs in merchant, consumer, amount or fee"
         violations.append(f"payout {payout_id} ({status.value}): {why}")
     return _capped(violations)
+
+
+def pool_grant_payouts_match_grants() -> list[str]:
+    """A payout of a pool share (``pool_grant``) is that grant's: same merchant and consumer, the grant's
+    whole reservation, no fee, a group size; at most one per grant (the unique source decides)."""
+    from app.pools.models import PoolGrant
+
+    rows = db.session.execute(
+        select(Payout.id, Payout.status, Payout.source_id, PoolGrant.id)
+        .outerjoin(PoolGrant, PoolGrant.id == Payout.source_id)
+        .where(
+            Payout.source_type == POOL_GRANT,
+            or_(
+                PoolGrant.id.is_(None),
+                PoolGrant.merchant_id != Payout.merchant_id,
+                PoolGrant.consumer_id != Payout.consumer_id,
+                _fen(PoolGrant.reserved) != _fen(Payout.amount),
+                _fen(Payout.fee) != 0,
+                Payout.group_size.is_(None),
+            ),
+        )
+        .order_by(Payout.id)
+        .limit(MAX_LISTED + 1)
+    ).all()
+    return _capped(
+        [
+            f"payout {payout_id} ({status.value}) of pool grant {source_id}: "
+            + (
+                "no such grant"
+                if grant_id is None
+                else "differs from its grant (merchant, consumer, amount, fee)"
+            )
+            for payout_id, status, source_id, grant_id in rows
+        ]
+    )
 
 
 def payout_ledger_follows_status() -> list[str]:
@@ -199,3 +237,4 @@ def register() -> None:
     register_check("payouts.withdrawal_paid_at_most_once", withdrawal_paid_at_most_once)
     register_check("payouts.withdrawal_and_payout_agree", withdrawal_and_payout_agree)
     register_check("payouts.ledger_follows_status", payout_ledger_follows_status)
+    register_check("payouts.pool_grant_payouts_match_grants", pool_grant_payouts_match_grants)

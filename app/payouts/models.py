@@ -70,6 +70,8 @@ class Payout(Base):
     appid: Mapped[str] = mapped_column(String(32))
     openid: Mapped[str] = mapped_column(String(64))
     amount: Mapped[Money]  # what the consumer receives
+    # A fission red packet (sendgroupredpack, §5.3) of this many shares; None: one packet / transfer bill.
+    group_size: Mapped[int | None]
     fee: Mapped[Money] = mapped_column(default=Money(0))  # kept by the merchant on success only
     status: Mapped[PayoutStatus] = mapped_column(str_enum(PayoutStatus), default=PayoutStatus.CREATED)
     wechat_state: Mapped[str | None] = mapped_column(String(24))
@@ -92,3 +94,23 @@ class Payout(Base):
 
     def __repr__(self) -> str:
         return f"<Payout {self.id} {self.bill_no} {self.status}>"
+
+
+class PayoutProduct(StrEnum):
+    CASH_RED_PACKET = "cash_red_packet"  # sendredpack / sendgroupredpack (§5): only some accounts have it
+
+
+class PayoutCapability(Base):
+    """Whether a merchant's WeChat Pay account has a payout product, as WeChat last answered
+    (``NO_AUTH`` / ``PRODUCT_AUTHORITY_UNOPEN`` → off, with the reason). No row: never refused."""
+
+    __tablename__ = "payout_capabilities"
+    __table_args__ = (UniqueConstraint("merchant_id", "product"),)
+
+    id: Mapped[IdPK]
+    merchant_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("merchants.id"))
+    product: Mapped[PayoutProduct] = mapped_column(str_enum(PayoutProduct))
+    enabled: Mapped[bool]
+    reason: Mapped[str | None] = mapped_column(String(255))
+    wechat_code: Mapped[str | None] = mapped_column(String(64))
+    detected_at: Mapped[datetime] = mapped_column(default=utcnow)

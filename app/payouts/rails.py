@@ -22,6 +22,7 @@ from app.gateway.clients import endpoints, http_session, platform_keys
 from app.gateway.log import RecordingHook
 from app.merchants.credentials import MerchantSecrets, open_secrets
 from app.merchants.models import Merchant, PayoutRail
+from app.payouts.capabilities import means_product_off
 from wechat.errors import WeChatError
 from wechat.gateway_log import GatewayHook
 from wechat.pay_v2 import MerchantV2Credentials, PayV2Client
@@ -82,6 +83,7 @@ class PayoutOrder:
     appid: str
     openid: str
     amount_fen: int
+    group_size: int | None = None  # a fission red packet (sendgroupredpack) of this many shares
 
 
 @dataclass(frozen=True)
@@ -167,6 +169,10 @@ def _payout_merchant(merchant: Merchant | PayoutMerchant) -> PayoutMerchant:
 
 def _error(exc: WeChatError, *, on_create: bool) -> Outcome:
     code = exc.code or ""
+    if on_create and means_product_off(code, exc.message):
+        # The account has no cash red packets: nothing was sent (the caller switches the product off and
+        # pays on the default rail). Checked first: PRODUCT_AUTHORITY_UNOPEN is no code §5.2 lists.
+        return Outcome("failed", code=code or PRODUCT_OFF, message=exc.message)
     if code in _NOT_FOUND and not on_create:
         return Outcome("not_found", code=code, message=exc.message)
     if exc.retryable:
@@ -202,6 +208,8 @@ def submit(
                     ],
                 )
             )
+        if order.group_size is not None:
+            return _send_group(merchant, order, hook)
         with merchant.pay_v2_client(hook) as client:
             answer = client.send_red_packet(
                 mch_billno=order.bill_no,
@@ -221,6 +229,26 @@ def submit(
         return _error(exc, on_create=True)
     except Unavailable as exc:
         return _unconfigured(exc)
+
+
+def _send_group(merchant: PayoutMerchant, order: PayoutOrder, hook: GatewayHook) -> Outcome:
+    """One fission packet (§5.3): ``total_amount`` split ALL_RAND by WeChat into ``total_num`` shares, the
+    first to ``re_openid``, the rest to the friends they share it with. No ``scene_id``: only accounts that
+    opened a scene may send one (wechat-products-2026); the pool keeps each share's average in 1–200 yuan."""
+    assert order.group_size is not None
+    with merchant.pay_v2_client(hook) as client:
+        answer = client.send_group_red_packet(
+            mch_billno=order.bill_no,
+            wxappid=order.appid,
+            re_openid=order.openid,
+            total_amount=order.amount_fen,
+            total_num=order.group_size,
+            send_name=merchant.name[:32],
+            wishing="恭喜发财，分享给好友一起抢",
+            act_name="裂变红包",
+            remark="分享给好友一起领",
+        )
+    return Outcome("accepted", state="SENT", wechat_id=_text(answer.get("send_listid")))
 
 
 def query(
@@ -264,6 +292,7 @@ def cancel(
 
 
 NO_CREDENTIALS = "NO_CREDENTIALS"
+PRODUCT_OFF = "PRODUCT_AUTHORITY_UNOPEN"  # the failure code when WeChat's refusal carried no code of its own
 
 
 def _unconfigured(exc: Unavailable) -> Outcome:

@@ -90,6 +90,10 @@ def unexplained_paid_bills(merchant: Merchant, paid: list[PaidBill]) -> list[Dif
         )
         if payout is None:
             why = "no payout of ours has this bill number"
+        elif payout.source_type == "pool_grant":
+            # A fission-cash pool share (one group red packet; unique per grant): its own check in
+            # ``ledger check`` (payouts.pool_grant_payouts_match_grants) ties it to its grant.
+            why = ""
         elif withdrawal is None or withdrawal.merchant_id != merchant.id:
             why = f"payout {payout.id} carries {payout.source_type} {payout.source_id}, no withdrawal of ours"
         elif withdrawal.status is not WithdrawalStatus.APPROVED:

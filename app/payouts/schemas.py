@@ -26,6 +26,9 @@ class PayoutSchema(Schema):
     source_type = fields.String()
     source_id = fields.Integer()
     rail = fields.String(attribute="rail.value")
+    group_size = fields.Integer(
+        allow_none=True, metadata={"description": "A fission red packet (sendgroupredpack) of this many."}
+    )
     bill_no = fields.String()
     attempt = fields.Integer()
     amount_fen = MoneyField(attribute="amount")
@@ -41,3 +44,13 @@ class PayoutSchema(Schema):
     created_at = fields.DateTime()
     finished_at = fields.DateTime(allow_none=True)
     history = fields.List(fields.Dict())
+
+
+class PayoutCapabilitySchema(Schema):
+    product = fields.String(metadata={"description": "cash_red_packet: sendredpack / sendgroupredpack."})
+    enabled = fields.Boolean(
+        allow_none=True, metadata={"description": "False once WeChat refused it; None: never refused."}
+    )
+    reason = fields.String(allow_none=True)
+    wechat_code = fields.String(allow_none=True)
+    detected_at = fields.DateTime(allow_none=True)

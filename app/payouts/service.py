@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
+from importlib import import_module
 from typing import Any, ClassVar, Literal, cast
 
 from flask import current_app
@@ -32,7 +33,8 @@ from app.ledger.accounts import consumer_accounts, merchant_accounts, natural_ke
 from app.ledger.models import AccountKind, EntryReason, LedgerAccount
 from app.ledger.service import Account, AccountRef, Batch, Draft, post_entry
 from app.merchants.models import Merchant, PayoutRail
-from app.payouts.models import OPEN_STATUSES, PAYOUT_TRANSITIONS, Payout, PayoutStatus
+from app.payouts.capabilities import cash_red_packets_off, means_product_off, record_product_off
+from app.payouts.models import OPEN_STATUSES, PAYOUT_TRANSITIONS, Payout, PayoutProduct, PayoutStatus
 from app.payouts.rails import NO_CREDENTIALS, Outcome, PayoutMerchant, PayoutOrder, payout_merchant
 from app.queue import QueueName, enqueue_after_commit
 from app.reviews.service import flag_for_review
@@ -54,6 +56,8 @@ FAILURE_TEXT = {
     "CANCELLED": "The transfer was not confirmed in time and was cancelled; the money is back in your balance.",
     "FAIL": "WeChat could not complete the transfer; the money is back in your balance.",
     "FAILED": "WeChat could not send the red packet; the money is back in your balance.",
+    "PRODUCT_OFF": "The merchant's WeChat Pay account cannot send cash red packets; the money is back in your "
+    "balance.",
 }
 
 
@@ -88,7 +92,9 @@ def _move(payout: Payout | PayoutRow, target: PayoutStatus) -> None:
     payout.status = target
 
 
-def recipient(merchant: Merchant, consumer_id: int, appid: str | None = None) -> tuple[str, str]:
+def recipient(
+    merchant: Merchant, consumer_id: int, appid: str | None = None, *, rail: PayoutRail | None = None
+) -> tuple[str, str]:
     """(appid, openid) the merchant's rail pays.
 
     A red packet needs the official-account openid (§5.1). A transfer bill may name either of the
@@ -98,7 +104,8 @@ def recipient(merchant: Merchant, consumer_id: int, appid: str | None = None) ->
     """
     from app.consumers.models import WeChatIdentity
 
-    if merchant.payout_rail is PayoutRail.CASH_RED_PACKET:
+    rail = rail or merchant.payout_rail
+    if rail is PayoutRail.CASH_RED_PACKET:
         candidates = [merchant.oa_appid]
     else:
         preferred = appid if appid in (merchant.mp_appid, merchant.oa_appid) else None
@@ -115,7 +122,7 @@ def recipient(merchant: Merchant, consumer_id: int, appid: str | None = None) ->
             return app, openids[app]
     raise Conflict(
         "no WeChat identity to pay this consumer on the merchant's payout rail",
-        details={"rail": merchant.payout_rail.value},
+        details={"rail": rail.value},
     )
 
 
@@ -128,19 +135,33 @@ def create_payout(
     amount: Money,
     fee: Money,
     appid: str | None = None,
+    group_size: int | None = None,
 ) -> Payout:
     """Save a payout (bill number fixed now, before any call) and queue it after commit.
 
     The money (``amount + fee``) must already be in the consumer's withdrawing bucket. ``appid``: the app
-    the consumer asked from (see :func:`recipient`).
+    the consumer asked from (see :func:`recipient`). The rail is the merchant's, except that cash red
+    packets WeChat refused for this account go by transfer bill; ``group_size``: one fission red packet of
+    that many shares (§5.3) — only while the account has cash red packets (``Conflict`` otherwise).
     """
-    appid, openid = recipient(merchant, consumer_id, appid)
+    rail = merchant.payout_rail
+    if group_size is not None:
+        rail = PayoutRail.CASH_RED_PACKET
+    if rail is PayoutRail.CASH_RED_PACKET and cash_red_packets_off(merchant.id):
+        if group_size is not None:
+            raise Conflict(
+                "this merchant's WeChat Pay account has no cash red packets",
+                details={"product": PayoutProduct.CASH_RED_PACKET.value},
+            )
+        rail = PayoutRail.TRANSFER_BILL
+    appid, openid = recipient(merchant, consumer_id, appid, rail=rail)
     payout = Payout(
         merchant_id=merchant.id,
         consumer_id=consumer_id,
         source_type=source_type,
         source_id=source_id,
-        rail=merchant.payout_rail,
+        rail=rail,
+        group_size=group_size,
         appid=appid,
         openid=openid,
         amount=amount,
@@ -152,7 +173,14 @@ def create_payout(
     db.session.add(payout)
     db.session.flush()
     payout.bill_no = bill_number(payout.id)
-    _note(payout, "created", bill_no=payout.bill_no, rail=payout.rail.value, amount_fen=amount.fen)
+    _note(
+        payout,
+        "created",
+        bill_no=payout.bill_no,
+        rail=payout.rail.value,
+        amount_fen=amount.fen,
+        **({"group_size": group_size} if group_size is not None else {}),  # type: ignore[arg-type]
+    )
     enqueue_after_commit(PROCESS_JOB, payout.id, queue=QueueName.PAYOUTS)
     return payout
 
@@ -249,6 +277,8 @@ class PayoutRow:
         "openid",
         "amount",
         "fee",
+        "source_type",
+        "group_size",
         "status",
         "bill_no",
         "attempt",
@@ -268,7 +298,7 @@ class PayoutRow:
         "history",
     )
     # What a pass may change (and so writes back).
-    WRITTEN: ClassVar[tuple[str, ...]] = COLUMNS[8:]
+    WRITTEN: ClassVar[tuple[str, ...]] = COLUMNS[COLUMNS.index("status") :]
 
     id: int
     merchant_id: int
@@ -278,6 +308,8 @@ class PayoutRow:
     openid: str
     amount: Money
     fee: Money
+    source_type: str
+    group_size: int | None
     status: PayoutStatus
     bill_no: str | None
     attempt: int
@@ -429,7 +461,9 @@ def start_pass(payout_id: int, *, now: datetime | None = None, lease: timedelta 
         and claim.accepted_at is not None
         and now - claim.accepted_at >= confirm_timeout()
     )
-    order = PayoutOrder(claim.id, claim.bill_no, claim.rail, claim.appid, claim.openid, claim.amount.fen)
+    order = PayoutOrder(
+        claim.id, claim.bill_no, claim.rail, claim.appid, claim.openid, claim.amount.fen, claim.group_size
+    )
     merchant = payout_merchant(claim.merchant_id, claim.merchant_updated_at)
     return Pass(order, action, cancel, token, merchant, PendingLog(merchant.id), claim)
 
@@ -553,12 +587,24 @@ def _apply(payout: PayoutRow, outcome: Outcome, now: datetime) -> list[Effect]:
         )
         effects.append(partial(enqueue_after_commit, PROCESS_JOB, payout.id, queue=QueueName.PAYOUTS))
     elif outcome.kind == "failed":
+        product_off = payout.rail is PayoutRail.CASH_RED_PACKET and means_product_off(
+            outcome.code, outcome.message
+        )
         _move(payout, PayoutStatus.FAILED)
         payout.failure_code = (outcome.code or outcome.state or "FAILED")[:64]
         payout.failure_reason = FAILURE_TEXT.get(
-            outcome.state or "", "WeChat refused the payout; the money is back in your balance."
+            "PRODUCT_OFF" if product_off else outcome.state or "",
+            "WeChat refused the payout; the money is back in your balance.",
         )
         effects.append(partial(_ledger, payout, "return"))
+        if product_off:
+            # The account has no cash red packets (nothing was sent): off for the merchant from now on, and
+            # a source that must still be paid pays on the default rail (once; its own guard decides).
+            effects.append(
+                partial(record_product_off, payout.merchant_id, code=outcome.code, message=outcome.message)
+            )
+            if payout.source_type in PRODUCT_OFF_FALLBACKS:
+                effects.append(partial(_fall_back, payout))
         payout.finished_at = now
         payout.package_info = None
     else:
@@ -599,6 +645,16 @@ def _apply(payout: PayoutRow, outcome: Outcome, now: datetime) -> list[Effect]:
     payout.claimed_until = None
     payout.claim_token = None
     return effects
+
+
+# Payout sources that are paid on the default rail when WeChat refused a cash red packet for want of the
+# product (dotted path, so app.payouts never imports the source's package at import time).
+PRODUCT_OFF_FALLBACKS = {"pool_grant": "app.pools.cash.fall_back_cash_share"}
+
+
+def _fall_back(payout: PayoutRow) -> None:
+    module, _, name = PRODUCT_OFF_FALLBACKS[payout.source_type].rpartition(".")
+    getattr(import_module(module), name)(payout.id)
 
 
 def refuse_pass(payout_id: int, error: DomainError, *, now: datetime | None = None) -> PayoutRow | None:

@@ -12,8 +12,15 @@ from app.auth.guards import current_merchant_id, current_staff, staff_required
 from app.auth.principals import Role
 from app.core.tx import commit
 from app.payouts import operations, service
+from app.payouts.capabilities import capabilities as payout_capabilities
 from app.payouts.models import Payout, PayoutStatus
-from app.payouts.schemas import STUCK, PayoutQuerySchema, PayoutSchema, ResolveSchema
+from app.payouts.schemas import (
+    STUCK,
+    PayoutCapabilitySchema,
+    PayoutQuerySchema,
+    PayoutSchema,
+    ResolveSchema,
+)
 
 blp = Blueprint(
     "console_payouts", __name__, url_prefix="/api/console/v1/payouts", description="Payouts (finance)."
@@ -35,6 +42,15 @@ def list_payouts(args: dict[str, Any]) -> list[Payout]:
         return operations.stuck_payouts(merchant_id=current_merchant_id())
     statuses = [PayoutStatus(s) for s in args["status"]]
     return service.list_payouts(merchant_id=current_merchant_id(), statuses=statuses)
+
+
+@blp.route("/capabilities")
+@staff_required()
+@blp.response(200, PayoutCapabilitySchema(many=True))
+def capabilities() -> list[dict[str, Any]]:
+    """Which payout products the merchant's WeChat Pay account has, as WeChat last answered (cash red
+    packets off after ``NO_AUTH`` / ``PRODUCT_AUTHORITY_UNOPEN``, with the reason). Any role."""
+    return payout_capabilities(current_merchant_id())
 
 
 @blp.route("/<int:payout_id>/retry", methods=["POST"])

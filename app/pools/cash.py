@@ -7,6 +7,12 @@ same), whose rails pick 商家转账 for everyone and ``sendredpack`` only where
 Exactly once: ``UPDATE pool_grants SET paid_at … WHERE paid_at IS NULL`` decides, and the entry's and the
 withdrawal's keys are the grant's. A withdrawal the merchant's policy refuses (minimum, daily limit)
 leaves the money available to withdraw later, as for cash rebates.
+
+A fission-cash share is instead one ``sendgroupredpack`` (§5.3) of its amount: reserve → the grabber's
+withdrawing bucket and a payout of source ``pool_grant`` on the payout state machine (no withdrawal: no
+fee, no policy — the group packet must be the share, whole). Where the merchant's account has no cash red
+packets — known beforehand, or learnt from WeChat's refusal of this very packet (then the payout failed and
+the money is back in available) — the share goes the default way above, once (``fallback_at``).
 """
 
 from __future__ import annotations
@@ -18,13 +24,16 @@ from sqlalchemy import select
 from app.core.db import utcnow
 from app.core.errors import DomainError
 from app.core.guards import guarded_update
+from app.core.money import Money
 from app.extensions import db
 from app.ledger.accounts import campaign_accounts, consumer_accounts
 from app.ledger.models import EntryReason
 from app.ledger.service import post_entry
-from app.pools.models import Pool, PoolGrant
+from app.pools.models import Pool, PoolGrant, PoolPayout
 
 logger = logging.getLogger("hongli.pools")
+
+POOL_GRANT = "pool_grant"  # the payout source of a fission-cash share (payouts.source_type)
 
 
 def after_grab(grant_id: int) -> None:
@@ -38,9 +47,8 @@ def after_grab(grant_id: int) -> None:
 
 
 def pay_cash_share(grant_id: int) -> bool:
-    """Move a cash grant's money to its consumer and request its payout; False if done already."""
-    from app.withdrawals.service import request_withdrawal
-
+    """Pay a cash grant (a fission-cash pool's as one group red packet where the merchant's account has
+    them, else on the default rails); False if done already."""
     if not guarded_update(
         PoolGrant,
         grant_id,
@@ -52,6 +60,78 @@ def pay_cash_share(grant_id: int) -> bool:
     grant = db.session.get(PoolGrant, grant_id)
     pool = db.session.get(Pool, grant.pool_id) if grant is not None else None
     assert grant is not None and pool is not None
+    if pool.payout is PoolPayout.FISSION_CASH:
+        if _pay_fission(grant, pool):
+            return True
+        guarded_update(PoolGrant, grant.id, PoolGrant.fallback_at.is_(None), fallback_at=utcnow())
+    _to_wallet(grant, pool)
+    _withdraw(grant)
+    return True
+
+
+def _pay_fission(grant: PoolGrant, pool: Pool) -> bool:
+    """The share as ONE ``sendgroupredpack`` of its amount and ``fission_count`` packets (§5.3): reserve →
+    the grabber's withdrawing bucket, then a payout keyed by the grant (bill number fixed before any call;
+    the payout state machine pays it once and queries every unknown outcome). False, with nothing written,
+    when the merchant's account has no cash red packets or the grabber no official-account openid."""
+    from app.merchants.models import Merchant, PayoutRail
+    from app.payouts.capabilities import cash_red_packets_off
+    from app.payouts.service import create_payout, recipient
+
+    merchant = db.session.get(Merchant, grant.merchant_id)
+    assert merchant is not None and pool.fission_count is not None
+    if cash_red_packets_off(merchant.id):
+        logger.info("pool grant %s: cash red packets are off for the merchant; default rail", grant.id)
+        return False
+    try:
+        recipient(merchant, grant.consumer_id, rail=PayoutRail.CASH_RED_PACKET)
+    except DomainError as exc:
+        logger.info("pool grant %s: no official-account openid (%s); default rail", grant.id, exc.message)
+        return False
+    wallet = consumer_accounts(grant.merchant_id, grant.consumer_id)
+    list(wallet)  # every bucket exists before any is locked
+    post_entry(
+        key=f"pool-cash:{grant.id}",
+        reason=EntryReason.SETTLE,
+        cause_type="pool_grant",
+        cause_id=str(grant.id),
+        lines=[
+            (campaign_accounts(grant.merchant_id, pool.campaign_id).reserved, -grant.reserved),
+            (wallet.withdrawing, grant.reserved),
+        ],
+        merchant_id=grant.merchant_id,
+        rule_version_id=pool.rule_version_id,
+        memo=f"fission cash share {grant.seq} of pool {pool.id}",
+    )
+    create_payout(
+        merchant=merchant,
+        consumer_id=grant.consumer_id,
+        source_type=POOL_GRANT,
+        source_id=grant.id,
+        amount=grant.reserved,
+        fee=Money(0),
+        group_size=pool.fission_count,
+    )
+    return True
+
+
+def fall_back_cash_share(payout_id: int) -> bool:
+    """WeChat refused a fission share's group red packet for want of the product (its payout failed and
+    brought the money back to the grabber's available balance): pay it on the default rail, once — the
+    grant's ``fallback_at`` decides, and the withdrawal's key is the grant's. False if done already."""
+    from app.payouts.models import Payout
+
+    payout = db.session.get(Payout, payout_id)
+    assert payout is not None and payout.source_type == POOL_GRANT
+    if not guarded_update(PoolGrant, payout.source_id, PoolGrant.fallback_at.is_(None), fallback_at=utcnow()):
+        return False
+    grant = db.session.get(PoolGrant, payout.source_id)
+    assert grant is not None
+    _withdraw(grant)
+    return True
+
+
+def _to_wallet(grant: PoolGrant, pool: Pool) -> None:
     wallet = consumer_accounts(grant.merchant_id, grant.consumer_id)
     list(wallet)  # every bucket exists before any is locked (as a withdrawal request takes them)
     post_entry(
@@ -67,6 +147,12 @@ def pay_cash_share(grant_id: int) -> bool:
         rule_version_id=pool.rule_version_id,
         memo=f"cash share {grant.seq} of pool {pool.id}",
     )
+
+
+def _withdraw(grant: PoolGrant) -> None:
+    """A withdrawal of the share keyed by the grant: the path cash rebates take (商家转账 for everyone)."""
+    from app.withdrawals.service import request_withdrawal
+
     try:
         with db.session.begin_nested():
             request_withdrawal(
@@ -77,7 +163,6 @@ def pay_cash_share(grant_id: int) -> bool:
             )
     except DomainError as exc:
         logger.info("cash share of pool grant %s stays available: %s", grant.id, exc.message)
-    return True
 
 
 def unpaid_cash_grants(limit: int = 500) -> list[int]:

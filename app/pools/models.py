@@ -40,6 +40,9 @@ class Audience(StrEnum):
 class PoolPayout(StrEnum):
     RED_PACKET = "red_packet"  # an in-app red packet (spendable; its spend books the two-way legs)
     CASH = "cash"  # WeChat change, on the payout rails (商家转账 for everyone, sendredpack where the merchant has it)
+    # One sendgroupredpack (裂变红包) of the share to the grabber, split by WeChat among ``fission_count``
+    # people; 商家转账 (once) where the merchant's account has no cash red packets.
+    FISSION_CASH = "fission_cash"
 
 
 class Pool(Base):
@@ -74,6 +77,7 @@ class Pool(Base):
     legs_worst_case: Mapped[Money]  # the most one share's two rebate legs can cost
     # Fission: [{"friends": 3, "reward_fen": 100}, …], ascending; each tier paid once per sharer.
     ladder: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    fission_count: Mapped[int | None]  # fission_cash: the group packet's total_num (3…20)
     reserved: Mapped[Money] = mapped_column(default=Money(0))
     released: Mapped[Money] = mapped_column(default=Money(0))
     best_grant_id: Mapped[int | None] = mapped_column(BigInteger)
@@ -114,6 +118,9 @@ class PoolGrant(Base):
     reserved: Mapped[Money]
     red_packet_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("red_packets.id"), unique=True)
     paid_at: Mapped[datetime | None]  # a cash grant's money moved to the consumer and into a withdrawal
+    # fission_cash: the group packet was refused for want of the product, and the share went to the
+    # default rail (once: ``UPDATE … WHERE fallback_at IS NULL``).
+    fallback_at: Mapped[datetime | None]
     via_sharer_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("consumers.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

@@ -22,7 +22,16 @@ class PoolCreateSchema(Schema):
         load_default=PoolPayout.RED_PACKET.value,
         validate=validate.OneOf([p.value for p in PoolPayout]),
         metadata={
-            "description": "red_packet (in-app, spendable) or cash (WeChat change, on the payout rails)."
+            "description": "red_packet (in-app, spendable), cash (WeChat change, on the payout rails) or "
+            "fission_cash (one sendgroupredpack per share, split by WeChat among fission_count people; "
+            "商家转账 where the merchant's account has no cash red packets)."
+        },
+    )
+    fission_count = fields.Integer(
+        load_default=None,
+        strict=True,
+        metadata={
+            "description": "fission_cash only: people a share's group red packet is split among (3-20)."
         },
     )
     total_fen = MoneyField(required=True, minimum=1)
@@ -48,6 +57,7 @@ class PoolSchema(Schema):
     split = fields.String(attribute="split.value")
     audience = fields.String(attribute="audience.value")
     payout = fields.String(attribute="payout.value")
+    fission_count = fields.Integer(allow_none=True)
     total_fen = MoneyField(attribute="total")
     count = fields.Integer()
     starts_at = fields.DateTime()

@@ -53,6 +53,9 @@ from app.red_packets.service import granted_packet_row, insert_packet
 
 logger = logging.getLogger("hongli.pools")
 MAX_SHARES = 10_000
+# sendgroupredpack (protocol doc §5.3): total_num ≥ 3; the group's average packet 1.00–200.00 yuan.
+FISSION_MIN, FISSION_MAX = 3, 20
+FISSION_PACKET_MIN_FEN, FISSION_PACKET_MAX_FEN = 100, 20_000
 REBUILD_WAITS = 50  # × 20 ms at most, while another process rebuilds a lost pool
 # A test-only fault point (off unless a test sets it in the app's config): the web process dies right
 # after the Redis step, before the grant's commit, as a crash would leave it.
@@ -80,6 +83,7 @@ def create_pool(
     max_order: Money | None = None,
     ladder: list[dict[str, int]] | None = None,
     payout: PoolPayout = PoolPayout.RED_PACKET,
+    fission_count: int | None = None,
     actor: Actor,
     staff_id: int | None = None,
 ) -> Pool:
@@ -99,8 +103,9 @@ def create_pool(
     if min_spend.fen and split is SplitKind.FIXED and min_spend.fen <= total.fen // count:
         problems["min_spend_fen"] = ["must exceed a share (at least 1 fen is paid)"]
     max_order = max_order if max_order is not None else min_spend
-    if payout is PoolPayout.CASH and (issuer_rate_bp or buyer_rate_bp):
+    if payout is not PoolPayout.RED_PACKET and (issuer_rate_bp or buyer_rate_bp):
         problems["payout"] = ["a cash share is not spent at the merchant: no two-way rates"]
+    _check_fission(payout, fission_count, split, total, count, problems)
     tiers = fission.validated_ladder(ladder or [], problems)
     if problems:
         raise InvalidInput("invalid pool", details={"fields": problems})
@@ -111,6 +116,7 @@ def create_pool(
         split=split,
         audience=audience,
         payout=payout,
+        fission_count=fission_count if payout is PoolPayout.FISSION_CASH else None,
         total=total,
         count=count,
         starts_at=starts_at,
@@ -446,10 +452,15 @@ def _record(
         "reserved": reserve,
         "red_packet_id": None,
         "paid_at": None,
+        "fallback_at": None,
         "via_sharer_id": sharer_id,
         "created_at": now,
     }
-    row = None if pool.payout is PoolPayout.CASH else _packet_row(pool, amount, reserve, consumer_id, now)
+    row = (
+        None
+        if pool.payout is not PoolPayout.RED_PACKET
+        else _packet_row(pool, amount, reserve, consumer_id, now)
+    )
     if db.session.get_bind().dialect.name == "postgresql":
         packet_params = {f"p_{k}": v for k, v in (row or {}).items()}
         written = db.session.execute(
@@ -484,6 +495,46 @@ def _why_not_granted(pool_id: int, consumer_id: int) -> Exception:
     if standing is not ConsumerStatus.ACTIVE:
         return ConsumerBanned("this account cannot grab red packets")
     return PoolBusy("the pool changed meanwhile; try again")
+
+
+def _check_fission(
+    payout: PoolPayout,
+    fission_count: int | None,
+    split: SplitKind,
+    total: Money,
+    count: int,
+    problems: dict[str, list[str]],
+) -> None:
+    """A fission-cash pool: each share becomes one group red packet of ``fission_count`` packets, so every
+    share must lie within what WeChat accepts for that group (§5.3), known at creation only for a fixed split."""
+    if payout is not PoolPayout.FISSION_CASH:
+        if fission_count is not None:
+            problems["fission_count"] = ["only for payout fission_cash"]
+        return
+    if fission_count is None or not FISSION_MIN <= fission_count <= FISSION_MAX:
+        problems["fission_count"] = [f"required for fission_cash: between {FISSION_MIN} and {FISSION_MAX}"]
+        return
+    if split is not SplitKind.FIXED:
+        problems["split"] = [
+            "fission_cash needs a fixed split: WeChat splits each share again among the friends, and a "
+            "random pre-split could make a share smaller than the group's minimum"
+        ]
+        return
+    if not 1 <= count <= MAX_SHARES:
+        return
+    low = fission_count * FISSION_PACKET_MIN_FEN
+    high = fission_count * FISSION_PACKET_MAX_FEN
+    smallest, largest = total.fen // count, -(-total.fen // count)
+    if smallest < low:
+        problems["total_fen"] = [
+            f"each share ({smallest} fen) must be at least {low} fen: a fission red packet of "
+            f"{fission_count} gives each of them at least 1 yuan on average (WeChat's minimum)"
+        ]
+    elif largest > high:
+        problems["total_fen"] = [
+            f"each share ({largest} fen) must be at most {high} fen: a fission red packet of "
+            f"{fission_count} averages at most 200 yuan a packet (WeChat's maximum)"
+        ]
 
 
 def _packet_row(

@@ -64,6 +64,7 @@ def create(body: dict[str, Any]) -> tuple[Pool, int]:
         split=SplitKind(body["split"]),
         audience=Audience(body["audience"]),
         payout=PoolPayout(body["payout"]),
+        fission_count=body["fission_count"],
         total=body["total_fen"],
         count=body["count"],
         starts_at=body["starts_at"],

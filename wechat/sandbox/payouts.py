@@ -129,20 +129,23 @@ def confirm_transfer_bill(world: World, bill: TransferBill) -> None:
 
 
 def arm_redpack_timer(world: World, packet: RedPacket) -> None:
-    """Unopened packets: RFUND_ING at expiry (default 24 h after sending), REFUND a minute later (§5.5)."""
+    """Unopened packets: RFUND_ING at expiry (default 24 h after sending), REFUND a minute later (§5.5).
+    A group packet its seed opened stays RECEIVED; the friends' shares still unopened then go back."""
 
     def refunding() -> None:
         with world.lock:
             if packet.status == "SENT":
                 move("redpack", packet, "RFUND_ING")
                 arm_redpack_timer(world, packet)
+            elif packet.status == "RECEIVED":
+                refund_unopened_shares(world, packet)
 
     def refunded() -> None:
         with world.lock:
             if packet.status == "RFUND_ING":
                 refund_redpack(world, packet)
 
-    if packet.status == "SENT":
+    if packet.status == "SENT" or (packet.status == "RECEIVED" and packet.opened < len(packet.shares)):
         due = packet.send_time + world.config.redpack_expiry_s / world.config.time_scale
         world.scheduler.at(due, refunding, f"redpack expiry {packet.mch_billno}")
     elif packet.status == "RFUND_ING":
@@ -157,17 +160,32 @@ def refund_redpack(world: World, packet: RedPacket) -> None:
     world.state.merchants[packet.mchid].balance_fen += packet.total_amount
 
 
+def refund_unopened_shares(world: World, packet: RedPacket) -> None:
+    """Expiry of a group packet its seed opened: the friends' unopened shares return to the merchant."""
+    rest = sum(packet.shares[packet.opened :])
+    if rest and packet.refund_time is None:
+        packet.refund_time = world.clock.now()
+        packet.refund_amount = rest
+        world.state.merchants[packet.mchid].balance_fen += rest
+
+
+GROUP_SHARE_MIN_FEN, GROUP_SHARE_MAX_FEN = 100, 100_000  # §5.3: every packet of a group 1.00–1000.00 yuan
+
+
 def split_group(world: World, total: int, num: int) -> list[int]:
-    """ALL_RAND split of a fission packet; every share at least 1 fen, sums to ``total``."""
-    cuts = sorted(world.rng.randint(1, total - 1) for _ in range(num - 1)) if num > 1 else []
-    bounds = [0, *cuts, total]
-    shares = [b - a for a, b in itertools.pairwise(bounds)]
-    # Duplicate cut points would give 0-fen shares; move one fen from the largest share into each.
-    for i, share in enumerate(shares):
-        if share == 0:
-            j = shares.index(max(shares))
-            shares[j] -= 1
-            shares[i] = 1
+    """ALL_RAND split of a fission packet (§5.3): every share 1–1000 yuan (the caller checked the average is
+    1–200; never below 1 fen), the rest cut at random; sums to ``total``."""
+    floor = max(1, min(GROUP_SHARE_MIN_FEN, total // num))
+    spare = total - floor * num
+    cuts = sorted(world.rng.randint(0, spare) for _ in range(num - 1))
+    shares = [floor + b - a for a, b in itertools.pairwise([0, *cuts, spare])]
+    # No packet above 1000 yuan: the excess goes to the smallest (the average is at most 200 yuan).
+    for i in range(num):
+        while shares[i] > GROUP_SHARE_MAX_FEN:
+            j = shares.index(min(shares))
+            moved = min(shares[i] - GROUP_SHARE_MAX_FEN, GROUP_SHARE_MAX_FEN - shares[j])
+            shares[i] -= moved
+            shares[j] += moved
     return shares
 
 

@@ -17,6 +17,7 @@ from wechat.sandbox.cards import consume_code, delete_code, receive_card
 from wechat.sandbox.marketing import render_coupon, use_coupon
 from wechat.sandbox.pay import pay_order, render_refund, render_transaction, resolve_refund
 from wechat.sandbox.payouts import (
+    arm_redpack_timer,
     confirm_transfer_bill,
     refund_redpack,
     render_hbinfo,
@@ -81,7 +82,7 @@ def resolve(out_refund_no: str) -> Response:
 
 @bp.post("/redpacks/<mch_billno>/open")
 def redpack_open(mch_billno: str) -> Response:
-    """The user opens a cash red packet: SENT → RECEIVED."""
+    """The user opens a cash red packet (a group packet: the seed opens the first share): SENT → RECEIVED."""
     world = current_world()
     body = json_body()
 
@@ -89,9 +90,60 @@ def redpack_open(mch_billno: str) -> Response:
         packet = by_key(world, body, mch_billno, world.state.redpacks)
         move("redpack", packet, "RECEIVED")
         packet.rcv_time = world.clock.now()
+        packet.opened = 1
+        if packet.hb_type == "GROUP":
+            arm_redpack_timer(world, packet)  # the friends' unopened shares go back at expiry
         return render_hbinfo(packet)
 
     return jsonify(run(world, act))
+
+
+@bp.post("/redpacks/<mch_billno>/friends-open")
+def redpack_friends_open(mch_billno: str) -> Response:
+    """``{"count": n}``: n more friends the seed shared a group packet with open their shares, in order."""
+    world = current_world()
+    body = json_body()
+
+    def act() -> dict[str, Any]:
+        packet = by_key(world, body, mch_billno, world.state.redpacks)
+        count = body.get("count", 1)
+        if packet.hb_type != "GROUP":
+            raise AdminError(409, "invalid_state", "not a group red packet")
+        if packet.status != "RECEIVED" or packet.refund_time is not None:
+            raise AdminError(409, "invalid_state", f"packet is {packet.status}: the seed opens it first")
+        if (
+            not isinstance(count, int)
+            or isinstance(count, bool)
+            or not 1 <= count <= len(packet.shares) - packet.opened
+        ):
+            raise AdminError(
+                422,
+                "invalid_field",
+                f"count must be 1..{len(packet.shares) - packet.opened}",
+                {"field": "count"},
+            )
+        packet.opened += count
+        return render_hbinfo(packet)
+
+    return jsonify(run(world, act))
+
+
+@bp.post("/merchants/<mchid>/cash-red-packets")
+def cash_red_packets_switch(mchid: str) -> Response:
+    """``{"enabled": false, "code": "NO_AUTH"|"PRODUCT_AUTHORITY_UNOPEN"}``: the merchant's account lacks
+    cash red packets, and every send answers that code (``enabled`` true gives them back)."""
+    world = current_world()
+    body = json_body()
+    code = body.get("code", "NO_AUTH")
+    if code not in ("NO_AUTH", "PRODUCT_AUTHORITY_UNOPEN"):
+        raise AdminError(422, "invalid_field", "code: NO_AUTH or PRODUCT_AUTHORITY_UNOPEN", {"field": "code"})
+    with world.lock:
+        merchant = world.state.merchants.get(mchid)
+        if merchant is None:
+            raise AdminError(404, "not_found", f"merchant {mchid} not found")
+        merchant.cash_red_packets = bool(body.get("enabled", True))
+        merchant.cash_red_packets_code = code
+        return jsonify({"mchid": mchid, "cash_red_packets": merchant.cash_red_packets, "code": code})
 
 
 @bp.post("/redpacks/<mch_billno>/ignore")

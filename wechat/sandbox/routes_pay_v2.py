@@ -18,6 +18,7 @@ from wechat.sandbox.world import World
 
 bp = Blueprint("sandbox_pay_v2", __name__)
 
+PRODUCT_OFF_TEXT = "商户无权限，请开通现金红包产品权限"
 BILLNO = re.compile(r"^[0-9A-Za-z]{1,28}$")
 REDPACK_FIELDS = (
     "mch_billno",
@@ -67,6 +68,8 @@ def _send(world: World, merchant: Merchant, params: dict[str, str], *, group: bo
     replay = _idem(world, merchant, "redpack", billno, params)
     if replay is not None:
         return replay
+    if not merchant.cash_red_packets:
+        raise V2Error(merchant.cash_red_packets_code, PRODUCT_OFF_TEXT)
     appid = params["wxappid"]
     app = world.state.apps.get(appid)
     if appid not in merchant.appids or app is None or app.kind != "official":
@@ -174,11 +177,12 @@ def gethbinfo(world: World, merchant: Merchant, params: dict[str, str]) -> dict[
 
 
 def _receivers(packet: RedPacket) -> list[tuple[str, int]]:
+    """Who opened what: a group packet's seed first, then the friends who opened their shares (§5.5)."""
     if packet.hb_type == "NORMAL":
         return [(packet.openid, packet.total_amount)]
     return [
         (packet.openid if i == 0 else f"{packet.openid}-friend{i}", share)
-        for i, share in enumerate(packet.shares)
+        for i, share in enumerate(packet.shares[: max(packet.opened, 1)])
     ]
 
 

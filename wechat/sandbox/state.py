@@ -115,6 +115,11 @@ class Merchant:
     # Merchant coupons (商家券): no new merchants since 2025-12-15, so off unless set; off → NO_AUTH.
     busifavor: bool = False
     busifavor_notify_url: str | None = None
+    # Cash red packets (sendredpack / sendgroupredpack): only some accounts have them (90 days on WeChat
+    # Pay, 30 of normal trading). On by default, as for the merchants the sandbox has always paid with them;
+    # off → every send answers ``cash_red_packets_code`` (NO_AUTH or PRODUCT_AUTHORITY_UNOPEN).
+    cash_red_packets: bool = True
+    cash_red_packets_code: str = "NO_AUTH"
 
 
 @dataclass
@@ -291,6 +296,7 @@ class RedPacket:
     refund_amount: int = 0
     reason: str = ""
     shares: list[int] = field(default_factory=list)
+    opened: int = 0  # shares opened so far (a group packet: the seed's first, then friends' in order)
 
 
 @dataclass
