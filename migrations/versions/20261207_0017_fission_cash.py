@@ -1,7 +1,7 @@
 """Pools may pay each share as one fission cash red packet (sendgroupredpack): the pool's group size, a
 payout's group size, the grant's fallback mark, and whether a merchant's account has cash red packets.
 
-Revision ID: 0018
+Revision ID: 0017
 Revises: 0016
 Create Date: 2026-12-07 12:20:00
 
@@ -10,7 +10,7 @@ from alembic import op
 import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
-revision = '0018'
+revision = '0017'
 down_revision = '0016'
 branch_labels = None
 depends_on = None
