@@ -248,10 +248,13 @@ def test_the_reconcile_command_gives_back_a_take_whose_commit_never_happened(rac
         taken = hot.take(hot.Ref(race.merchant_id, pool_id), lost.consumer_id)
         assert isinstance(taken, hot.Share)
     runner = race.app.test_cli_runner()
-    young = runner.invoke(args=["pools", "reconcile"])  # within the grace period: left alone
+    # Flask's CLI runs in whatever app context is current: make it this race's app (its database).
+    with race.context():
+        young = runner.invoke(args=["pools", "reconcile"])  # within the grace period: left alone
     assert young.exit_code == 0, young.output
     assert f"pool {pool_id}: 0 final, 0 given back" in young.output
-    result = runner.invoke(args=["pools", "reconcile", "--grace-ms", "0"])
+    with race.context():
+        result = runner.invoke(args=["pools", "reconcile", "--grace-ms", "0"])
     assert result.exit_code == 0, result.output
     assert f"pool {pool_id}: 0 final, 1 given back" in result.output
     assert "pools agree: 1 open pool(s)" in result.output

@@ -25,7 +25,14 @@ from tests.sandbox import Sandbox
 # for several merchants (each membership carries merchant_id). Children: reached only through a parent of
 # one merchant by a NOT NULL foreign key; before distributing, they get merchant_id too (docs/scaling.md).
 GLOBAL = {"merchants", "staff_accounts"}
-CHILDREN = {"postings": "journal_entries", "campaign_rule_versions": "campaigns"}
+CHILDREN = {
+    "postings": "journal_entries",
+    "campaign_rule_versions": "campaigns",
+    # A pool's pre-split shares, share links and tier rewards: always read and written with their pool.
+    "pool_shares": "pools",
+    "pool_share_links": "pools",
+    "pool_tier_rewards": "pools",
+}
 
 
 def _tables() -> dict[str, Table]:
