@@ -180,25 +180,18 @@ def reward_tiers(pool_id: int, sharer_id: int) -> list[PoolTierReward]:
 
 
 def funnel(pool_id: int) -> list[dict[str, int]]:
-    """Per share link: opened, grabbed through, tiers reached."""
-    tiers: dict[int, int] = dict(
-        db.session.execute(
-            select(PoolTierReward.sharer_id, func.max(PoolTierReward.tier))
-            .where(PoolTierReward.pool_id == pool_id)
-            .group_by(PoolTierReward.sharer_id)
-        )
-        .tuples()
-        .all()
+    """Per share link: opened, grabbed through, tiers reached (one statement)."""
+    reached = (
+        select(func.max(PoolTierReward.tier))
+        .where(PoolTierReward.pool_id == pool_id, PoolTierReward.sharer_id == PoolShareLink.sharer_id)
+        .scalar_subquery()
     )
-    links = db.session.scalars(
-        select(PoolShareLink).where(PoolShareLink.pool_id == pool_id).order_by(PoolShareLink.sharer_id)
+    rows = db.session.execute(
+        select(PoolShareLink.sharer_id, PoolShareLink.opens, PoolShareLink.grabs, reached)
+        .where(PoolShareLink.pool_id == pool_id)
+        .order_by(PoolShareLink.sharer_id)
     )
     return [
-        {
-            "sharer_id": link.sharer_id,
-            "opens": link.opens,
-            "grabs": link.grabs,
-            "tier": int(tiers.get(link.sharer_id, 0)),
-        }
-        for link in links
+        {"sharer_id": sharer, "opens": opens, "grabs": grabs, "tier": int(tier or 0)}
+        for sharer, opens, grabs, tier in rows
     ]

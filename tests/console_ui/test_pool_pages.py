@@ -252,3 +252,24 @@ def test_the_pools_list_is_two_round_trips_however_many_pools(
         totals = pool_grab_totals(merchant_id=merchant_id)
     assert len(pools) == 3 and totals == {}
     assert len(seen) == 2
+
+
+def test_a_pools_figures_are_two_round_trips_and_its_funnel_one(
+    shop: Shop, campaign: int, db_session: Session
+) -> None:
+    from app.pools import fission, stats
+    from app.pools.models import Pool
+    from tests.console_ui.test_dashboard import statements
+
+    owner = _browser(shop, Role.OWNER)
+    owner.post(f"/console/m/{shop.merchant.slug}/pools", _form(campaign, "figures-of-one-pool-0001"))
+    pool = db_session.scalars(select(Pool)).one()
+    merchant_id, pool_id, count = shop.merchant.id, pool.id, pool.count
+    db_session.expire_all()
+    with statements() as seen:
+        figures = stats.pool_stats(merchant_id=merchant_id, pool_id=pool_id)
+    assert (figures["grabbed"], figures["unclaimed"], figures["funnel"]) == (0, count, [])
+    assert len(seen) == 3  # the pool, every figure, the funnel
+    with statements() as seen:
+        fission.funnel(pool_id)
+    assert len(seen) == 1
