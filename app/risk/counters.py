@@ -27,16 +27,43 @@ from app.queue.queues import get_redis
 #   zcount a=window s                                    → members scored within [now - a s, now]
 #   rank  a=member b=ttl s  (ZADD NX member now)         → the member's rank by first sight (0-based)
 #   sadd  a=member b=ttl s                               → "<1 if new>:<set size>"
+#   client (first, a paid order's: who asked to pay it)  → the stored "v2|ip|ip digest|device digest|…"
+# After a ``client`` step, "@ip@" / "@dev@" in a key stand for that client's IP / device digest (same hash
+# tag, so the same slot); a step whose key names one the client lacks is skipped (false, nothing written).
+# A client stored in an older format is answered {{}, {}, raw, 'retry'} before anything is touched.
 _SCRIPT = """
 local now = tonumber(ARGV[1])
 local out = {}
 local failed = {}
 local writes = {}
+local client = false
+local ipd, devd = nil, nil
 local a = 2
 for i, key in ipairs(KEYS) do
   local op, x, ttl = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   a = a + 3
-  if op == 'cap' then
+  local skip = false
+  if op ~= 'client' then
+    if string.find(key, '@ip@', 1, true) then
+      if ipd then key = string.gsub(key, '@ip@', ipd) else skip = true end
+    end
+    if string.find(key, '@dev@', 1, true) then
+      if devd then key = string.gsub(key, '@dev@', devd) else skip = true end
+    end
+  end
+  if skip then
+    if op == 'group' or op == 'member' then a = a + 1 end
+    out[i] = false
+  elseif op == 'client' then
+    client = redis.call('GET', key)
+    if client then
+      local v, ip, ipdigest, dev = string.match(client, '^(v2)|([^|]*)|([^|]*)|([^|]*)|')
+      if not v then return {{}, {}, client, 'retry'} end
+      if ipdigest ~= '' then ipd = ipdigest end
+      if dev ~= '' then devd = dev end
+    end
+    out[i] = client
+  elseif op == 'cap' then
     local n = tonumber(redis.call('GET', key) or '0') + 1
     out[i] = n
     if x > 0 and n > x then failed[#failed + 1] = i end
@@ -94,7 +121,7 @@ if #failed == 0 then
     redis.call('EXPIRE', w[2], w[3])
   end
 end
-return {failed, out}
+return {failed, out, client}
 """
 
 
@@ -114,6 +141,8 @@ class Step:
 class Outcome:
     failed: list[str] = field(default_factory=list)
     values: dict[str, Any] = field(default_factory=dict)
+    client: str | None = None  # what a ``client`` step read
+    retry: bool = False  # that client is in an older format: nothing was done
 
 
 def key_prefix(merchant_id: int) -> str:
@@ -136,13 +165,17 @@ def run(steps: Sequence[Step], now_ms: int, connection: redis.Redis | None = Non
         argv += [step.op, step.limit, step.ttl]
         if step.op in ("group", "member"):
             argv.append(step.prefix)
-    failed, values = script(keys=[s.key for s in steps], args=argv, client=connection)
+    answer = script(keys=[s.key for s in steps], args=argv, client=connection)
+    failed, values = answer[0], answer[1]
+    client = answer[2] if len(answer) > 2 else None
     return Outcome(
         failed=[steps[int(i) - 1].name for i in failed],
         values={
             step.name: (v.decode() if isinstance(v, bytes) else v)
             for step, v in zip(steps, values, strict=False)
         },
+        client=client.decode() if isinstance(client, bytes) else client,
+        retry=len(answer) > 3,
     )
 
 
