@@ -171,7 +171,7 @@ def decide(
         phone = None if found is None else found[1]
         if found is None or found[0] is ConsumerStatus.BANNED:
             if order_key is not None:  # rare: the client read on its own, for the record
-                client = _order_client(subject.merchant_id, context.order_id) or client  # type: ignore[arg-type]
+                client = _client_at(order_key) or client
             return _finish(
                 Outcome.BLOCK,
                 ["banned"],
@@ -513,8 +513,8 @@ def remember_order_client(*, merchant_id: int, consumer_id: int, order_id: int, 
     link_all(merchant_id=merchant_id, consumer_id=consumer_id, pairs=new)
 
 
-def _order_client(merchant_id: int, order_id: int) -> Client | None:
-    raw = get_redis().get(_order_key(merchant_id, order_id))
+def _client_at(key: str) -> Client | None:
+    raw = get_redis().get(key)
     return _parsed_client(raw.decode() if isinstance(raw, bytes) else raw)
 
 

@@ -9,8 +9,9 @@ from redis import Redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.consumers.models import ConsumerStatus
 from app.core.db import utcnow
-from app.risk import judge_paid_order
+from app.risk import Client, judge_paid_order, remember_order_client
 from app.risk.clients import digest, verified_device
 from app.risk.counters import key_prefix
 from app.risk.links import group_of
@@ -108,3 +109,32 @@ def test_an_order_client_kept_in_the_older_format_is_still_read(
     # Counted against that IP (its second new account today) and linked by that device: one group of two.
     assert later.scores["rank_ip"] == 1
     assert group_of(merchant_id=merchant.id, consumer_id=consumers[1]) == (consumers[0], consumers)
+
+
+def test_a_banned_buyers_order_is_blocked_and_recorded_with_its_client(
+    app: Flask, db_session: Session, redis: Redis
+) -> None:
+    merchant = make_merchant("banned-buyer")
+    enforce(merchant.id)
+    consumer = make_consumer(merchant)
+    consumer.status = ConsumerStatus.BANNED
+    db_session.flush()
+    remember_order_client(
+        merchant_id=merchant.id,
+        consumer_id=consumer.id,
+        order_id=92_000,
+        client=Client(ip="203.0.113.9", device="a-banned-phone", device_sent=True),
+    )
+    verdict = judge_paid_order(
+        merchant_id=merchant.id,
+        consumer_id=consumer.id,
+        order_id=92_000,
+        related=set(),
+        claims=1,
+        payer=None,
+        paid_at=utcnow(),
+        rewarded=False,
+    )
+    assert (verdict.decision.outcome, verdict.claims_allowed) == (Outcome.BLOCK, False)
+    [row] = _decisions(db_session, consumer.id)
+    assert (row.outcome, row.reasons, row.ip) == (Outcome.BLOCK, ["banned"], "203.0.113.9")
