@@ -6,7 +6,7 @@ from bench.console import DASHBOARD
 from bench.coupons import COUPON_USE
 from bench.harness import Case, Paired, Request, RequestSource, Server
 from bench.pools import POOL_CASES
-from bench.risk import RISK_PAID_ORDER
+from bench.risk import RISK_PAID_ORDER, RISK_POOL_GRAB
 from bench.seed import (
     behaviour_event,
     oa_subscribe,
@@ -264,5 +264,6 @@ CASES: tuple[Case, ...] = (
     COUPON_USE,
     DASHBOARD,
     RISK_PAID_ORDER,
+    RISK_POOL_GRAB,
     *POOL_CASES,
 )

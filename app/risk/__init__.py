@@ -59,17 +59,24 @@ class OrderVerdict:
     def claims_allowed(self) -> bool:
         return self.decision.claims_allowed
 
+    @property
+    def held(self) -> bool:
+        """The order's consumer grants are held for review (the hold was written with the decision)."""
+        return self.rewarded and self.decision.outcome is Outcome.HOLD
+
     def hold_if_needed(self) -> None:
-        """After the booking's write: hold the order's consumer grants if the reward is held (once per
-        order: a second booking of the same order — a used coupon's — joins the hold)."""
-        if self.rewarded and self.decision.outcome is Outcome.HOLD:
+        """After the booking's write: make sure a held reward's order is held (once per order: a second
+        booking of the same order — a used coupon's — joins the hold). The decision's own statement
+        wrote the hold already; this only covers a decision written without it."""
+        if self.held and self.decision.hold_order_id is None:
             from app.risk.review import hold_order
 
             hold_order(
                 merchant_id=self.merchant_id,
                 consumer_id=self.consumer_id,
                 order_id=self.order_id,
-                decision=self.decision.record,
+                decision_id=self.decision.record_id,
+                reasons=self.decision.reasons,
             )
 
 
@@ -96,6 +103,7 @@ def judge_paid_order(
             payer=payer,
             at=paid_at,
         ),
+        hold_order_id=order_id if rewarded else None,
     )
     return OrderVerdict(decision, merchant_id, consumer_id, order_id, rewarded)
 
@@ -113,10 +121,12 @@ def check_claim(*, merchant_id: int, consumer_id: int, kind: str, reference: str
         Action.CLAIM,
         Subject(merchant_id, consumer_id),
         Context(kind=kind, reference=reference, client=current_client()),
+        write=False,
     )
     if decision.refused:
         db.session.rollback()
         persist(decision)
         commit()
         decision.enforce()
+    persist(decision)
     return decision

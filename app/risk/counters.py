@@ -17,7 +17,8 @@ from flask import current_app
 
 from app.queue.queues import get_redis
 
-# KEYS[i] with ARGV triples (op, a, b) after ARGV[1] = now in ms.
+# KEYS[i] with triples (op, a, b) after ARGV[1] = now in ms — all of them in ARGV[2], one per line (one
+# argument to encode and send instead of ~50: the client's packing was a third of the call's CPU).
 #   cap   a=limit (0: uncapped, still counted) b=ttl s   → the count after this claim
 #   gap   a=min seconds (0: off)               b=ttl s   → seconds since the last claim (-1: none)
 #   group a=limit  b=ttl s, plus the next ARGV = counter key prefix (the group id is appended)
@@ -27,16 +28,45 @@ from app.queue.queues import get_redis
 #   zcount a=window s                                    → members scored within [now - a s, now]
 #   rank  a=member b=ttl s  (ZADD NX member now)         → the member's rank by first sight (0-based)
 #   sadd  a=member b=ttl s                               → "<1 if new>:<set size>"
+#   client (first, a paid order's: who asked to pay it)  → the stored "v2|ip|ip digest|device digest|…"
+# After a ``client`` step, "@ip@" / "@dev@" in a key stand for that client's IP / device digest (same hash
+# tag, so the same slot); a step whose key names one the client lacks is skipped (false, nothing written).
+# A client stored in an older format is answered {{}, {}, raw, 'retry'} before anything is touched.
 _SCRIPT = """
 local now = tonumber(ARGV[1])
+local A = {ARGV[1]}
+for field in string.gmatch(ARGV[2], '[^\\n]+') do A[#A + 1] = field end
 local out = {}
 local failed = {}
 local writes = {}
+local client = false
+local ipd, devd = nil, nil
 local a = 2
 for i, key in ipairs(KEYS) do
-  local op, x, ttl = ARGV[a], tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local op, x, ttl = A[a], tonumber(A[a + 1]), tonumber(A[a + 2])
   a = a + 3
-  if op == 'cap' then
+  local skip = false
+  if op ~= 'client' then
+    if string.find(key, '@ip@', 1, true) then
+      if ipd then key = string.gsub(key, '@ip@', ipd) else skip = true end
+    end
+    if string.find(key, '@dev@', 1, true) then
+      if devd then key = string.gsub(key, '@dev@', devd) else skip = true end
+    end
+  end
+  if skip then
+    if op == 'group' or op == 'member' then a = a + 1 end
+    out[i] = false
+  elseif op == 'client' then
+    client = redis.call('GET', key)
+    if client then
+      local v, ip, ipdigest, dev = string.match(client, '^(v2)|([^|]*)|([^|]*)|([^|]*)|')
+      if not v then return {{}, {}, client, 'retry'} end
+      if ipdigest ~= '' then ipd = ipdigest end
+      if dev ~= '' then devd = dev end
+    end
+    out[i] = client
+  elseif op == 'cap' then
     local n = tonumber(redis.call('GET', key) or '0') + 1
     out[i] = n
     if x > 0 and n > x then failed[#failed + 1] = i end
@@ -49,7 +79,7 @@ for i, key in ipairs(KEYS) do
     if x > 0 and last and since < x then failed[#failed + 1] = i end
     writes[#writes + 1] = {'gap', key, ttl}
   elseif op == 'group' then
-    local prefix = ARGV[a]
+    local prefix = A[a]
     a = a + 1
     local member = redis.call('GET', key)
     out[i] = 0
@@ -62,7 +92,7 @@ for i, key in ipairs(KEYS) do
       writes[#writes + 1] = {'cap', gkey, ttl}
     end
   elseif op == 'member' then
-    local prefix = ARGV[a]
+    local prefix = A[a]
     a = a + 1
     local gid = redis.call('GET', key)
     out[i] = false
@@ -70,11 +100,11 @@ for i, key in ipairs(KEYS) do
   elseif op == 'zcount' then
     out[i] = redis.call('ZCOUNT', key, now - x * 1000, now)
   elseif op == 'rank' then
-    redis.call('ZADD', key, 'NX', now, ARGV[a - 2])
+    redis.call('ZADD', key, 'NX', now, A[a - 2])
     redis.call('EXPIRE', key, ttl)
-    out[i] = redis.call('ZRANK', key, ARGV[a - 2])
+    out[i] = redis.call('ZRANK', key, A[a - 2])
   elseif op == 'sadd' then
-    local added = redis.call('SADD', key, ARGV[a - 2])
+    local added = redis.call('SADD', key, A[a - 2])
     redis.call('EXPIRE', key, ttl)
     out[i] = added .. ':' .. redis.call('SCARD', key)
   elseif op == 'incr' then
@@ -94,7 +124,7 @@ if #failed == 0 then
     redis.call('EXPIRE', w[2], w[3])
   end
 end
-return {failed, out}
+return {failed, out, client}
 """
 
 
@@ -114,6 +144,8 @@ class Step:
 class Outcome:
     failed: list[str] = field(default_factory=list)
     values: dict[str, Any] = field(default_factory=dict)
+    client: str | None = None  # what a ``client`` step read
+    retry: bool = False  # that client is in an older format: nothing was done
 
 
 def key_prefix(merchant_id: int) -> str:
@@ -131,18 +163,22 @@ def run(steps: Sequence[Step], now_ms: int, connection: redis.Redis | None = Non
     if script is None:
         script = connection.register_script(_SCRIPT)
         current_app.extensions["hongli.risk_script"] = script
-    argv: list[str | int] = [now_ms]
+    argv: list[str | int] = []
     for step in steps:
         argv += [step.op, step.limit, step.ttl]
         if step.op in ("group", "member"):
             argv.append(step.prefix)
-    failed, values = script(keys=[s.key for s in steps], args=argv, client=connection)
+    answer = script(keys=[s.key for s in steps], args=[now_ms, "\n".join(map(str, argv))], client=connection)
+    failed, values = answer[0], answer[1]
+    client = answer[2] if len(answer) > 2 else None
     return Outcome(
         failed=[steps[int(i) - 1].name for i in failed],
         values={
             step.name: (v.decode() if isinstance(v, bytes) else v)
             for step, v in zip(steps, values, strict=False)
         },
+        client=client.decode() if isinstance(client, bytes) else client,
+        retry=len(answer) > 3,
     )
 
 

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import func, inspect, select
+from sqlalchemy import func, select
 
 from app.consumers.models import Consumer, ConsumerStatus
 from app.core.calendar import beijing_day_start, beijing_month_start, beijing_week_start
@@ -25,8 +25,9 @@ from app.risk import counters
 from app.risk.clients import Client, digest
 from app.risk.counters import Step, key_prefix
 from app.risk.links import link_all, member_key, size_prefix
-from app.risk.models import Action, HoldStatus, LinkKind, Outcome, RiskDecision, RiskHold, RiskPolicy
+from app.risk.models import Action, HoldStatus, LinkKind, Outcome, RiskHold, RiskPolicy
 from app.risk.policy import Policy, policy_from
+from app.risk.records import write_decision
 
 DAY = 86400
 _POLICY_CACHE = "hongli.risk_policies"
@@ -82,8 +83,11 @@ class Decision:
     scores: dict[str, Any]
     claims_allowed: bool = True
     retry_after_seconds: int | None = None
-    record: RiskDecision | None = None
+    # The decision's row as written (every column but the id; None: a dry run's) and its id once written.
+    row: dict[str, Any] | None = None
+    record_id: int | None = None
     new_links: list[tuple[LinkKind, str]] = field(default_factory=list)
+    hold_order_id: int | None = None  # the order whose hold is written with the decision (a held reward)
 
     @property
     def refused(self) -> bool:
@@ -136,11 +140,14 @@ def decide(
     *,
     policy: Policy | None = None,
     store: counters.MemoryStore | None = None,
+    hold_order_id: int | None = None,
+    write: bool = True,
 ) -> Decision:
     """Decide ``action`` for ``subject``: allow, limit (refused, reason codes), hold (booked, held for
-    review) or block. The decision is recorded in the caller's transaction; a refusal is not raised here
-    (call :meth:`Decision.enforce`). With ``store`` (the dry run: in-memory counters and a candidate
-    ``policy``) nothing is recorded, linked or counted in Redis."""
+    review) or block. The decision is recorded in the caller's transaction (``write=False``: by the
+    caller, :func:`persist`), with ``hold_order_id`` and an enforced hold the order's hold in the same
+    statement; a refusal is not raised here (call :meth:`Decision.enforce`). With ``store`` (the dry
+    run: in-memory counters and a candidate ``policy``) nothing is recorded, linked or counted in Redis."""
     dry = store is not None
     version = -1
     if policy is None:
@@ -149,14 +156,22 @@ def decide(
         return ALLOW
     now = context.at or utcnow()
     client = context.client
+    # A paid order's client (who asked to pay it) is read inside the script: one round trip, not two.
+    order_key = None
     if action is Action.REWARD and context.order_id is not None and client.ip is None and not dry:
-        client = _order_client(subject.merchant_id, context.order_id) or client
+        order_key = _order_key(subject.merchant_id, context.order_id)
     facts: dict[str, Any] = {}
     holds: list[str] = []
-    consumer = None
+    phone = None
     if action is not Action.CLAIM:
-        consumer = db.session.get(Consumer, subject.consumer_id)
-        if consumer is None or consumer.status is ConsumerStatus.BANNED:
+        # Read fresh every time (a ban must hold at once): two columns, no ORM object.
+        found = db.session.execute(
+            select(Consumer.status, Consumer.phone).where(Consumer.id == subject.consumer_id)
+        ).one_or_none()
+        phone = None if found is None else found[1]
+        if found is None or found[0] is ConsumerStatus.BANNED:
+            if order_key is not None:  # rare: the client read on its own, for the record
+                client = _client_at(order_key) or client
             return _finish(
                 Outcome.BLOCK,
                 ["banned"],
@@ -169,10 +184,22 @@ def decide(
                 version,
                 dry,
                 enforced=policy.enforce,
+                write=write,
             )
-    steps = _steps(action, subject, context, client, policy, now, consumer)
     now_ms = int(now.timestamp() * 1000)
-    result = store.run(steps, now_ms) if store is not None else counters.run(steps, now_ms)
+    if store is not None:
+        steps = _steps(action, subject, context, client, policy, now, phone)
+        result = store.run(steps, now_ms)
+    else:
+        steps = _steps(action, subject, context, client, policy, now, phone, order_key=order_key)
+        result = counters.run(steps, now_ms)
+        if result.retry:  # a client stored by an older version: read it here, then run the script
+            client = _parsed_client(result.client) or client
+            steps = _steps(action, subject, context, client, policy, now, phone)
+            result = counters.run(steps, now_ms)
+        elif order_key is not None:
+            client = _parsed_client(result.client) or client
+            steps, result = _resolved(steps, result, client)
     values = result.values
     facts.update({k: v for k, v in values.items() if not k.startswith("seen_")})
     limited = [LIMIT_REASONS[name] for name in result.failed if name in LIMIT_REASONS]
@@ -197,7 +224,7 @@ def decide(
         if rank is not None and limit and int(rank) >= limit:
             holds.append(reason)
     if action is Action.REWARD:
-        holds += _reward_holds(policy, values, subject, context, consumer)
+        holds += _reward_holds(policy, values, subject, context, phone)
     if (
         action is Action.WITHDRAW
         and policy.hold_withdrawals_under_review
@@ -233,6 +260,8 @@ def decide(
         claims_allowed=claims_allowed,
         retry=retry,
         new_links=new_links,
+        hold_order_id=hold_order_id,
+        write=write,
     )
 
 
@@ -252,6 +281,8 @@ def _finish(
     claims_allowed: bool = True,
     retry: int | None = None,
     new_links: list[tuple[LinkKind, str]] | None = None,
+    hold_order_id: int | None = None,
+    write: bool = True,
 ) -> Decision:
     decision = Decision(
         outcome,
@@ -263,42 +294,43 @@ def _finish(
     )
     if dry:
         return decision
-    decision.record = RiskDecision(
-        merchant_id=subject.merchant_id,
-        consumer_id=subject.consumer_id,
-        action=action,
-        kind=context.kind[:32],
-        reference=(context.reference or (f"order:{context.order_id}" if context.order_id else None)),
-        outcome=outcome,
-        reasons=reasons,
-        scores=decision.scores,
-        ip=client.ip,
-        device=client.device_digest,
-        facts={"related": list(context.related), "claims": context.claims, **_json_safe(facts)},
-        policy_version=max(version, 0),
-        created_at=context.at or utcnow(),
-    )
+    facts_row = {"related": list(context.related), "claims": context.claims, **_json_safe(facts)}
     if not enforced:
         # Observe mode: recorded as decided (the dry run's and the console's material), nothing enforced.
-        decision.record.facts = {**decision.record.facts, "enforced": False}
+        facts_row["enforced"] = False
+    decision.row = {
+        "merchant_id": subject.merchant_id,
+        "consumer_id": subject.consumer_id,
+        "action": action,
+        "kind": context.kind[:32],
+        "reference": (context.reference or (f"order:{context.order_id}" if context.order_id else None)),
+        "outcome": outcome,
+        "reasons": reasons,
+        "scores": decision.scores,
+        "ip": client.ip,
+        "device": client.device_digest,
+        "facts": facts_row,
+        "policy_version": max(version, 0),
+        "created_at": context.at or utcnow(),
+    }
+    if not enforced:
         decision.outcome, decision.reasons, decision.claims_allowed = Outcome.ALLOW, [], True
         decision.retry_after_seconds = None
-    persist(decision)
+    if decision.outcome is Outcome.HOLD:
+        decision.hold_order_id = hold_order_id
+    if write:
+        persist(decision)
     return decision
 
 
 def persist(decision: Decision) -> None:
-    """Add the decision and the links it saw first to the session (again, after a rollback: a copy)."""
-    record = decision.record
-    if record is None:
+    """Write the decision's row, the links it saw first and its hold (if any) in the session's
+    transaction — again after a rollback (a claim refused: the decision is kept, the claim is not)."""
+    if decision.row is None:
         return
-    if record in db.session:
-        return
-    if inspect(record).detached or inspect(record).has_identity or record.id is not None:
-        columns = [c.key for c in RiskDecision.__table__.columns if c.key != "id"]
-        record = decision.record = RiskDecision(**{name: getattr(record, name) for name in columns})
-    db.session.add(record)
-    link_all(merchant_id=record.merchant_id, consumer_id=record.consumer_id, pairs=decision.new_links)
+    decision.record_id = write_decision(
+        decision.row, links=decision.new_links, hold_order_id=decision.hold_order_id
+    )
 
 
 def _json_safe(values: dict[str, Any]) -> dict[str, Any]:
@@ -326,13 +358,20 @@ def _steps(
     client: Client,
     policy: Policy,
     now: datetime,
-    consumer: Consumer | None,
+    phone: str | None,
+    *,
+    order_key: str | None = None,
 ) -> list[Step]:
+    """The script's steps. With ``order_key`` the client is the one stored there, read by the script's
+    first step: its IP and device digests are the placeholders ``@ip@`` / ``@dev@``."""
     m, me = subject.merchant_id, subject.consumer_id
     p = key_prefix(m)
     day = int(beijing_day_start(now).timestamp())
     steps = [Step("group", "member", member_key(m, me), prefix=size_prefix(m))]
     ip, device = client.ip_digest, client.device_digest
+    if order_key is not None:
+        steps.insert(0, Step("client", "client", order_key))
+        ip, device = IP_PLACEHOLDER, DEVICE_PLACEHOLDER
     if action is Action.CLAIM or context.claims:
         if ip is not None:
             steps += [
@@ -361,8 +400,8 @@ def _steps(
     links: list[tuple[str, str | None]] = [("ip", ip), ("device", device)]
     if action is Action.REWARD:
         links.append(("payer", None if not context.payer else digest("payer", context.payer)))
-    if consumer is not None and consumer.phone:
-        links.append(("phone", digest("phone", consumer.phone)))
+    if phone:
+        links.append(("phone", digest("phone", phone)))
     for kind, value in links:
         if value is None:
             continue
@@ -384,7 +423,7 @@ def _steps(
 
 
 def _reward_holds(
-    policy: Policy, values: dict[str, Any], subject: Subject, context: Context, consumer: Consumer | None
+    policy: Policy, values: dict[str, Any], subject: Subject, context: Context, phone: str | None
 ) -> list[str]:
     holds = []
     if policy.trail_window_minutes and not int(values.get("trail") or 0):
@@ -411,12 +450,8 @@ def _reward_holds(
             holds.append("shared_payer")
         if name.startswith("seen_phone:") and value and int(str(value).split(":")[1]) > 1:
             holds.append("shared_phone")
-    if consumer is not None and consumer.phone:
-        digits = (
-            consumer.phone.removeprefix("+86").removeprefix("86")
-            if len(consumer.phone) > 11
-            else consumer.phone
-        )
+    if phone:
+        digits = phone.removeprefix("+86").removeprefix("86") if len(phone) > 11 else phone
         if any(digits.startswith(prefix) for prefix in policy.virtual_prefixes):
             holds.append("virtual_number")
     return holds
@@ -461,7 +496,8 @@ def remember_order_client(*, merchant_id: int, consumer_id: int, order_id: int, 
     pipe = get_redis().pipeline(transaction=False)
     pipe.set(
         _order_key(merchant_id, order_id),
-        f"{client.ip or ''}|{client.device_digest or ''}|{consumer_id}",
+        # Read by the decision's script at payment, which names the IP's and device's keys from it.
+        f"v2|{client.ip or ''}|{client.ip_digest or ''}|{client.device_digest or ''}|{consumer_id}",
         ex=8 * DAY,
     )
     seen = [
@@ -477,13 +513,46 @@ def remember_order_client(*, merchant_id: int, consumer_id: int, order_id: int, 
     link_all(merchant_id=merchant_id, consumer_id=consumer_id, pairs=new)
 
 
-def _order_client(merchant_id: int, order_id: int) -> Client | None:
-    raw = get_redis().get(_order_key(merchant_id, order_id))
+def _client_at(key: str) -> Client | None:
+    raw = get_redis().get(key)
+    return _parsed_client(raw.decode() if isinstance(raw, bytes) else raw)
+
+
+def _parsed_client(raw: str | None) -> Client | None:
+    """The client kept at pay time: ``v2|ip|ip digest|device digest|consumer`` (older: ``ip|device|
+    consumer``)."""
     if not raw:
         return None
-    text = raw.decode() if isinstance(raw, bytes) else str(raw)
-    ip, device, _ = text.split("|", 2)
+    parts = raw.split("|")
+    ip, device = (parts[1], parts[3]) if parts[0] == "v2" else (parts[0], parts[1])
     return Client(ip=ip or None, device_hash=device or None, device_sent=bool(device))
+
+
+IP_PLACEHOLDER, DEVICE_PLACEHOLDER = "@ip@", "@dev@"
+
+
+def _resolved(
+    steps: list[Step], result: counters.Outcome, client: Client
+) -> tuple[list[Step], counters.Outcome]:
+    """The steps and values of a script run with the order's client as placeholders, named with its
+    digests; the steps it skipped (the client has no such identifier) dropped, as if never asked."""
+    ip, device = client.ip_digest, client.device_digest
+    resolved: list[Step] = []
+    values: dict[str, Any] = {}
+    for step in steps:
+        if step.op == "client":
+            continue
+        named = step
+        if IP_PLACEHOLDER in step.key or DEVICE_PLACEHOLDER in step.key:
+            if (IP_PLACEHOLDER in step.key and ip is None) or (
+                DEVICE_PLACEHOLDER in step.key and device is None
+            ):
+                continue
+            name = step.name.replace(IP_PLACEHOLDER, ip or "").replace(DEVICE_PLACEHOLDER, device or "")
+            named = Step(name, step.op, step.key, step.limit, step.ttl, step.prefix)
+        resolved.append(named)
+        values[named.name] = result.values.get(step.name)
+    return resolved, counters.Outcome(failed=result.failed, values=values)
 
 
 # ---------------------------------------------------------------- signals fed from elsewhere

@@ -50,6 +50,17 @@ def link_all(*, merchant_id: int, consumer_id: int, pairs: list[tuple[LinkKind, 
     if not pairs:
         return
     now = utcnow()
+    for kind, digest in insert_links(merchant_id=merchant_id, consumer_id=consumer_id, pairs=pairs, now=now):
+        merge(merchant_id, consumer_id, kind, digest, now)
+
+
+def insert_links(
+    *, merchant_id: int, consumer_id: int, pairs: list[tuple[LinkKind, str]], now: datetime
+) -> list[tuple[LinkKind, str]]:
+    """Insert the links of ``pairs`` (those already there are kept); the pairs another consumer has too
+    (their groups are to be merged: :func:`merge`)."""
+    if not pairs:
+        return []
     params: dict[str, object] = {}
     for i, (kind, digest) in enumerate(pairs):
         params |= {
@@ -77,9 +88,7 @@ def link_all(*, merchant_id: int, consumer_id: int, pairs: list[tuple[LinkKind, 
             .distinct()
         )
     )
-    for kind, digest in pairs:
-        if digest in shared:
-            _merge(merchant_id, consumer_id, kind, digest, now)
+    return [(kind, digest) for kind, digest in pairs if digest in shared]
 
 
 def link(*, merchant_id: int, consumer_id: int, kind: LinkKind, digest: str) -> int:
@@ -95,10 +104,10 @@ def link(*, merchant_id: int, consumer_id: int, kind: LinkKind, digest: str) -> 
             "created_at": now,
         },
     )
-    return _merge(merchant_id, consumer_id, kind, digest, now)
+    return merge(merchant_id, consumer_id, kind, digest, now)
 
 
-def _merge(merchant_id: int, consumer_id: int, kind: LinkKind, digest: str, now: datetime) -> int:
+def merge(merchant_id: int, consumer_id: int, kind: LinkKind, digest: str, now: datetime) -> int:
     """Join ``consumer_id``'s group with those of everyone else seen with ``digest``: the members of the
     groups merged move to the smallest id; Redis caches the moved members' group id and the group's size."""
     others = db.session.execute(

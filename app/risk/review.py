@@ -33,18 +33,19 @@ from app.risk.models import HoldStatus, RiskDecision, RiskHold
 MERCHANT_SIDE = frozenset({"issuer_merchant", "red_packet_discount", "coupon_discount"})
 
 
-def hold_order(*, merchant_id: int, consumer_id: int, order_id: int, decision: RiskDecision | None) -> None:
+def hold_order(
+    *, merchant_id: int, consumer_id: int, order_id: int, decision_id: int | None, reasons: list[str]
+) -> None:
     """Hold what ``order_id`` booked for consumers (in the booking's transaction); an order already held
     stays held by its first decision (the unique (merchant, order) decides, on any engine)."""
-    db.session.flush()  # the decision's id
     db.session.execute(
         _INSERT_HOLD,
         {
             "merchant_id": merchant_id,
             "consumer_id": consumer_id,
             "order_id": order_id,
-            "decision_id": None if decision is None else decision.id,
-            "reasons": list(decision.reasons) if decision is not None else [],
+            "decision_id": decision_id,
+            "reasons": list(reasons),
             "status": HoldStatus.HELD,
             "reversed_fen": 0,
             "created_at": utcnow(),

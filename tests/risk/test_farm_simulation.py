@@ -72,6 +72,7 @@ def test_a_farm_is_stopped_and_honest_people_are_not(app: Flask, db_session: Ses
                 claims=0,
                 payer=f"o-payer-{consumer_id}",
                 paid_at=at,  # type: ignore[arg-type]
+                rewarded=False,  # made-up order ids: no order to hold, the outcome is what is counted
             )
             return "reward", verdict.decision.outcome in (Outcome.HOLD, Outcome.BLOCK)
 

@@ -1,0 +1,142 @@
+"""Writing a decision: its row, the identifiers it saw first (links) and, for a held reward, the order's
+hold — ONE statement on PostgreSQL (data-modifying CTEs: the decision's id goes to the hold inside the
+statement, the links come back with whether another consumer already has them), two or three on SQLite.
+
+Text statements built once per shape (links 0…n, hold or not): SQLAlchemy's ON CONFLICT constructs have no
+cache key, and the ORM's unit of work costs more than the row (see app.core.db.insert_unless_exists).
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from sqlalchemy import Table, TextClause, bindparam, text
+
+from app.core.db import insert_unless_exists
+from app.extensions import db
+from app.risk.links import insert_links, merge
+from app.risk.models import HoldStatus, LinkKind, RiskDecision, RiskHold, RiskLink
+
+_decisions = cast(Table, RiskDecision.__table__)
+_holds = cast(Table, RiskHold.__table__)
+_links = cast(Table, RiskLink.__table__)
+
+DECISION_COLUMNS = (
+    "merchant_id",
+    "consumer_id",
+    "action",
+    "kind",
+    "reference",
+    "outcome",
+    "reasons",
+    "scores",
+    "ip",
+    "device",
+    "facts",
+    "policy_version",
+    "created_at",
+)
+_HOLD_COLUMNS = (
+    "merchant_id",
+    "consumer_id",
+    "order_id",
+    "decision_id",
+    "reasons",
+    "status",
+    "reversed_fen",
+    "created_at",
+)
+
+_INSERT_DECISION = text(
+    f"INSERT INTO risk_decisions ({', '.join(DECISION_COLUMNS)}) "  # noqa: S608 (the model's own names)
+    f"VALUES ({', '.join(':' + c for c in DECISION_COLUMNS)}) RETURNING id"
+).bindparams(*(bindparam(c, type_=_decisions.c[c].type) for c in DECISION_COLUMNS))
+_INSERT_HOLD = insert_unless_exists(_holds, _HOLD_COLUMNS, key=("merchant_id", "order_id"))
+_COMBINED: dict[tuple[int, bool], TextClause] = {}
+
+
+def write_decision(
+    row: dict[str, Any], *, links: list[tuple[LinkKind, str]], hold_order_id: int | None
+) -> int:
+    """Insert the decision ``row`` (every column of :data:`DECISION_COLUMNS`), the consumer's new
+    ``links`` (merging the groups they join) and, with ``hold_order_id``, the order's hold (an order
+    already held stays held by its first decision). The decision's id."""
+    merchant_id, consumer_id, at = row["merchant_id"], row["consumer_id"], row["created_at"]
+    if db.session.get_bind().dialect.name == "postgresql":
+        params = dict(row)
+        for i, (kind, digest) in enumerate(links):
+            params[f"kind_{i}"], params[f"digest_{i}"] = kind, digest
+        if hold_order_id is not None:
+            params |= {"order_id": hold_order_id, "status": HoldStatus.HELD}
+        found = db.session.execute(_combined(len(links), hold_order_id is not None), params).all()
+        decision_id = int(found[0][0])
+        shared = [
+            (LinkKind(kind), digest) for _, kind, digest, others in found if kind is not None and others
+        ]
+    else:
+        decision_id = int(db.session.execute(_INSERT_DECISION, row).scalar_one())
+        if hold_order_id is not None:
+            db.session.execute(
+                _INSERT_HOLD,
+                {
+                    "merchant_id": merchant_id,
+                    "consumer_id": consumer_id,
+                    "order_id": hold_order_id,
+                    "decision_id": decision_id,
+                    "reasons": row["reasons"],
+                    "status": HoldStatus.HELD,
+                    "reversed_fen": 0,
+                    "created_at": at,
+                },
+            )
+        shared = insert_links(merchant_id=merchant_id, consumer_id=consumer_id, pairs=links, now=at)
+    for kind, digest in shared:
+        merge(merchant_id, consumer_id, kind, digest, at)
+    return decision_id
+
+
+def _combined(links: int, hold: bool) -> TextClause:
+    """``WITH d AS (INSERT decision RETURNING id)[, h AS (INSERT hold … FROM d)][, l AS (INSERT links
+    RETURNING kind, digest)] SELECT d.id, l.kind, l.digest, <someone else has it> FROM d [LEFT JOIN l]``.
+    The final SELECT sees the tables as they were before the statement: "someone else" is committed data
+    (or this transaction's), never the rows inserted here."""
+    statement = _COMBINED.get((links, hold))
+    if statement is not None:
+        return statement
+    # Only the model's own column names are formatted in; every value is a bound parameter.
+    names, values = ", ".join(DECISION_COLUMNS), ", ".join(":" + c for c in DECISION_COLUMNS)
+    parts = [f"d AS (INSERT INTO risk_decisions ({names}) VALUES ({values}) RETURNING id)"]  # noqa: S608
+    params = [bindparam(c, type_=_decisions.c[c].type) for c in DECISION_COLUMNS]
+    if hold:
+        chosen = ":merchant_id, :consumer_id, :order_id, d.id, :reasons, :status, 0, :created_at"
+        conflict = "ON CONFLICT (merchant_id, order_id) DO NOTHING"
+        parts.append(
+            f"h AS (INSERT INTO risk_holds ({', '.join(_HOLD_COLUMNS)}) SELECT {chosen} FROM d {conflict})"  # noqa: S608
+        )
+        params += [
+            bindparam("order_id", type_=_holds.c.order_id.type),
+            bindparam("status", type_=_holds.c.status.type),
+        ]
+    if links:
+        rows = ", ".join(
+            f"(:merchant_id, :kind_{i}, :digest_{i}, :consumer_id, :created_at)" for i in range(links)
+        )
+        conflict = "ON CONFLICT (merchant_id, kind, digest, consumer_id) DO NOTHING"
+        columns = "merchant_id, kind, digest, consumer_id, created_at"
+        parts.append(
+            f"l AS (INSERT INTO risk_links ({columns}) VALUES {rows} {conflict} RETURNING kind, digest)"  # noqa: S608
+        )
+        for i in range(links):
+            params += [
+                bindparam(f"kind_{i}", type_=_links.c.kind.type),
+                bindparam(f"digest_{i}", type_=_links.c.digest.type),
+            ]
+        select = (
+            "SELECT d.id, l.kind, l.digest, EXISTS (SELECT 1 FROM risk_links o WHERE o.merchant_id = "
+            ":merchant_id AND o.kind = l.kind AND o.digest = l.digest AND o.consumer_id <> :consumer_id) "
+            "FROM d LEFT JOIN l ON true"
+        )
+    else:
+        select = "SELECT d.id, NULL, NULL, NULL FROM d"
+    statement = _COMBINED[(links, hold)] = text(f"WITH {', '.join(parts)} {select}").bindparams(*params)
+    return statement
