@@ -6,10 +6,12 @@ from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from app.audit.service import Actor, record_audit
 from app.core.db import utcnow
-from app.core.errors import InvalidInput
+from app.core.errors import Conflict, InvalidInput
+from app.core.guards import guarded_update
 from app.extensions import db
 from app.risk.engine import forget_policy, policy_of
 from app.risk.links import group_of, largest_groups, links_of
@@ -36,16 +38,30 @@ def update_policy(*, merchant_id: int, changes: dict[str, Any], actor: Actor) ->
     forget_policy(merchant_id)
     current, _ = policy_of(merchant_id)
     policy = _candidate(changes, current)
-    row = db.session.scalar(select(RiskPolicy).where(RiskPolicy.merchant_id == merchant_id).with_for_update())
+    row = db.session.scalar(select(RiskPolicy).where(RiskPolicy.merchant_id == merchant_id))
     before = overrides(current)
+    # The guard on every engine: the first version is an insert (merchant_id is unique), each later one a
+    # conditional UPDATE from the version read; a concurrent change makes this one a 409, written nothing.
+    changed_meanwhile = Conflict(
+        "the risk policy changed meanwhile; read it again", details={"merchant_id": merchant_id}
+    )
     if row is None:
         row = RiskPolicy(merchant_id=merchant_id, settings=overrides(policy), version=1, updated_at=utcnow())
-        db.session.add(row)
-    else:
-        row.settings = overrides(policy)
-        row.version = row.version + 1
-        row.updated_at = utcnow()
-    db.session.flush()
+        try:
+            with db.session.begin_nested():
+                db.session.add(row)
+        except IntegrityError:
+            raise changed_meanwhile from None
+    elif not guarded_update(
+        RiskPolicy,
+        row.id,
+        RiskPolicy.version == row.version,
+        settings=overrides(policy),
+        version=row.version + 1,
+        updated_at=utcnow(),
+    ):
+        raise changed_meanwhile
+    db.session.refresh(row)
     record_audit(
         actor=actor,
         action="risk_policy.update",

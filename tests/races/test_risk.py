@@ -75,3 +75,33 @@ def test_approve_and_reject_of_one_hold_at_once_exactly_one_wins(race: Race) -> 
         }
 
     race.rounds(one_round, n=8)
+
+
+def test_policy_changes_at_once_each_make_their_own_version_or_are_refused(race: Race) -> None:
+    """Four owners save the policy at once, from no policy yet (the insert) and then from one (the
+    conditional UPDATE): every saved change has its own version, the others are 409, nothing is lost."""
+    from app.risk.models import RiskPolicy
+
+    def save(limit: int) -> Answer:
+        return race.call(
+            update_policy, merchant_id=race.merchant_id, changes={"ip_claims_per_day": limit}, actor=CLI
+        )
+
+    def one_round(round_no: int) -> None:
+        with race.context():
+            before = db.session.scalar(
+                select(RiskPolicy.version).where(RiskPolicy.merchant_id == race.merchant_id)
+            )
+        answers: list[Answer] = race.race([partial(save, 5 + n) for n in range(4)])
+        race.assert_clean(answers)
+        saved = [a for a in answers if a.ok]
+        refused = [a for a in answers if not a.ok and not a.busy]
+        assert saved and all(a.code == "conflict" for a in refused), [str(a) for a in answers]
+        with race.context():
+            after = db.session.scalar(
+                select(RiskPolicy.version).where(RiskPolicy.merchant_id == race.merchant_id)
+            )
+        assert after == (before or 0) + len(saved)
+        assert sorted(a.value["version"] for a in saved) == list(range((before or 0) + 1, (after or 0) + 1))
+
+    race.rounds(one_round)
