@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar, Protocol
 
@@ -597,17 +598,40 @@ def issue_after_payment(*, merchant_id: int, consumer_id: int, order_id: int) ->
         raise NotFound("unknown order", details={"order_id": order_id})
     if order.status is not OrderStatus.PAID:
         raise Conflict("only a paid order earns a coupon", details={"status": order.status.value})
-    last: DomainError = NotFound("no coupon is offered after payment now")
-    for stock in list_stocks(merchant_id=merchant_id):
-        if Channel.AFTER_PAYMENT.value not in stock.channels or stock.status is not StockStatus.RUNNING:
-            continue
+    stocks = [
+        stock
+        for stock in list_stocks(merchant_id=merchant_id)
+        if Channel.AFTER_PAYMENT.value in stock.channels and stock.status is StockStatus.RUNNING
+    ]
+    return _first_that_issues(
+        stocks,
+        merchant_id=merchant_id,
+        consumer_id=consumer_id,
+        channel=Channel.AFTER_PAYMENT,
+        key=lambda stock: f"after-payment:{stock.id}:{order_id}",
+        none=NotFound("no coupon is offered after payment now"),
+    )
+
+
+def _first_that_issues(
+    stocks: list[CouponStock],
+    *,
+    merchant_id: int,
+    consumer_id: int,
+    channel: Channel,
+    key: Callable[[CouponStock], str],
+    none: DomainError,
+) -> Coupon:
+    """One coupon of the first stock that can issue it; when none can, the last refusal (or ``none``)."""
+    last = none
+    for stock in stocks:
         try:
             return issue_coupon(
                 merchant_id=merchant_id,
                 stock_id=stock.id,
                 consumer_id=consumer_id,
-                channel=Channel.AFTER_PAYMENT,
-                issue_key=f"after-payment:{stock.id}:{order_id}",
+                channel=channel,
+                issue_key=key(stock),
             )
         except (StockCannotIssue, BudgetExhausted) as exc:
             last = exc
@@ -659,19 +683,14 @@ def issue_on_first_visit(*, merchant_id: int, consumer_id: int) -> Coupon:
         .limit(1)
     ):
         raise NotANewCustomer("first-visit coupons are for new customers")
-    last: DomainError = NotFound("no coupon is offered on a first visit now")
-    for stock in stocks:
-        try:
-            return issue_coupon(
-                merchant_id=merchant_id,
-                stock_id=stock.id,
-                consumer_id=consumer_id,
-                channel=Channel.FIRST_VISIT,
-                issue_key=f"first-visit:{stock.id}:{consumer_id}",
-            )
-        except (StockCannotIssue, BudgetExhausted) as exc:
-            last = exc
-    raise last
+    return _first_that_issues(
+        stocks,
+        merchant_id=merchant_id,
+        consumer_id=consumer_id,
+        channel=Channel.FIRST_VISIT,
+        key=lambda stock: f"first-visit:{stock.id}:{consumer_id}",
+        none=NotFound("no coupon is offered on a first visit now"),
+    )
 
 
 def _task_done(stock: CouponStock, consumer_id: int, now: datetime) -> int:

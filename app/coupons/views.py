@@ -245,6 +245,19 @@ def my_coupons() -> list[Coupon]:
     return service.coupons_of(merchant_id=principal.merchant_id, consumer_id=principal.consumer_id)
 
 
+def _claimed(coupon_id: int) -> None:
+    """A coupon the signed-in consumer just claimed: the risk engine's say (a refusal undoes the claim and
+    answers 429 / 403), then commit."""
+    principal = current_consumer()
+    check_claim(
+        merchant_id=principal.merchant_id,
+        consumer_id=principal.consumer_id,
+        kind="coupon",
+        reference=f"coupon:{coupon_id}",
+    )
+    commit()
+
+
 @mp.route("/orders/<int:order_id>/coupon", methods=["POST"])
 @consumer_required
 @mp.response(201, CouponSchema)
@@ -254,13 +267,7 @@ def after_payment(order_id: int) -> tuple[Coupon, int]:
     coupon = service.issue_after_payment(
         merchant_id=principal.merchant_id, consumer_id=principal.consumer_id, order_id=order_id
     )
-    check_claim(
-        merchant_id=principal.merchant_id,
-        consumer_id=principal.consumer_id,
-        kind="coupon",
-        reference=f"coupon:{coupon.id}",
-    )
-    commit()
+    _claimed(coupon.id)
     return coupon, 201
 
 
@@ -274,13 +281,7 @@ def first_visit() -> tuple[Coupon, int]:
     coupon = service.issue_on_first_visit(
         merchant_id=principal.merchant_id, consumer_id=principal.consumer_id
     )
-    check_claim(
-        merchant_id=principal.merchant_id,
-        consumer_id=principal.consumer_id,
-        kind="coupon",
-        reference=f"coupon:{coupon.id}",
-    )
-    commit()
+    _claimed(coupon.id)
     return coupon, 201
 
 
@@ -303,13 +304,7 @@ def claim_task(stock_id: int) -> tuple[Coupon, int]:
     coupon = service.claim_task_coupon(
         merchant_id=principal.merchant_id, consumer_id=principal.consumer_id, stock_id=stock_id
     )
-    check_claim(
-        merchant_id=principal.merchant_id,
-        consumer_id=principal.consumer_id,
-        kind="coupon",
-        reference=f"coupon:{coupon.id}",
-    )
-    commit()
+    _claimed(coupon.id)
     return coupon, 201
 
 
@@ -327,13 +322,7 @@ def plugin(body: dict[str, Any]) -> dict[str, Any]:
         stock_id=body["stock_id"],
         coupon_id=body["coupon_id"],
     )
-    check_claim(
-        merchant_id=principal.merchant_id,
-        consumer_id=principal.consumer_id,
-        kind="coupon",
-        reference=f"coupon:{params['coupon_id']}",
-    )
-    commit()
+    _claimed(params["coupon_id"])
     return params
 
 

@@ -13,14 +13,13 @@ from sqlalchemy.orm import Session
 
 from app.auth.principals import Role
 from app.core.db import utcnow
-from app.ledger.checks import run_checks
-from app.queue import QueueName, get_queue
 from tests.campaign_setup import start_campaign
 from tests.console_client import Console
 from tests.factories import make_staff
 from tests.payments.conftest import Shop, shop
+from tests.worker import ledger_clean, run_jobs
 
-__all__ = ["shop"]
+__all__ = ["ledger_clean", "run_jobs", "shop"]
 
 TWO_WAY = {
     "rules": [
@@ -62,23 +61,6 @@ class Marketing:
         made = self.console.post("/api/console/v1/coupon-stocks", json=fields)
         assert made.status_code == 201, made.json
         return dict(made.json)
-
-
-def ledger_clean() -> None:
-    failures = [(result.name, result.violations) for result in run_checks() if result.violations]
-    assert failures == []
-
-
-def run_jobs(name: str) -> int:
-    """Run the queued jobs ``name`` (dotted path) as a worker would; how many ran."""
-    queue = get_queue(QueueName.DEFAULT)
-    ran = 0
-    for job in queue.jobs:
-        if job.func_name == name:
-            job.perform()
-            queue.remove(job)
-            ran += 1
-    return ran
 
 
 @pytest.fixture

@@ -14,15 +14,14 @@ from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
 from app.auth.principals import Role
-from app.ledger.checks import run_checks
 from app.payments.models import Refund
-from app.queue import QueueName, get_queue
 from tests.campaign_setup import start_campaign
 from tests.console_client import Console
 from tests.factories import make_staff
 from tests.payments.conftest import Shop, shop
+from tests.worker import ledger_clean, run_jobs
 
-__all__ = ["shop"]
+__all__ = ["ledger_clean", "run_jobs", "shop"]
 
 # Any rule will do: the campaign's budget funds the senders' rebates; its own rules do not fire here.
 RULES = {
@@ -131,23 +130,6 @@ def login(shop: Shop, uid: str, *, create: bool = True) -> Friend:
     )
     assert response.status_code == 200, response.json
     return Friend(response.json["user"]["id"], response.json["token"], user["openids"][appid])
-
-
-def ledger_clean() -> None:
-    failures = [(result.name, result.violations) for result in run_checks() if result.violations]
-    assert failures == []
-
-
-def run_jobs(name: str) -> int:
-    """Run the queued jobs ``name`` (dotted path) as a worker would; how many ran."""
-    queue = get_queue(QueueName.DEFAULT)
-    ran = 0
-    for job in queue.jobs:
-        if job.func_name == name:
-            job.perform()
-            queue.remove(job)
-            ran += 1
-    return ran
 
 
 @pytest.fixture
