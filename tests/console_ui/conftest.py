@@ -210,3 +210,36 @@ def open_page(browser: Any, live: Live) -> Iterator[Any]:
     for context, _ in opened:
         context.close()
     assert problems == [], "the browser reported problems:\n" + "\n".join(problems)
+
+
+def running_campaign(live: Live, *, name: str, rules: dict[str, Any], key: str) -> int:
+    """A running campaign of ``rules`` funded ¥1,000 from a ¥2,000 deposit, through the console API as the
+    owner; ``key`` makes its idempotency keys this module's own."""
+    from datetime import timedelta
+
+    from app.core.db import utcnow
+    from tests.console_client import Console
+
+    api = Console(live.app.test_client(), live.slug).login(STAFF[Role.OWNER], PASSWORD)
+    deposit = api.post("/api/console/v1/budget/deposits", json={"amount_fen": 200000, "idempotency_key": key})
+    assert deposit.status_code == 201, deposit.json
+    now = utcnow()
+    created = api.post(
+        "/api/console/v1/campaigns",
+        json={
+            "name": name,
+            "starts_at": (now - timedelta(minutes=5)).isoformat(),
+            "ends_at": (now + timedelta(days=30)).isoformat(),
+            "rules": rules,
+        },
+    )
+    assert created.status_code == 201, created.json
+    campaign_id = int(created.json["id"])
+    funded = api.post(
+        f"/api/console/v1/campaigns/{campaign_id}/fund",
+        json={"amount_fen": 100000, "source": "merchant", "idempotency_key": f"{key}-fund"},
+    )
+    assert funded.status_code in (200, 201), funded.json
+    started = api.post(f"/api/console/v1/campaigns/{campaign_id}/status", json={"to": "active"})
+    assert started.status_code == 200, started.json
+    return campaign_id

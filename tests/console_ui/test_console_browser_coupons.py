@@ -16,8 +16,7 @@ from sqlalchemy import func, select
 from app.auth.principals import Role
 from app.extensions import db
 from app.ledger.models import AccountKind
-from tests.console_client import Console
-from tests.console_ui.conftest import PASSWORD, STAFF, Live, Watched
+from tests.console_ui.conftest import Live, Watched, running_campaign
 from tests.console_ui.test_console_browser import Buyer, beijing_input, ledger, submit
 from tests.coupons.conftest import TWO_WAY
 
@@ -44,33 +43,7 @@ def _run_jobs(live: Live, name: str) -> int:
 @pytest.fixture(scope="module")
 def campaign(live: Live) -> int:
     """A running campaign with the seed's two-way rule, funded ¥1,000 (through the console API)."""
-    api = Console(live.app.test_client(), live.slug).login(STAFF[Role.OWNER], PASSWORD)
-    deposit = api.post(
-        "/api/console/v1/budget/deposits", json={"amount_fen": 200000, "idempotency_key": "cb-1"}
-    )
-    assert deposit.status_code == 201, deposit.json
-    from app.core.db import utcnow
-
-    now = utcnow()
-    created = api.post(
-        "/api/console/v1/campaigns",
-        json={
-            "name": "券活动",
-            "starts_at": (now - timedelta(minutes=5)).isoformat(),
-            "ends_at": (now + timedelta(days=30)).isoformat(),
-            "rules": TWO_WAY,
-        },
-    )
-    assert created.status_code == 201, created.json
-    campaign_id = int(created.json["id"])
-    funded = api.post(
-        f"/api/console/v1/campaigns/{campaign_id}/fund",
-        json={"amount_fen": 100000, "source": "merchant", "idempotency_key": "cb-fund-1"},
-    )
-    assert funded.status_code in (200, 201), funded.json
-    started = api.post(f"/api/console/v1/campaigns/{campaign_id}/status", json={"to": "active"})
-    assert started.status_code == 200, started.json
-    return campaign_id
+    return running_campaign(live, name="券活动", rules=TWO_WAY, key="cb-1")
 
 
 @pytest.fixture(scope="module")
