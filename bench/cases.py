@@ -8,6 +8,8 @@ from bench.harness import Case, Paired, Request, RequestSource, Server
 from bench.pools import POOL_CASES
 from bench.risk import RISK_PAID_ORDER, RISK_POOL_GRAB
 from bench.seed import (
+    PAID_ORDER_RULES,
+    PAID_ORDER_TOTAL_FEN,
     behaviour_event,
     oa_subscribe,
     post_each,
@@ -17,27 +19,6 @@ from bench.seed import (
     transaction_success,
 )
 
-# The seed's two-way rule (a ¥10 packet for orders from ¥200; its worst case, ¥160, is reserved) and a 2%
-# buyer rebate: every paid order evaluates both, reserves a packet and books a pending rebate.
-PAID_ORDER_TOTAL_FEN = 200_00
-PAID_ORDER_RULES = {
-    "rules": [
-        {
-            "id": "two-way",
-            "kind": "two_way",
-            "priority": 10,
-            "stacking": "combinable",
-            "trigger_min_order_fen": 200_00,
-            "packet_value_fen": 10_00,
-            "packet_min_spend_fen": 50_00,
-            "packet_valid_days": 30,
-            "issuer_rate_bp": 1000,
-            "buyer_rate_bp": 500,
-            "max_order_fen": 1000_00,
-        },
-        {"id": "ratio", "kind": "ratio", "priority": 5, "stacking": "combinable", "rate_bp": 200},
-    ]
-}
 PACKET_WORST_CASE_FEN = 10_00 + 100_00 + 50_00
 
 

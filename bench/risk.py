@@ -17,27 +17,10 @@ from typing import Any
 from bench.harness import Case, Paired, Request, Server
 from bench.pools import RULES as POOL_RULES
 from bench.pools import SHARE_FEN
+from bench.seed import PAID_ORDER_RULES as RULES
+from bench.seed import PAID_ORDER_TOTAL_FEN as ORDER_TOTAL_FEN
 from bench.seed import _app, seed_campaign, seed_pay_merchant, transaction_success
 
-ORDER_TOTAL_FEN = 200_00
-RULES = {
-    "rules": [
-        {
-            "id": "two-way",
-            "kind": "two_way",
-            "priority": 10,
-            "stacking": "combinable",
-            "trigger_min_order_fen": 200_00,
-            "packet_value_fen": 10_00,
-            "packet_min_spend_fen": 50_00,
-            "packet_valid_days": 30,
-            "issuer_rate_bp": 1000,
-            "buyer_rate_bp": 500,
-            "max_order_fen": 1000_00,
-        },
-        {"id": "ratio", "kind": "ratio", "priority": 5, "stacking": "combinable", "rate_bp": 200},
-    ]
-}
 PER_ORDER_FEN = 10_00 + 100_00 + 50_00 + ORDER_TOTAL_FEN * 200 // 10_000
 
 

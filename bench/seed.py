@@ -26,6 +26,28 @@ from bench.harness import Request, Server
 PUBLIC_KEY_ID = "PUB_KEY_ID_0000000000000000000000000000000001"
 ORDER_TOTAL_FEN = 12_80
 
+# The seed's two-way rule (a ¥10 packet for orders from ¥200; its worst case, ¥160, is reserved) and a 2%
+# buyer rebate: every paid order evaluates both, reserves a packet and books a pending rebate.
+PAID_ORDER_TOTAL_FEN = 200_00
+PAID_ORDER_RULES = {
+    "rules": [
+        {
+            "id": "two-way",
+            "kind": "two_way",
+            "priority": 10,
+            "stacking": "combinable",
+            "trigger_min_order_fen": 200_00,
+            "packet_value_fen": 10_00,
+            "packet_min_spend_fen": 50_00,
+            "packet_valid_days": 30,
+            "issuer_rate_bp": 1000,
+            "buyer_rate_bp": 500,
+            "max_order_fen": 1000_00,
+        },
+        {"id": "ratio", "kind": "ratio", "priority": 5, "stacking": "combinable", "rate_bp": 200},
+    ]
+}
+
 
 @dataclass(frozen=True)
 class Attempt:
