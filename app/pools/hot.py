@@ -5,7 +5,9 @@ Keys of a pool (every one declared in ``KEYS[]``, so the scripts run unchanged o
 * ``…:state`` — ``open`` while grabs are taken; missing when Redis lost the pool (rebuilt from PostgreSQL);
 * ``…:left`` — the shares not yet handed out, ``"<seq>:<fen>"``;
 * ``…:who`` — the consumers who took a share (one grab each);
-* ``…:flight`` — ``seq → "<consumer>:<ms>"``: handed out, not yet known committed in PostgreSQL.
+* ``…:flight`` — ``seq → "<consumer>:<ms>"``: handed out, not yet seen committed in PostgreSQL. A grab
+  does not clear its own entry (one Redis round trip less per grab): reconciliation clears the entries
+  whose grant it finds in PostgreSQL, and gives back the old ones it does not.
 
 PostgreSQL is the record: a share handed out here is final only once its grant row committed; whatever
 Redis says is rebuilt from (and reconciled against) PostgreSQL.
@@ -76,6 +78,20 @@ redis.call('HDEL', KEYS[4], seq)
 if ARGV[3] == '1' then redis.call('LPUSH', KEYS[2], ARGV[1]) end
 if ARGV[4] == '1' then redis.call('SREM', KEYS[3], ARGV[2]) end
 return 1
+"""
+
+# Clear in-flight entries PostgreSQL holds the grants of: ARGV = seq, consumer, seq, consumer … (an entry is
+# cleared only while that consumer holds it). The number cleared.
+_SETTLE = """
+local n = 0
+for i = 1, #ARGV, 2 do
+  local holder = redis.call('HGET', KEYS[4], ARGV[i])
+  if holder and string.match(holder, '^(%d+):') == ARGV[i + 1] then
+    redis.call('HDEL', KEYS[4], ARGV[i])
+    n = n + 1
+  end
+end
+return n
 """
 
 # ARGV[1] state, ARGV[2] "force" or "missing" (only when Redis lost the pool), ARGV[3] n, shares, users.
@@ -160,11 +176,16 @@ def give_back(ref: Ref, share: Share, consumer_id: int, *, share_back: bool, use
     return bool(_client().eval(_GIVE_BACK, 4, *keys.all(), share.encoded(), str(consumer_id), *flags))
 
 
-def finalise(ref: Ref, seq: int) -> None:
-    """The grant committed: the share is no longer in flight (best effort; reconciliation does it too)."""
-    # The grant is committed: should Redis not answer, reconciliation sees it in PostgreSQL.
-    with contextlib.suppress(redis.RedisError):
-        _client().hdel(PoolKeys(ref).flight, str(seq))
+def settle(ref: Ref, granted: list[tuple[int, int]]) -> int:
+    """Clear the in-flight entries of ``granted`` (seq, consumer) — their grants are committed — in one
+    step; an entry another consumer holds is left alone. How many were cleared."""
+    if not granted:
+        return 0
+    args = [str(part) for pair in granted for part in pair]
+    try:
+        return int(_client().eval(_SETTLE, 4, *PoolKeys(ref).all(), *args))
+    except redis.RedisError as exc:
+        raise _unavailable(exc) from exc
 
 
 def rebuild(ref: Ref, *, state: str, left: list[Share], who: list[int], force: bool = False) -> bool:

@@ -1,7 +1,8 @@
 """Redis against PostgreSQL, after any crash: resolve in-flight takes, rebuild lost pools, prove agreement.
 
-For each open pool: an in-flight share (Redis handed it out, nobody said "final") older than the grace
-period is final if its grant is in PostgreSQL, else given back (share to the list, user out of the set).
+For each open pool: an in-flight share (Redis handed it out; a grab never clears its own entry) is final
+once its grant is in PostgreSQL (the entry is cleared, whatever its age), and given back (share to the
+list, user out of the set) when it has no grant and is older than the grace period.
 Then the proof: Redis's shares left + in flight + PostgreSQL's grants are exactly the pool's shares (no
 share twice, none missing), the grabbed set is exactly the grantees (and in-flight holders), and the
 ledger holds for the pool exactly what it reserved less what it released and what grants took.
@@ -42,30 +43,39 @@ def reconcile_pool(pool_id: int, *, grace_ms: int = GRACE_MS) -> PoolReport:
     if pool.status is not PoolStatus.OPEN:
         return report
     ref = hot.Ref(pool.merchant_id, pool.id)
-    snap = hot.snapshot(ref)
-    if snap.state is None:
+    if hot.snapshot(ref).state is None:
         report.rebuilt = rebuild_pool(pool_id)
-        snap = hot.snapshot(ref)
+    # The grants first, then Redis: a grab committing in between is in flight in the snapshot, not missing.
     granted: dict[int, int] = dict(
         db.session.execute(select(PoolGrant.seq, PoolGrant.consumer_id).where(PoolGrant.pool_id == pool_id))
         .tuples()
         .all()
     )
     holders = set(granted.values())
+    snap = hot.snapshot(ref)
     cutoff = hot.now_ms() - grace_ms
-    for seq, (consumer, ms) in snap.flight.items():
-        if ms > cutoff:
-            continue
-        amount = db.session.scalar(
-            select(PoolShare.amount).where(PoolShare.pool_id == pool_id, PoolShare.seq == seq)
-        )
-        share = hot.Share(seq, amount.fen if amount is not None else 0)
-        if seq in granted:
-            hot.give_back(ref, share, consumer, share_back=False, user_out=consumer not in holders)
-            report.finalised += 1
-        else:
-            hot.give_back(ref, share, consumer, share_back=True, user_out=consumer not in holders)
-            report.given_back += 1
+    final = [(seq, consumer) for seq, (consumer, _) in snap.flight.items() if granted.get(seq) == consumer]
+    report.finalised = hot.settle(ref, final)
+    stale = {
+        seq: consumer
+        for seq, (consumer, ms) in snap.flight.items()
+        if ms <= cutoff and granted.get(seq) != consumer
+    }
+    amounts: dict[int, int] = {}
+    if stale:
+        amounts = {
+            seq: amount.fen
+            for seq, amount in db.session.execute(
+                select(PoolShare.seq, PoolShare.amount).where(
+                    PoolShare.pool_id == pool_id, PoolShare.seq.in_(list(stale))
+                )
+            ).tuples()
+        }
+    for seq, consumer in stale.items():
+        # Its share goes back unless someone else holds its grant (Redis was rebuilt meanwhile).
+        share = hot.Share(seq, amounts.get(seq, 0))
+        hot.give_back(ref, share, consumer, share_back=seq not in granted, user_out=consumer not in holders)
+        report.given_back += 1
     snap = hot.snapshot(ref)
     mismatch = _redis_problems(pool, snap, granted)
     if mismatch and not snap.flight:

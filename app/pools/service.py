@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from flask import current_app
-from sqlalchemy import BigInteger, Table, bindparam, func, insert, select, type_coerce
+from sqlalchemy import BigInteger, Table, TextClause, bindparam, func, insert, select, text, type_coerce
 from sqlalchemy.exc import IntegrityError
 
 from app.audit.service import Actor, record_audit
@@ -50,6 +50,9 @@ from app.pools.split import split_fixed, split_random
 from app.rebates.rules import IssueRedPacket, worst_case_cost
 from app.red_packets.models import RedPacket
 from app.red_packets.service import granted_packet_row, insert_packet
+from app.risk import Decision, check_claim
+from app.risk.engine import persist
+from app.risk.records import claim_params, claim_sql, claim_written
 
 logger = logging.getLogger("hongli.pools")
 MAX_SHARES = 10_000
@@ -327,7 +330,7 @@ def grab(
     pool = _terms(merchant_id, pool_id)
     _check_open(pool, now)
     _check_audience(pool, consumer_id)
-    _risk_check(pool=pool, consumer_id=consumer_id)
+    decision = _risk_check(pool=pool, consumer_id=consumer_id)
     sharer_id = fission.sharer_of(share_token, pool_id=pool.id, grabber_id=consumer_id)
     ref = hot.Ref(pool.merchant_id, pool.id)
     # "Grabbed already?" is the Redis set's answer (PostgreSQL's unique (pool, consumer) backs it).
@@ -340,7 +343,7 @@ def grab(
     if current_app.config.get(FAULT_CONFIG_KEY) == "exit-after-redis":
         os._exit(137)
     try:
-        grant = _record(pool, share, consumer_id, sharer_id, now)
+        grant = _record(pool, share, consumer_id, sharer_id, now, decision)
         db.session.commit()
     except PoolClosed:
         db.session.rollback()
@@ -353,7 +356,7 @@ def grab(
         db.session.rollback()
         hot.give_back(ref, share, consumer_id, share_back=True, user_out=True)
         raise
-    hot.finalise(ref, share.seq)
+    # Final: the grant is committed. Its in-flight entry in Redis is left for reconciliation to clear.
     if grant.red_packet_id is None:
         cash.after_grab(grant.id)
     if sharer_id is not None:
@@ -403,14 +406,18 @@ def _check_audience(pool: PoolTerms, consumer_id: int) -> None:
             raise NotEligible("this pool is for new customers", details={"audience": "new_users"})
 
 
-def _risk_check(*, pool: PoolTerms, consumer_id: int) -> None:
+def _risk_check(*, pool: PoolTerms, consumer_id: int) -> Decision | None:
     """The risk engine's say on a grab, before Redis is touched (per IP, device, account and linked group;
-    docs/risk.md): a refusal raises 429 ``risk_limited`` / 403 ``risk_blocked`` with nothing taken."""
-    from app.risk import check_claim
-
-    check_claim(
-        merchant_id=pool.merchant_id, consumer_id=consumer_id, kind="pool_grab", reference=f"pool:{pool.id}"
+    docs/risk.md): a refusal raises 429 ``risk_limited`` / 403 ``risk_blocked`` with nothing taken. An
+    allowed decision (None: the engine is off) is written with the grant, in its statement."""
+    decision = check_claim(
+        merchant_id=pool.merchant_id,
+        consumer_id=consumer_id,
+        kind="pool_grab",
+        reference=f"pool:{pool.id}",
+        write=False,
     )
+    return decision if decision.row is not None else None
 
 
 def _take(ref: hot.Ref, consumer_id: int) -> hot.Share:
@@ -434,10 +441,15 @@ def _take(ref: hot.Ref, consumer_id: int) -> hot.Share:
 
 
 def _record(
-    pool: PoolTerms, share: hot.Share, consumer_id: int, sharer_id: int | None, now: datetime
+    pool: PoolTerms,
+    share: hot.Share,
+    consumer_id: int,
+    sharer_id: int | None,
+    now: datetime,
+    decision: Decision | None = None,
 ) -> Granted:
-    """The grant (and its red packet) written under the pool row's lock, only while the pool is open and
-    the grabber active. FOR KEY SHARE: grabs never wait for each other, and a close (FOR UPDATE) waits for
+    """The grant, its red packet and the risk engine's ``decision`` (with the links it saw first) written
+    under the pool row's lock, only while the pool is open and the grabber active. FOR KEY SHARE: grabs never wait for each other, and a close (FOR UPDATE) waits for
     every grab that locked the pool open, so none commits a grant after the close summed them; a grab that
     comes after a close locked the row waits, then finds it closed. On PostgreSQL it is one statement
     (the locking read and the inserts in data-modifying WITHs); SQLite runs writers one at a time."""
@@ -461,14 +473,22 @@ def _record(
         if pool.payout is not PoolPayout.RED_PACKET
         else _packet_row(pool, amount, reserve, consumer_id, now)
     )
+    written_row = decision.row if decision is not None else None
     if db.session.get_bind().dialect.name == "postgresql":
-        packet_params = {f"p_{k}": v for k, v in (row or {}).items()}
-        written = db.session.execute(
-            _grant_statement(tuple(row) if row is not None else None), packet_params | grant
-        ).first()
+        params = {f"p_{k}": v for k, v in (row or {}).items()} | grant
+        params |= {"open_status": PoolStatus.OPEN, "active_status": ConsumerStatus.ACTIVE}
+        links = None
+        if decision is not None and written_row is not None:
+            links = len(decision.new_links)
+            params |= claim_params(written_row, decision.new_links)
+        statement = _grant_statement(tuple(row) if row is not None else None, links)
+        written = db.session.execute(statement, params).first()
         if written is None:
             raise _why_not_granted(pool.id, consumer_id)
-        grant_id, packet_id = written
+        grant_id, packet_id = written[0], written[1]
+        if decision is not None and written_row is not None:
+            decision.record_id = int(written[2])
+            claim_written(written_row, written[3])
     else:
         standing = db.session.execute(
             select(
@@ -479,6 +499,8 @@ def _record(
             raise _why_not_granted(pool.id, consumer_id)
         packet_id = insert_packet(row) if row is not None else None
         grant_id = db.session.execute(_INSERT_GRANT, grant | {"red_packet_id": packet_id}).scalar_one()
+        if decision is not None:
+            persist(decision)
     if sharer_id is not None:
         fission.count_grab_through(pool.id, sharer_id)
     return Granted(int(grant_id), share.seq, amount, packet_id)
@@ -570,46 +592,55 @@ _GRANT_COLUMNS = [c.name for c in _grants.columns if c.name != "id"]
 
 
 @functools.cache
-def _grant_statement(packet_columns: tuple[str, ...] | None) -> Any:
+def _grant_statement(packet_columns: tuple[str, ...] | None, decision_links: int | None) -> TextClause:
     """``WITH open_pool AS (SELECT … FOR KEY SHARE), new_packet AS (INSERT INTO red_packets … SELECT … FROM
-    open_pool RETURNING id) INSERT INTO pool_grants … SELECT … RETURNING id, red_packet_id``: no row when
-    the pool is not open or the grabber not active. Without ``packet_columns`` (a cash share), no packet."""
+    open_pool RETURNING id), g AS (INSERT INTO pool_grants … SELECT … FROM new_packet RETURNING id,
+    red_packet_id)[, rd AS (INSERT INTO risk_decisions … FROM g)[, rl AS (INSERT INTO risk_links …)]]
+    SELECT g.id, g.red_packet_id[, rd.id, <links shared>] FROM g [JOIN rd ON true]``: no row when the pool
+    is not open or the grabber not active (then nothing is written). Without ``packet_columns`` (a cash
+    share), no packet; without ``decision_links`` (the engine off), no decision. A text statement built
+    once per shape: the risk link insert's ON CONFLICT has no cache key in SQLAlchemy's constructs."""
     pools, consumers = cast(Table, Pool.__table__), cast(Table, Consumer.__table__)
-    active = (
-        select(consumers.c.id)
-        .where(consumers.c.id == bindparam("consumer_id"), consumers.c.status == ConsumerStatus.ACTIVE)
-        .exists()
-    )
-    open_pool = (
-        select(pools.c.id)
-        .where(pools.c.id == bindparam("pool_id"), pools.c.status == PoolStatus.OPEN, active)
-        .with_for_update(read=True, key_share=True, of=pools)
-        .cte("open_pool")
-    )
-    source: Any = open_pool
+    # Only the models' own table and column names are formatted in; every value is a bound parameter.
+    parts = [
+        "open_pool AS (SELECT pools.id FROM pools WHERE pools.id = :pool_id AND pools.status = :open_status "
+        "AND EXISTS (SELECT 1 FROM consumers WHERE consumers.id = :consumer_id "
+        "AND consumers.status = :active_status) FOR KEY SHARE OF pools)"
+    ]
+    params: list[Any] = [
+        bindparam("open_status", type_=pools.c.status.type),
+        bindparam("active_status", type_=consumers.c.status.type),
+    ]
+    source = "open_pool"
     if packet_columns is not None:
-        source = (
-            insert(_packets)
-            .from_select(
-                list(packet_columns),
-                select(
-                    *(bindparam(f"p_{name}", type_=_packets.c[name].type) for name in packet_columns)
-                ).select_from(open_pool),
-            )
-            .returning(_packets.c.id)
-            .cte("new_packet")
+        packet_values = ", ".join(f":p_{name}" for name in packet_columns)
+        parts.append(
+            f"new_packet AS (INSERT INTO red_packets ({', '.join(packet_columns)}) "  # noqa: S608
+            f"SELECT {packet_values} FROM open_pool RETURNING id)"
         )
-    values = (
-        source.c.id
-        if name == "red_packet_id" and packet_columns is not None
-        else bindparam(name, type_=_grants.c[name].type)
+        params += [bindparam(f"p_{name}", type_=_packets.c[name].type) for name in packet_columns]
+        source = "new_packet"
+    values = ", ".join(
+        "new_packet.id" if name == "red_packet_id" and packet_columns is not None else f":{name}"
         for name in _GRANT_COLUMNS
     )
-    return (
-        insert(_grants)
-        .from_select(_GRANT_COLUMNS, select(*values).select_from(source))
-        .returning(_grants.c.id, _grants.c.red_packet_id)
+    parts.append(
+        f"g AS (INSERT INTO pool_grants ({', '.join(_GRANT_COLUMNS)}) SELECT {values} FROM {source} "  # noqa: S608
+        "RETURNING id, red_packet_id)"
     )
+    params += [
+        bindparam(name, type_=_grants.c[name].type)
+        for name in _GRANT_COLUMNS
+        if not (name == "red_packet_id" and packet_columns is not None)
+    ]
+    columns, join = "g.id, g.red_packet_id", ""
+    if decision_links is not None:
+        claim = claim_sql(decision_links, "g")
+        parts.append(claim.ctes)
+        columns, join = f"{columns}, {claim.columns}", claim.join
+        params += claim.params
+    sql = f"WITH {', '.join(parts)} SELECT {columns} FROM g {join}"  # noqa: S608
+    return text(sql).bindparams(*params)
 
 
 @dataclass(frozen=True)

@@ -108,11 +108,15 @@ def judge_paid_order(
     return OrderVerdict(decision, merchant_id, consumer_id, order_id, rewarded)
 
 
-def check_claim(*, merchant_id: int, consumer_id: int, kind: str, reference: str | None = None) -> Decision:
+def check_claim(
+    *, merchant_id: int, consumer_id: int, kind: str, reference: str | None = None, write: bool = True
+) -> Decision:
     """The claim paths' guard (coupon, red packet, pool grab), called once the claim is made in the
-    session and before it is committed: decide with the request's client; on a refusal roll the claim
-    back, commit the decision alone (so the console sees it) and raise it (429 ``risk_limited`` / 403
-    ``risk_blocked``)."""
+    session (or before it, ``write=False``) and before it is committed: decide with the request's
+    client; on a refusal roll the session back, commit the decision alone (so the console sees it) and
+    raise it (429 ``risk_limited`` / 403 ``risk_blocked``). An allowed decision is added to the session
+    — with ``write=False`` the caller writes it (``decision.row``, ``decision.new_links``) with its
+    claim, in the claim's own statement (app.risk.records.claim_sql)."""
     from app.core.tx import commit
     from app.extensions import db
     from app.risk.engine import persist
@@ -128,5 +132,6 @@ def check_claim(*, merchant_id: int, consumer_id: int, kind: str, reference: str
         persist(decision)
         commit()
         decision.enforce()
-    persist(decision)
+    if write:
+        persist(decision)
     return decision

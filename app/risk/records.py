@@ -2,15 +2,19 @@
 hold — ONE statement on PostgreSQL (data-modifying CTEs: the decision's id goes to the hold inside the
 statement, the links come back with whether another consumer already has them), two or three on SQLite.
 
+A claim whose own write is one statement (a pool grab) writes its decision and links inside that
+statement instead (:func:`claim_sql`): no round trip of its own.
+
 Text statements built once per shape (links 0…n, hold or not): SQLAlchemy's ON CONFLICT constructs have no
 cache key, and the ORM's unit of work costs more than the row (see app.core.db.insert_unless_exists).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import Table, TextClause, bindparam, text
+from sqlalchemy import BindParameter, Table, TextClause, bindparam, text
 
 from app.core.db import insert_unless_exists
 from app.extensions import db
@@ -140,3 +144,76 @@ def _combined(links: int, hold: bool) -> TextClause:
         select = "SELECT d.id, NULL, NULL, NULL FROM d"
     statement = _COMBINED[(links, hold)] = text(f"WITH {', '.join(parts)} {select}").bindparams(*params)
     return statement
+
+
+# ---------------------------------------------------------------- a decision inside the claim's statement
+
+
+@dataclass(frozen=True)
+class ClaimSql:
+    """The parts a claim's own statement adds to write its (allowed) decision and links: CTEs to append to
+    its ``WITH``, the two result columns (the decision's id; the ``kind|digest`` of each link another
+    consumer has too) and the join that yields them, with their bind parameters (prefixed ``rd_`` /
+    ``rl_``: no clash with the claim's own)."""
+
+    ctes: str
+    columns: str
+    join: str
+    params: tuple[BindParameter[Any], ...]
+
+
+_CLAIM_SQL: dict[tuple[int, str], ClaimSql] = {}
+
+
+def claim_sql(links: int, source: str) -> ClaimSql:
+    """The decision (and ``links`` new links) written once per row of the CTE ``source`` — the claim's
+    own inserted row: no claim written, no decision written (it rolls back with the claim anyway). The
+    shared-links column reads committed rows (and this transaction's), never the ones inserted here."""
+    found = _CLAIM_SQL.get((links, source))
+    if found is not None:
+        return found
+    if not source.isidentifier():
+        raise ValueError(f"not a CTE name: {source!r}")
+    names = ", ".join(DECISION_COLUMNS)
+    values = ", ".join(":rd_" + c for c in DECISION_COLUMNS)
+    ctes = [f"rd AS (INSERT INTO risk_decisions ({names}) SELECT {values} FROM {source} RETURNING id)"]  # noqa: S608
+    params = [bindparam("rd_" + c, type_=_decisions.c[c].type) for c in DECISION_COLUMNS]
+    shared = "NULL"
+    if links:
+        rows = ", ".join(f"(:rl_kind_{i}, :rl_digest_{i})" for i in range(links))
+        insert_links = (
+            "rl AS (INSERT INTO risk_links (merchant_id, kind, digest, consumer_id, created_at) "  # noqa: S608
+            f"SELECT :rd_merchant_id, v.kind, v.digest, :rd_consumer_id, :rd_created_at FROM {source}, "
+            f"(VALUES {rows}) AS v (kind, digest) "
+            "ON CONFLICT (merchant_id, kind, digest, consumer_id) DO NOTHING RETURNING kind, digest)"
+        )
+        ctes.append(insert_links)
+        for i in range(links):
+            params += [
+                bindparam(f"rl_kind_{i}", type_=_links.c.kind.type),
+                bindparam(f"rl_digest_{i}", type_=_links.c.digest.type),
+            ]
+        shared = (
+            "ARRAY(SELECT rl.kind || '|' || rl.digest FROM rl WHERE EXISTS (SELECT 1 FROM risk_links o "
+            "WHERE o.merchant_id = :rd_merchant_id AND o.kind = rl.kind AND o.digest = rl.digest "
+            "AND o.consumer_id <> :rd_consumer_id))"
+        )
+    found = _CLAIM_SQL[(links, source)] = ClaimSql(
+        ctes=", ".join(ctes), columns=f"rd.id, {shared}", join="JOIN rd ON true", params=tuple(params)
+    )
+    return found
+
+
+def claim_params(row: dict[str, Any], links: list[tuple[LinkKind, str]]) -> dict[str, Any]:
+    """The values of :func:`claim_sql`'s parameters for the decision ``row`` and its new ``links``."""
+    params = {"rd_" + c: row[c] for c in DECISION_COLUMNS}
+    for i, (kind, digest) in enumerate(links):
+        params[f"rl_kind_{i}"], params[f"rl_digest_{i}"] = kind, digest
+    return params
+
+
+def claim_written(row: dict[str, Any], shared: list[str] | None) -> None:
+    """After the claim's statement: merge the groups of the links another consumer has too."""
+    for pair in shared or []:
+        kind, digest = pair.split("|", 1)
+        merge(row["merchant_id"], row["consumer_id"], LinkKind(kind), digest, row["created_at"])
