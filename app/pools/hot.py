@@ -1,6 +1,8 @@
-"""The grab's fast path in Redis: one Lua step per grab over keys of one hash tag (``{m<merchant>p<pool>}``).
+"""The grab's fast path in Redis: one Lua step per grab over keys of one hash tag (``{m<merchant>}``).
 
-Keys of a pool (every one declared in ``KEYS[]``, so the scripts run unchanged on Redis Cluster):
+The tag is the merchant's, the one the risk engine's counters use (app.risk.counters), so a grab's step
+runs the risk engine's counters of the claim too: one round trip for both. Keys of a pool (every one
+declared in ``KEYS[]``, so the scripts run unchanged on Redis Cluster):
 
 * ``…:state`` — ``open`` while grabs are taken; missing when Redis lost the pool (rebuilt from PostgreSQL);
 * ``…:left`` — the shares not yet handed out, ``"<seq>:<fen>"``;
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, NamedTuple
@@ -29,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from app.core.errors import Unavailable
 from app.queue.queues import get_redis
+from app.risk import counters
 
 
 class RedisUnavailable(Unavailable):
@@ -36,6 +39,7 @@ class RedisUnavailable(Unavailable):
 
 
 class Taken(Enum):
+    REFUSED = 0  # the risk engine refused the claim: nothing taken
     CLOSED = -1
     ALREADY = -2
     EMPTY = -3
@@ -68,6 +72,39 @@ local seq = string.match(share, '^(%d+):')
 redis.call('HSET', KEYS[4], seq, ARGV[1] .. ':' .. ARGV[2])
 return {1, share}
 """
+
+# The same step with the risk engine's counters of the claim in between: KEYS[1..4] the pool's, then the
+# steps' keys; ARGV[1] consumer, ARGV[2] ms, ARGV[3] mode, ARGV[4] conditions, then the steps' ARGV (see
+# app.risk.engine.ClaimPlan.veto). The pool's own refusals come first, counting nothing; then the
+# counters (as app.risk.counters runs them); then the share, unless the claim is refused:
+# {1, share, failed, values} or {0, failed, values}.
+_TAKE_CHECKED = (
+    counters.FUNCTION
+    + """
+if redis.call('GET', KEYS[1]) == false then return {-4} end
+if redis.call('GET', KEYS[1]) ~= 'open' then return {-1} end
+if redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 1 then return {-2} end
+if redis.call('LLEN', KEYS[2]) == 0 then return {-3} end
+local RK, RA = {}, {}
+for i = 5, #KEYS do RK[#RK + 1] = KEYS[i] end
+for i = 5, #ARGV do RA[#RA + 1] = ARGV[i] end
+local risk = risk_steps(RK, RA)
+local refused = ARGV[3] == 'x' or (ARGV[3] == 'e' and #risk[1] > 0)
+if ARGV[3] == 'e' then
+  for i, kind, limit in string.gmatch(ARGV[4], '(%d+):(%a+):(%d+)') do
+    local v = risk[2][tonumber(i)]
+    if v and kind == 'size' and tonumber(string.match(v, ':(%d+)$')) > tonumber(limit) then refused = true end
+    if v and kind == 'rank' and tonumber(v) >= tonumber(limit) then refused = true end
+  end
+end
+if refused then return {0, risk[1], risk[2]} end
+local share = redis.call('LPOP', KEYS[2])
+redis.call('SADD', KEYS[3], ARGV[1])
+local seq = string.match(share, '^(%d+):')
+redis.call('HSET', KEYS[4], seq, ARGV[1] .. ':' .. ARGV[2])
+return {1, share, risk[1], risk[2]}
+"""
+)
 
 # Undo a take whose grant did not commit: the share goes back (unless PostgreSQL holds it), the user out.
 _GIVE_BACK = """
@@ -119,11 +156,11 @@ class PoolKeys:
 
     def __init__(self, ref: Ref) -> None:
         prefix = current_app.extensions["hongli.settings"].queue.prefix
-        tag = f"{prefix}:pool:{{m{ref.merchant_id}p{ref.pool_id}}}"
+        pool = f"{prefix}:pool:{{m{ref.merchant_id}}}:p{ref.pool_id}"
         self.state, self.left, self.who, self.flight = (
-            f"{tag}:{part}" for part in ("state", "left", "who", "flight")
+            f"{pool}:{part}" for part in ("state", "left", "who", "flight")
         )
-        self.rebuild_lock = f"{tag}:rebuilding"
+        self.rebuild_lock = f"{pool}:rebuilding"
 
     def all(self) -> list[str]:
         return [self.state, self.left, self.who, self.flight]
@@ -143,17 +180,57 @@ def _unavailable(exc: Exception) -> RedisUnavailable:
     )
 
 
-def take(ref: Ref, consumer_id: int) -> Share | Taken:
-    """The one atomic grab step: open? not yet grabbed? a share left? → the share, now "in flight"."""
+class RiskSteps(NamedTuple):
+    """A claim's risk counters to run inside the grab's step (app.risk.engine.ClaimPlan)."""
+
+    steps: Sequence[counters.Step]
+    now_ms: int
+    mode: str
+    conditions: str
+
+
+def take(
+    ref: Ref, consumer_id: int, risk: RiskSteps | None = None
+) -> tuple[Share | Taken, counters.Outcome | None]:
+    """The one atomic grab step: open? not yet grabbed? a share left? (then, with ``risk``, the claim's
+    counters: refused?) → the share, now "in flight". The counters' answer, when they ran."""
     keys = PoolKeys(ref)
     try:
-        answer = _client().eval(_TAKE, 4, *keys.all(), str(consumer_id), str(_now_ms()))
+        if risk is None:
+            answer = _script(_TAKE)(keys=keys.all(), args=[consumer_id, _now_ms()], client=_client())
+        else:
+            answer = _script(_TAKE_CHECKED)(
+                keys=[*keys.all(), *(step.key for step in risk.steps)],
+                args=[
+                    consumer_id,
+                    _now_ms(),
+                    risk.mode,
+                    risk.conditions,
+                    *counters.arguments(risk.steps, risk.now_ms),
+                ],
+                client=_client(),
+            )
     except redis.RedisError as exc:
         raise _unavailable(exc) from exc
     code = int(answer[0])
     if code == 1:
-        return Share.decode(answer[1])
-    return Taken(code)
+        ran = None if risk is None else counters.outcome(risk.steps, answer[2:])
+        return Share.decode(answer[1]), ran
+    if code == 0 and risk is not None:
+        return Taken.REFUSED, counters.outcome(risk.steps, answer[1:])
+    return Taken(code), None
+
+
+_SCRIPTS = "hongli.pool_scripts"
+
+
+def _script(source: str) -> Any:
+    """The script registered once per app (EVALSHA; loaded again by redis-py if Redis lost it)."""
+    scripts: dict[str, Any] = current_app.extensions.setdefault(_SCRIPTS, {})
+    script = scripts.get(source)
+    if script is None:
+        script = scripts[source] = _client().register_script(source)
+    return script
 
 
 def left(ref: Ref) -> int | None:

@@ -50,7 +50,7 @@ from app.pools.split import split_fixed, split_random
 from app.rebates.rules import IssueRedPacket, worst_case_cost
 from app.red_packets.models import RedPacket
 from app.red_packets.service import granted_packet_row, insert_packet
-from app.risk import Decision, check_claim
+from app.risk import ClaimPlan, Decision, conclude_claim, plan_request_claim, settle_claim
 from app.risk.engine import persist
 from app.risk.records import claim_params, claim_sql, claim_written
 
@@ -330,12 +330,15 @@ def grab(
     pool = _terms(merchant_id, pool_id)
     _check_open(pool, now)
     _check_audience(pool, consumer_id)
-    decision = _risk_check(pool=pool, consumer_id=consumer_id)
     sharer_id = fission.sharer_of(share_token, pool_id=pool.id, grabber_id=consumer_id)
     ref = hot.Ref(pool.merchant_id, pool.id)
-    # "Grabbed already?" is the Redis set's answer (PostgreSQL's unique (pool, consumer) backs it).
+    # "Grabbed already?" is the Redis set's answer (PostgreSQL's unique (pool, consumer) backs it). The
+    # risk engine's counters run inside the same Redis step (docs/risk.md): one round trip for both.
+    plan = plan_request_claim(
+        merchant_id=pool.merchant_id, consumer_id=consumer_id, kind="pool_grab", reference=f"pool:{pool.id}"
+    )
     try:
-        share = _take(ref, consumer_id)
+        share, decision = _take(ref, consumer_id, plan)
     except AlreadyGrabbed:
         mine = my_grant(pool_id=pool.id, consumer_id=consumer_id)
         details = {"amount_fen": mine.amount.fen} if mine is not None else {}
@@ -406,31 +409,32 @@ def _check_audience(pool: PoolTerms, consumer_id: int) -> None:
             raise NotEligible("this pool is for new customers", details={"audience": "new_users"})
 
 
-def _risk_check(*, pool: PoolTerms, consumer_id: int) -> Decision | None:
-    """The risk engine's say on a grab, before Redis is touched (per IP, device, account and linked group;
-    docs/risk.md): a refusal raises 429 ``risk_limited`` / 403 ``risk_blocked`` with nothing taken. An
-    allowed decision (None: the engine is off) is written with the grant, in its statement."""
-    decision = check_claim(
-        merchant_id=pool.merchant_id,
-        consumer_id=consumer_id,
-        kind="pool_grab",
-        reference=f"pool:{pool.id}",
-        write=False,
-    )
-    return decision if decision.row is not None else None
-
-
-def _take(ref: hot.Ref, consumer_id: int) -> hot.Share:
-    taken = hot.take(ref, consumer_id)
+def _take(ref: hot.Ref, consumer_id: int, plan: ClaimPlan | None) -> tuple[hot.Share, Decision | None]:
+    """The Redis step (rebuilding a pool Redis lost) and the risk engine's decision on the claim (None:
+    the engine is off). A refused claim raises 429 ``risk_limited`` / 403 ``risk_blocked`` with nothing
+    taken (its decision committed alone); an allowed one is written with the grant, in its statement."""
+    risk = None if plan is None else hot.RiskSteps(plan.steps, plan.now_ms, *plan.veto)
+    taken, counted = hot.take(ref, consumer_id, risk)
     for _ in range(REBUILD_WAITS):
         if taken is not hot.Taken.NOT_LOADED:
             break
         # Redis lost the pool: rebuild it from PostgreSQL, or wait for whoever is rebuilding it.
         if not rebuild_pool(ref.pool_id):
             time.sleep(0.02)
-        taken = hot.take(ref, consumer_id)
+        taken, counted = hot.take(ref, consumer_id, risk)
+    decision = None
+    if plan is not None and counted is not None:
+        decision = conclude_claim(plan, counted)
+        if decision.refused:
+            if isinstance(taken, hot.Share):  # the script must have refused it too; should it not, undo
+                logger.error("pool %s: a share was taken for a claim the risk engine refused", ref.pool_id)
+                hot.give_back(ref, taken, consumer_id, share_back=True, user_out=True)
+            settle_claim(decision)  # raises
     if isinstance(taken, hot.Share):
-        return taken
+        return taken, decision
+    if taken is hot.Taken.REFUSED:  # the script refused what the engine allows: both read the same values
+        logger.error("pool %s: the Redis step refused a claim the risk engine allows", ref.pool_id)
+        raise PoolBusy("the pool is busy; try again")
     if taken is hot.Taken.ALREADY:
         raise AlreadyGrabbed("you have grabbed this pool already")
     if taken is hot.Taken.EMPTY:

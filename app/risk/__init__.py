@@ -13,20 +13,25 @@ from datetime import datetime
 
 from app.risk.clients import Client, current_client
 from app.risk.engine import (
+    ALLOW,
+    ClaimPlan,
     Context,
     Decision,
     RiskBlocked,
     RiskLimited,
     Subject,
+    conclude_claim,
     decide,
     note_refund,
     note_trail,
+    plan_claim,
     remember_order_client,
 )
 from app.risk.models import Action, Outcome
 
 __all__ = [
     "Action",
+    "ClaimPlan",
     "Client",
     "Context",
     "Decision",
@@ -36,12 +41,15 @@ __all__ = [
     "RiskLimited",
     "Subject",
     "check_claim",
+    "conclude_claim",
     "current_client",
     "decide",
     "judge_paid_order",
     "note_refund",
     "note_trail",
+    "plan_request_claim",
     "remember_order_client",
+    "settle_claim",
 ]
 
 
@@ -111,22 +119,38 @@ def judge_paid_order(
 def check_claim(
     *, merchant_id: int, consumer_id: int, kind: str, reference: str | None = None, write: bool = True
 ) -> Decision:
-    """The claim paths' guard (coupon, red packet, pool grab), called once the claim is made in the
-    session (or before it, ``write=False``) and before it is committed: decide with the request's
-    client; on a refusal roll the session back, commit the decision alone (so the console sees it) and
-    raise it (429 ``risk_limited`` / 403 ``risk_blocked``). An allowed decision is added to the session
-    — with ``write=False`` the caller writes it (``decision.row``, ``decision.new_links``) with its
-    claim, in the claim's own statement (app.risk.records.claim_sql)."""
+    """The claim paths' guard (coupon, red packet), called once the claim is made in the session (or
+    before it, ``write=False``) and before it is committed: decide with the request's client, then
+    :func:`settle_claim`."""
+    from app.risk import counters
+
+    plan = plan_request_claim(
+        merchant_id=merchant_id, consumer_id=consumer_id, kind=kind, reference=reference
+    )
+    if plan is None:
+        return ALLOW
+    return settle_claim(conclude_claim(plan, counters.run(plan.steps, plan.now_ms)), write=write)
+
+
+def plan_request_claim(
+    *, merchant_id: int, consumer_id: int, kind: str, reference: str | None = None
+) -> ClaimPlan | None:
+    """A claim by the current request's client, planned for a caller that runs its counters in its own
+    Redis script (a pool grab); None when the merchant's engine is off."""
+    return plan_claim(
+        Subject(merchant_id, consumer_id), Context(kind=kind, reference=reference, client=current_client())
+    )
+
+
+def settle_claim(decision: Decision, *, write: bool = True) -> Decision:
+    """A claim's decision made: on a refusal roll the session back, commit the decision alone (so the
+    console sees it) and raise it (429 ``risk_limited`` / 403 ``risk_blocked``). An allowed decision is
+    added to the session — with ``write=False`` the caller writes it (``decision.row``,
+    ``decision.new_links``) with its claim, in the claim's own statement (app.risk.records.claim_sql)."""
     from app.core.tx import commit
     from app.extensions import db
     from app.risk.engine import persist
 
-    decision = decide(
-        Action.CLAIM,
-        Subject(merchant_id, consumer_id),
-        Context(kind=kind, reference=reference, client=current_client()),
-        write=False,
-    )
     if decision.refused:
         db.session.rollback()
         persist(decision)

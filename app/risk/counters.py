@@ -32,7 +32,10 @@ from app.queue.queues import get_redis
 # After a ``client`` step, "@ip@" / "@dev@" in a key stand for that client's IP / device digest (same hash
 # tag, so the same slot); a step whose key names one the client lacks is skipped (false, nothing written).
 # A client stored in an older format is answered {{}, {}, raw, 'retry'} before anything is touched.
-_SCRIPT = """
+# FUNCTION defines risk_steps(KEYS, ARGV) (its parameters shadow the script's own): another script can
+# run a decision's steps inside its own step over keys of the same hash tag (a pool grab: app.pools.hot).
+FUNCTION = """
+local function risk_steps(KEYS, ARGV)
 local now = tonumber(ARGV[1])
 local A = {ARGV[1]}
 for field in string.gmatch(ARGV[2], '[^\\n]+') do A[#A + 1] = field end
@@ -125,7 +128,9 @@ if #failed == 0 then
   end
 end
 return {failed, out, client}
+end
 """
+_SCRIPT = FUNCTION + "return risk_steps(KEYS, ARGV)\n"
 
 
 @dataclass
@@ -163,12 +168,22 @@ def run(steps: Sequence[Step], now_ms: int, connection: redis.Redis | None = Non
     if script is None:
         script = connection.register_script(_SCRIPT)
         current_app.extensions["hongli.risk_script"] = script
+    answer = script(keys=[s.key for s in steps], args=arguments(steps, now_ms), client=connection)
+    return outcome(steps, answer)
+
+
+def arguments(steps: Sequence[Step], now_ms: int) -> list[str | int]:
+    """The script's ARGV for ``steps`` (their keys, in order, are its KEYS)."""
     argv: list[str | int] = []
     for step in steps:
         argv += [step.op, step.limit, step.ttl]
         if step.op in ("group", "member"):
             argv.append(step.prefix)
-    answer = script(keys=[s.key for s in steps], args=[now_ms, "\n".join(map(str, argv))], client=connection)
+    return [now_ms, "\n".join(map(str, argv))]
+
+
+def outcome(steps: Sequence[Step], answer: Sequence[Any]) -> Outcome:
+    """What ``risk_steps`` answered (``{failed, values[, client[, 'retry']]}``), by step name."""
     failed, values = answer[0], answer[1]
     client = answer[2] if len(answer) > 2 else None
     return Outcome(

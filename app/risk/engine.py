@@ -161,7 +161,6 @@ def decide(
     if action is Action.REWARD and context.order_id is not None and client.ip is None and not dry:
         order_key = _order_key(subject.merchant_id, context.order_id)
     facts: dict[str, Any] = {}
-    holds: list[str] = []
     phone = None
     if action is not Action.CLAIM:
         # Read fresh every time (a ban must hold at once): two columns, no ORM object.
@@ -200,12 +199,126 @@ def decide(
         elif order_key is not None:
             client = _parsed_client(result.client) or client
             steps, result = _resolved(steps, result, client)
+    return _conclude(
+        action,
+        subject,
+        context,
+        client,
+        policy,
+        version,
+        steps,
+        result,
+        facts=facts,
+        phone=phone,
+        dry=dry,
+        hold_order_id=hold_order_id,
+        write=write,
+    )
+
+
+@dataclass(frozen=True)
+class ClaimPlan:
+    """A claim's decision before its counters ran: the script's steps, and what the script that runs them
+    must not do when the claim is refused (:attr:`veto`), for a caller whose own Redis step runs them in
+    the same script (a pool grab: app.pools.hot)."""
+
+    subject: Subject
+    context: Context
+    policy: Policy
+    version: int
+    steps: list[Step]
+    now_ms: int
+
+    @property
+    def refused_already(self) -> bool:
+        """Enforced, and refused whatever the counters say (a device is required and none was sent)."""
+        refusal = _device_refusal(Action.CLAIM, self.context, self.context.client, self.policy)
+        return self.policy.enforce and refusal is not None
+
+    @property
+    def veto(self) -> tuple[str, str]:
+        """(mode, conditions) for the script: mode ``o`` observe (never refused: go on), ``x`` refused
+        already, ``e`` enforced — refused when a limit failed or a condition holds. Conditions
+        ``<step index>:size:<n>`` (the member step's group size above n) and ``<step index>:rank:<n>``
+        (rank n or more), 1-based: exactly the claim refusals :func:`_conclude` finds in the values."""
+        if not self.policy.enforce:
+            return "o", ""
+        if self.refused_already:
+            return "x", ""
+        conditions = []
+        for index, step in enumerate(self.steps, start=1):
+            if step.name == "group" and self.policy.max_group_size:
+                conditions.append(f"{index}:size:{self.policy.max_group_size}")
+            limit = {
+                "rank_ip": self.policy.new_accounts_per_ip_per_day,
+                "rank_device": self.policy.new_accounts_per_device_per_day,
+            }.get(step.name)
+            if limit:
+                conditions.append(f"{index}:rank:{limit}")
+        return "e", ";".join(conditions)
+
+
+def plan_claim(subject: Subject, context: Context) -> ClaimPlan | None:
+    """A claim's steps, to run in the caller's own script (None: the merchant's engine is off); then
+    :func:`conclude_claim` with what they answered."""
+    policy, version = policy_of(subject.merchant_id)
+    if not policy.enabled:
+        return None
+    now = context.at or utcnow()
+    steps = _steps(Action.CLAIM, subject, context, context.client, policy, now, None)
+    return ClaimPlan(subject, context, policy, version, steps, int(now.timestamp() * 1000))
+
+
+def conclude_claim(plan: ClaimPlan, result: counters.Outcome) -> Decision:
+    """The decision of a planned claim from its counters' answer (not written: see :func:`persist`)."""
+    return _conclude(
+        Action.CLAIM,
+        plan.subject,
+        plan.context,
+        plan.context.client,
+        plan.policy,
+        plan.version,
+        plan.steps,
+        result,
+        facts={},
+        phone=None,
+        dry=False,
+        hold_order_id=None,
+        write=False,
+    )
+
+
+def _device_refusal(action: Action, context: Context, client: Client, policy: Policy) -> str | None:
+    """Why a claim is refused for its device whatever the counters say (None: it is not)."""
+    if (action is Action.CLAIM or context.claims) and policy.require_device and client.device_digest is None:
+        return "device_forged" if client.device_sent else "device_missing"
+    return None
+
+
+def _conclude(
+    action: Action,
+    subject: Subject,
+    context: Context,
+    client: Client,
+    policy: Policy,
+    version: int,
+    steps: list[Step],
+    result: counters.Outcome,
+    *,
+    facts: dict[str, Any],
+    phone: str | None,
+    dry: bool,
+    hold_order_id: int | None,
+    write: bool,
+) -> Decision:
+    holds: list[str] = []
     values = result.values
     facts.update({k: v for k, v in values.items() if not k.startswith("seen_")})
     limited = [LIMIT_REASONS[name] for name in result.failed if name in LIMIT_REASONS]
     claims_allowed = not limited
-    if (action is Action.CLAIM or context.claims) and policy.require_device and client.device_digest is None:
-        limited.append("device_forged" if client.device_sent else "device_missing")
+    device_refusal = _device_refusal(action, context, client, policy)
+    if device_refusal is not None:
+        limited.append(device_refusal)
         claims_allowed = False
     retry = None
     if "ip_gap" in result.failed:

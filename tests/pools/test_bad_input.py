@@ -19,7 +19,7 @@ from app.core.money import Money
 from app.extensions import db
 from app.followers.models import Follower, FollowStatus
 from app.ledger.models import JournalEntry
-from app.pools import service
+from app.pools import hot, service
 from app.pools.models import Audience, PoolStatus, SplitKind
 from app.settings import Settings
 from tests.pools.helpers import RULES, crowd, grab, grants, open_pool, pool_row
@@ -34,7 +34,8 @@ class Unchanged:
         self.race, self.pool_id = race, pool_id
         self.redis = redis_lib.Redis.from_url(settings.redis.url)
         merchant_id = merchant_id or race.merchant_id
-        self.left_key = f"{settings.queue.prefix}:pool:{{m{merchant_id}p{pool_id}}}:left"
+        with race.context():
+            self.left_key = hot.PoolKeys(hot.Ref(merchant_id, pool_id)).left
         self.before = self.state()
 
     def state(self) -> tuple[Any, ...]:

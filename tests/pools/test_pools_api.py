@@ -245,7 +245,7 @@ def test_the_reconcile_command_gives_back_a_take_whose_commit_never_happened(rac
     lost = crowd(race, 1)[0]
     with race.context():
         # The Redis step of a grab whose process died before its commit.
-        taken = hot.take(hot.Ref(race.merchant_id, pool_id), lost.consumer_id)
+        taken, _ = hot.take(hot.Ref(race.merchant_id, pool_id), lost.consumer_id)
         assert isinstance(taken, hot.Share)
     runner = race.app.test_cli_runner()
     # Flask's CLI runs in whatever app context is current: make it this race's app (its database).

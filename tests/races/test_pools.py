@@ -27,7 +27,7 @@ from sqlalchemy import func, select
 from app.audit.service import CLI
 from app.extensions import db
 from app.ledger.models import AccountKind
-from app.pools import service
+from app.pools import hot, service
 from app.pools.models import PoolStatus
 from app.pools.reconcile import reconcile_pool
 from app.pools.service import FAULT_CONFIG_KEY
@@ -138,15 +138,16 @@ def test_redis_killed_and_restarted_mid_pool(
     started = threading.Event()
     retried: list[str] = []
     before_kill: list[int] = []
+    with race.context():
+        keys = hot.PoolKeys(hot.Ref(race.merchant_id, pool_id))
 
     def killer() -> Answer:
         started.wait(timeout=30)
         # Watched in Redis itself (the database's connections are all busy grabbing).
         watch = redis_lib.Redis.from_url(own_redis.url)
-        prefix = f"{race_settings.queue.prefix}:pool:{{m{race.merchant_id}p{pool_id}}}"
-        while not watch.exists(f"{prefix}:state") or watch.llen(f"{prefix}:left") > SHARES - SHARES // 5:
+        while not watch.exists(keys.state) or watch.llen(keys.left) > SHARES - SHARES // 5:
             time.sleep(0.001)
-        before_kill.append(SHARES - int(watch.llen(f"{prefix}:left")))
+        before_kill.append(SHARES - int(watch.llen(keys.left)))
         watch.close()
         own_redis.kill()
         time.sleep(0.3)  # grabs meanwhile answer 503 redis_unavailable, nothing taken
