@@ -26,10 +26,16 @@ from app.pools.models import Pool, PoolGrant, PoolShareLink, PoolTierReward
 
 logger = logging.getLogger("hongli.pools")
 MAX_TIERS = 5
+_SIGNER = "hongli.pool_share_signer"
 
 
 def _serializer() -> URLSafeSerializer:
-    return URLSafeSerializer(current_app.config["SECRET_KEY"], salt="hongli.pool-share")
+    """The share tokens' signer, made once per app."""
+    signer: URLSafeSerializer | None = current_app.extensions.get(_SIGNER)
+    if signer is None:
+        signer = URLSafeSerializer(current_app.config["SECRET_KEY"], salt="hongli.pool-share")
+        current_app.extensions[_SIGNER] = signer
+    return signer
 
 
 def token_for(pool_id: int, consumer_id: int) -> str:

@@ -16,16 +16,23 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
+from functools import cached_property
 
 from flask import current_app, has_request_context, request
 
 DEVICE_HEADER = "X-Hongli-Device"
+_DIGEST_KEY = "hongli.risk_digest_key"
 _DEVICE = re.compile(r"^d1\.([A-Za-z0-9_-]{22})\.([0-9a-f]{16})$")
 
 
 def _secret() -> bytes:
-    settings = current_app.extensions["hongli.settings"]
-    return hashlib.sha256(b"hongli-risk:" + settings.web.secret_key.get_secret_value().encode()).digest()
+    """The digests' key, derived from the server secret once per app."""
+    key: bytes | None = current_app.extensions.get(_DIGEST_KEY)
+    if key is None:
+        settings = current_app.extensions["hongli.settings"]
+        secret = settings.web.secret_key.get_secret_value().encode()
+        key = current_app.extensions[_DIGEST_KEY] = hashlib.sha256(b"hongli-risk:" + secret).digest()
+    return key
 
 
 def digest(kind: str, value: str) -> str:
@@ -62,11 +69,11 @@ class Client:
     device_sent: bool = False  # a device header was sent (True with device None: it was forged)
     device_hash: str | None = None  # an already digested device (a replayed decision)
 
-    @property
+    @cached_property
     def ip_digest(self) -> str | None:
         return None if self.ip is None else digest("ip", self.ip)
 
-    @property
+    @cached_property
     def device_digest(self) -> str | None:
         if self.device_hash is not None:
             return self.device_hash
