@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, func, select, update
+from sqlalchemy import Table, and_, func, select, tuple_, update
 
 from app.core.db import insert_unless_exists, utcnow
 from app.extensions import db
@@ -77,18 +77,20 @@ def insert_links(
         )
     db.session.execute(statement, params if len(pairs) > 1 else {k[:-2]: v for k, v in params.items()})
     # Digests are keyed by kind (the HMAC input starts with it): one digest never means two kinds.
+    # (kind, digest) in full: the unique index's leading columns, so each pair is one index lookup (the
+    # digest alone would scan every link of the merchant).
     shared = set(
-        db.session.scalars(
-            select(RiskLink.digest)
+        db.session.execute(
+            select(RiskLink.kind, RiskLink.digest)
             .where(
                 RiskLink.merchant_id == merchant_id,
-                RiskLink.digest.in_([digest for _, digest in pairs]),
+                tuple_(RiskLink.kind, RiskLink.digest).in_(pairs),
                 RiskLink.consumer_id != consumer_id,
             )
             .distinct()
-        )
+        ).tuples()
     )
-    return [(kind, digest) for kind, digest in pairs if digest in shared]
+    return [(kind, digest) for kind, digest in pairs if (kind, digest) in shared]
 
 
 def link(*, merchant_id: int, consumer_id: int, kind: LinkKind, digest: str) -> int:

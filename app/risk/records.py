@@ -72,11 +72,9 @@ def write_decision(
             params[f"kind_{i}"], params[f"digest_{i}"] = kind, digest
         if hold_order_id is not None:
             params |= {"order_id": hold_order_id, "status": HoldStatus.HELD}
-        found = db.session.execute(_combined(len(links), hold_order_id is not None), params).all()
-        decision_id = int(found[0][0])
-        shared = [
-            (LinkKind(kind), digest) for _, kind, digest, others in found if kind is not None and others
-        ]
+        written, pairs = db.session.execute(_combined(len(links), hold_order_id is not None), params).one()
+        decision_id = int(written)
+        shared = [_pair(pair) for pair in pairs or []]
     else:
         decision_id = int(db.session.execute(_INSERT_DECISION, row).scalar_one())
         if hold_order_id is not None:
@@ -100,10 +98,10 @@ def write_decision(
 
 
 def _combined(links: int, hold: bool) -> TextClause:
-    """``WITH d AS (INSERT decision RETURNING id)[, h AS (INSERT hold … FROM d)][, l AS (INSERT links
-    RETURNING kind, digest)] SELECT d.id, l.kind, l.digest, <someone else has it> FROM d [LEFT JOIN l]``.
-    The final SELECT sees the tables as they were before the statement: "someone else" is committed data
-    (or this transaction's), never the rows inserted here."""
+    """``WITH d AS (INSERT decision RETURNING id)[, h AS (INSERT hold … FROM d)][, l AS (INSERT links)]
+    SELECT d.id, <the links someone else has too> FROM d``. The final SELECT sees the tables as they were
+    before the statement: "someone else" is committed data (or this transaction's), never the rows
+    inserted here."""
     statement = _COMBINED.get((links, hold))
     if statement is not None:
         return statement
@@ -135,13 +133,9 @@ def _combined(links: int, hold: bool) -> TextClause:
                 bindparam(f"kind_{i}", type_=_links.c.kind.type),
                 bindparam(f"digest_{i}", type_=_links.c.digest.type),
             ]
-        select = (
-            "SELECT d.id, l.kind, l.digest, EXISTS (SELECT 1 FROM risk_links o WHERE o.merchant_id = "
-            ":merchant_id AND o.kind = l.kind AND o.digest = l.digest AND o.consumer_id <> :consumer_id) "
-            "FROM d LEFT JOIN l ON true"
-        )
+        select = f"SELECT d.id, {_shared_links(links, decision='', link='')} FROM d"  # noqa: S608
     else:
-        select = "SELECT d.id, NULL, NULL, NULL FROM d"
+        select = "SELECT d.id, NULL FROM d"
     statement = _COMBINED[(links, hold)] = text(f"WITH {', '.join(parts)} {select}").bindparams(*params)
     return statement
 
@@ -168,7 +162,9 @@ _CLAIM_SQL: dict[tuple[int, str], ClaimSql] = {}
 def claim_sql(links: int, source: str) -> ClaimSql:
     """The decision (and ``links`` new links) written once per row of the CTE ``source`` — the claim's
     own inserted row: no claim written, no decision written (it rolls back with the claim anyway). The
-    shared-links column reads committed rows (and this transaction's), never the ones inserted here."""
+    shared-links column reads committed rows (and this transaction's), never the ones inserted here:
+    the links another consumer has too (one the consumer had already, should Redis have forgotten it,
+    is merged again: a merge is idempotent)."""
     found = _CLAIM_SQL.get((links, source))
     if found is not None:
         return found
@@ -193,11 +189,7 @@ def claim_sql(links: int, source: str) -> ClaimSql:
                 bindparam(f"rl_kind_{i}", type_=_links.c.kind.type),
                 bindparam(f"rl_digest_{i}", type_=_links.c.digest.type),
             ]
-        shared = (
-            "ARRAY(SELECT rl.kind || '|' || rl.digest FROM rl WHERE EXISTS (SELECT 1 FROM risk_links o "
-            "WHERE o.merchant_id = :rd_merchant_id AND o.kind = rl.kind AND o.digest = rl.digest "
-            "AND o.consumer_id <> :rd_consumer_id))"
-        )
+        shared = _shared_links(links, decision="rd_", link="rl_")
     found = _CLAIM_SQL[(links, source)] = ClaimSql(
         ctes=", ".join(ctes), columns=f"rd.id, {shared}", join="JOIN rd ON true", params=tuple(params)
     )
@@ -215,5 +207,25 @@ def claim_params(row: dict[str, Any], links: list[tuple[LinkKind, str]]) -> dict
 def claim_written(row: dict[str, Any], shared: list[str] | None) -> None:
     """After the claim's statement: merge the groups of the links another consumer has too."""
     for pair in shared or []:
-        kind, digest = pair.split("|", 1)
-        merge(row["merchant_id"], row["consumer_id"], LinkKind(kind), digest, row["created_at"])
+        kind, digest = _pair(pair)
+        merge(row["merchant_id"], row["consumer_id"], kind, digest, row["created_at"])
+
+
+def _shared_links(links: int, *, decision: str, link: str) -> str:
+    """An expression: the ``kind|digest`` of each of ``links`` new links (parameters ``<link>kind_<i>``,
+    ``<link>digest_<i>``) another consumer than ``<decision>consumer_id`` already has. One index lookup
+    per link, its unique key's three leading columns bound: an EXISTS correlated with the inserted rows
+    instead is planned as a scan of every link of the merchant, once per statement."""
+    return "array_remove(ARRAY[{}], NULL)".format(
+        ", ".join(
+            f"CASE WHEN EXISTS (SELECT 1 FROM risk_links o WHERE o.merchant_id = :{decision}merchant_id "  # noqa: S608
+            f"AND o.kind = :{link}kind_{i} AND o.digest = :{link}digest_{i} "
+            f"AND o.consumer_id <> :{decision}consumer_id) THEN :{link}kind_{i} || '|' || :{link}digest_{i} END"
+            for i in range(links)
+        )
+    )
+
+
+def _pair(shared: str) -> tuple[LinkKind, str]:
+    kind, digest = shared.split("|", 1)
+    return LinkKind(kind), digest
