@@ -20,7 +20,7 @@ from typing import Any, cast
 
 from flask import current_app
 from sqlalchemy import BigInteger, Table, TextClause, bindparam, func, insert, select, text, type_coerce
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from app.audit.service import Actor, record_audit
 from app.campaigns.models import Campaign
@@ -29,6 +29,7 @@ from app.core.db import utcnow
 from app.core.errors import InvalidInput
 from app.core.guards import guarded_update
 from app.core.money import Money
+from app.core.tx import transaction_from_here
 from app.extensions import db
 from app.followers.models import Follower, FollowStatus
 from app.ledger.accounts import campaign_accounts
@@ -345,6 +346,8 @@ def grab(
         raise AlreadyGrabbed("you have grabbed this pool already", details=details) from None
     if current_app.config.get(FAULT_CONFIG_KEY) == "exit-after-redis":
         os._exit(137)
+    if sharer_id is not None:
+        transaction_from_here()  # the grant and the sharer's count hold together
     try:
         grant = _record(pool, share, consumer_id, sharer_id, now, decision)
         db.session.commit()
@@ -360,6 +363,8 @@ def grab(
         hot.give_back(ref, share, consumer_id, share_back=True, user_out=True)
         raise
     # Final: the grant is committed. Its in-flight entry in Redis is left for reconciliation to clear.
+    if grant.shared_links and decision is not None and decision.row is not None:
+        _merge_groups(decision.row, grant.shared_links)
     if grant.red_packet_id is None:
         cash.after_grab(grant.id)
     if sharer_id is not None:
@@ -478,6 +483,7 @@ def _record(
         else _packet_row(pool, amount, reserve, consumer_id, now)
     )
     written_row = decision.row if decision is not None else None
+    shared: list[str] = []
     if db.session.get_bind().dialect.name == "postgresql":
         params = {f"p_{k}": v for k, v in (row or {}).items()} | grant
         params |= {"open_status": PoolStatus.OPEN, "active_status": ConsumerStatus.ACTIVE}
@@ -492,7 +498,7 @@ def _record(
         grant_id, packet_id = written[0], written[1]
         if decision is not None and written_row is not None:
             decision.record_id = int(written[2])
-            claim_written(written_row, written[3])
+            shared = list(written[3] or [])
     else:
         standing = db.session.execute(
             select(
@@ -507,7 +513,7 @@ def _record(
             persist(decision)
     if sharer_id is not None:
         fission.count_grab_through(pool.id, sharer_id)
-    return Granted(int(grant_id), share.seq, amount, packet_id)
+    return Granted(int(grant_id), share.seq, amount, packet_id, shared)
 
 
 def _why_not_granted(pool_id: int, consumer_id: int) -> Exception:
@@ -707,6 +713,22 @@ class Granted:
     seq: int
     amount: Money
     red_packet_id: int | None
+    shared_links: list[str]  # "kind|digest" of the new links another consumer has too (PostgreSQL)
+
+
+def _merge_groups(row: dict[str, Any], shared: list[str]) -> None:
+    """The grabber's new links another consumer has too: their linked-account groups merge, in a
+    transaction of its own once the grant is committed (the grab is final whatever happens here; a merge
+    lost to a crash is made when the next consumer is seen with that identifier)."""
+    transaction_from_here()
+    try:
+        claim_written(row, shared)
+        db.session.commit()
+    except SQLAlchemyError:
+        db.session.rollback()
+        logger.exception(
+            "pool grab: merging the linked-account groups of consumer %s failed", row["consumer_id"]
+        )
 
 
 def _collided(ref: hot.Ref, share: hot.Share, consumer_id: int, exc: IntegrityError) -> Exception:

@@ -19,7 +19,7 @@ from app.auth.guards import (
 )
 from app.auth.principals import Role
 from app.core.money import Money
-from app.core.tx import commit
+from app.core.tx import commit, statements_commit_alone
 from app.pools import service, stats
 from app.pools.models import Audience, Pool, PoolPayout, SplitKind
 from app.pools.schemas import (
@@ -143,6 +143,7 @@ def left(pool_id: int) -> dict[str, int]:
 
 
 @mp.route("/pools/<int:pool_id>/grab", methods=["POST"])
+@statements_commit_alone
 @consumer_required
 @mp.arguments(GrabSchema)
 @mp.response(201, GrabbedSchema)
