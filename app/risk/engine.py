@@ -179,7 +179,6 @@ def decide(
                 subject,
                 context,
                 client,
-                facts,
                 version,
                 dry,
                 enforced=policy.enforce,
@@ -366,7 +365,6 @@ def _conclude(
         subject,
         context,
         client,
-        facts,
         version,
         dry,
         enforced=policy.enforce,
@@ -386,7 +384,6 @@ def _finish(
     subject: Subject,
     context: Context,
     client: Client,
-    facts: dict[str, Any],
     version: int,
     dry: bool,
     *,
@@ -400,14 +397,15 @@ def _finish(
     decision = Decision(
         outcome,
         reasons,
-        dict(scores),
+        _json_safe(scores),
         claims_allowed=claims_allowed and outcome is not Outcome.BLOCK,
         retry_after_seconds=retry,
         new_links=new_links or [],
     )
     if dry:
         return decision
-    facts_row = {"related": list(context.related), "claims": context.claims, **_json_safe(facts)}
+    # What it saw that is not a score (the scores — the counters' values — are their own column).
+    facts_row: dict[str, Any] = {"related": list(context.related), "claims": context.claims}
     if not enforced:
         # Observe mode: recorded as decided (the dry run's and the console's material), nothing enforced.
         facts_row["enforced"] = False
