@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 
 from app.audit.service import Actor, record_audit
 from app.campaigns.models import Campaign, CampaignStatus
 from app.consumers.models import Consumer, ConsumerStatus
 from app.core.db import utcnow
-from app.core.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
+from app.core.errors import ConcurrentChange, Conflict, DomainError, Forbidden, InvalidInput, NotFound
 from app.core.guards import guarded_update
 from app.core.money import Money
 from app.events.bus import Event
@@ -37,6 +37,7 @@ from app.ledger.models import AccountKind, EntryReason
 from app.ledger.service import Overdraft, post_entry
 from app.merchants.models import Merchant
 from app.orders.models import Order
+from app.payments.models import Refund, RefundStatus
 from app.payments.refunds import refund_funding_payment
 from app.payments.service import PaymentRequest, prepare_payment
 from app.personal.models import (
@@ -51,6 +52,7 @@ from app.personal.models import (
 from app.rebates.rules import worst_case_cost
 from app.red_packets.models import RedPacket, RedPacketStatus
 from app.red_packets.service import issue_red_packet
+from app.reviews.service import flag_for_review
 
 logger = logging.getLogger("hongli.personal")
 S = PersonalPacketStatus
@@ -582,6 +584,66 @@ def refund_due(now: datetime | None = None, limit: int = 200) -> int:
         if guarded_update(PersonalPacket, packet_id, PersonalPacket.status == S.CLAIMED, status=S.REFUNDING):
             _refund(_by_id(packet_id), reason="personal red packet expired unspent")
             started += 1
+    return started + _refunds_not_made(limit)
+
+
+MAX_REFUND_ATTEMPTS = 3
+
+
+def _refunds_not_made(limit: int) -> int:
+    """Packets whose refund WeChat did not make. Closed (or failed): asked again under a new number, at
+    most MAX_REFUND_ATTEMPTS times, then left to a person (a review item). Abnormal (the sender's account
+    cannot take it): a review item at once — a person settles it in the merchant platform, and WeChat's
+    REFUND.SUCCESS then books it as usual. The packet stays ``refunding``, its money in the sender's
+    prepaid balance, until a refund succeeds. The new refunds started."""
+    stuck = db.session.execute(
+        select(PersonalPacket.id, Refund.id, Refund.status)
+        .join(Refund, Refund.id == PersonalPacket.refund_id)
+        .where(
+            PersonalPacket.status == S.REFUNDING,
+            Refund.status.in_([RefundStatus.CLOSED, RefundStatus.FAILED, RefundStatus.ABNORMAL]),
+        )
+        .order_by(PersonalPacket.id)
+        .limit(limit)
+    ).all()
+    started = 0
+    for packet_id, refund_id, refund_status in stuck:
+        packet = _by_id(packet_id)
+        assert packet.funding_order_id is not None
+        attempts = int(
+            db.session.scalar(select(func.count(Refund.id)).where(Refund.order_id == packet.funding_order_id))
+            or 0
+        )
+        if refund_status is RefundStatus.ABNORMAL or attempts >= MAX_REFUND_ATTEMPTS:
+            flag_for_review(
+                merchant_id=packet.merchant_id,
+                kind="personal_refund_not_made",
+                reason=f"the refund of personal red packet {packet.id} to its sender is {refund_status.value}"
+                + ("" if refund_status is RefundStatus.ABNORMAL else f" after {attempts} attempts"),
+                reference=f"personal_packet:{packet.id}",
+                details={
+                    "refund_id": refund_id,
+                    "amount_fen": packet.amount.fen,
+                    "sender_id": packet.sender_id,
+                },
+            )
+            continue
+        refund = refund_funding_payment(
+            order_id=packet.funding_order_id,
+            out_refund_no=f"{FUNDING_ORDER_PREFIX}{packet.id}:{attempts + 1}",
+            amount=packet.amount,
+            reason=f"personal red packet refund, attempt {attempts + 1}",
+        )
+        # Only the sweep that still sees the closed refund moves the packet on (another rolls back).
+        if not guarded_update(
+            PersonalPacket,
+            packet.id,
+            PersonalPacket.status == S.REFUNDING,
+            PersonalPacket.refund_id == refund_id,
+            refund_id=refund.id,
+        ):
+            raise ConcurrentChange(f"personal packet {packet.id} changed meanwhile")
+        started += 1
     return started
 
 

@@ -20,7 +20,9 @@ from app.ledger.models import AccountKind
 from app.orders.models import Order
 from app.payments.models import Refund, RefundStatus
 from app.rebates.models import GrantStatus, RebateGrant
+from app.reviews.models import ReviewItem, ReviewStatus
 from tests.personal.conftest import SENDER_WORST_CASE, Personal, ledger_clean
+from tests.worker import run_jobs
 
 
 @pytest.fixture(autouse=True)
@@ -196,4 +198,87 @@ def test_a_claimed_packet_that_expires_unspent_goes_back_to_the_sender(
     assert prepaid_account(merchant_id, alice).balance.fen == 0
     personal.sign_in_again()
     assert personal.packet(packet["id"])["status"] == "refunded"
+    ledger_clean()
+
+
+def _settle_refund(personal: Personal, db_session: Session, out_refund_no: str, status: str) -> Refund:
+    """Submit the queued refund and have the sandbox end it with ``status`` (its REFUND.* notification)."""
+    assert run_jobs("jobs.payments.submit_refund") == 1
+    refund = db_session.scalars(select(Refund).where(Refund.out_refund_no == out_refund_no)).one()
+    personal.shop.sandbox.post(
+        f"/refunds/{refund.wechat_refund_no}/resolve",
+        {"mchid": personal.shop.merchant.mchid, "status": status},
+    )
+    db_session.expire_all()
+    return refund
+
+
+def _open_reviews(db_session: Session, packet_id: int) -> list[str]:
+    return list(
+        db_session.scalars(
+            select(ReviewItem.kind).where(
+                ReviewItem.reference == f"personal_packet:{packet_id}",
+                ReviewItem.status == ReviewStatus.OPEN,
+            )
+        )
+    )
+
+
+def test_a_refund_wechat_closes_is_asked_again_and_one_it_cannot_make_goes_to_a_person(
+    personal: Personal, app: Flask, db_session: Session
+) -> None:
+    merchant_id, alice = personal.shop.merchant.id, personal.shop.consumer_id
+    packet = personal.funded(amount_fen=700)
+    assert "refund-personal-packets: 1" in _dev(app, "clock", "advance", "25h").output
+
+    # WeChat closes the refund: the money stays alice's prepaid balance, and the next sweep asks again
+    # under a new number.
+    first = _settle_refund(personal, db_session, f"personal:{packet['id']}", "CLOSED")
+    assert first.status is RefundStatus.CLOSED
+    assert prepaid_account(merchant_id, alice).balance.fen == 700
+    personal.sign_in_again()
+    assert personal.packet(packet["id"])["status"] == "refunding"
+    assert "refund-personal-packets: 1" in _dev(app, "clock", "advance", "1h").output
+    # The second attempt: WeChat cannot return the money (ABNORMAL) — a person is asked, nothing retried.
+    second = _settle_refund(personal, db_session, f"personal:{packet['id']}:2", "ABNORMAL")
+    assert second.status is RefundStatus.ABNORMAL
+    assert "refund-personal-packets: 0" in _dev(app, "clock", "advance", "1h").output
+    assert _open_reviews(db_session, packet["id"]) == ["personal_refund_not_made"]
+    assert "refund-personal-packets: 0" in _dev(app, "clock", "advance", "1h").output  # one review item
+    assert _open_reviews(db_session, packet["id"]) == ["personal_refund_not_made"]
+    assert prepaid_account(merchant_id, alice).balance.fen == 700
+    ledger_clean()
+
+    # The merchant settles it at WeChat (异常退款): REFUND.SUCCESS books it like any refund.
+    personal.shop.sandbox.post(
+        f"/refunds/{second.wechat_refund_no}/resolve",
+        {"mchid": personal.shop.merchant.mchid, "status": "SUCCESS"},
+    )
+    db_session.expire_all()
+    personal.sign_in_again()
+    assert personal.packet(packet["id"])["status"] == "refunded"
+    assert prepaid_account(merchant_id, alice).balance.fen == 0
+    assert [r.status for r in db_session.scalars(select(Refund).order_by(Refund.id))][-2:] == [
+        RefundStatus.CLOSED,
+        RefundStatus.SUCCEEDED,
+    ]
+    ledger_clean()
+
+
+def test_after_three_closed_refunds_a_person_is_asked(
+    personal: Personal, app: Flask, db_session: Session
+) -> None:
+    merchant_id, alice = personal.shop.merchant.id, personal.shop.consumer_id
+    packet = personal.funded(amount_fen=600)
+    assert "refund-personal-packets: 1" in _dev(app, "clock", "advance", "25h").output
+    numbers = [f"personal:{packet['id']}", f"personal:{packet['id']}:2", f"personal:{packet['id']}:3"]
+    for n, number in enumerate(numbers):
+        _settle_refund(personal, db_session, number, "CLOSED")
+        started = "1" if n < len(numbers) - 1 else "0"
+        assert f"refund-personal-packets: {started}" in _dev(app, "clock", "advance", "1h").output
+    assert _open_reviews(db_session, packet["id"]) == ["personal_refund_not_made"]
+    assert run_jobs("jobs.payments.submit_refund") == 0  # no fourth attempt
+    personal.sign_in_again()
+    assert personal.packet(packet["id"])["status"] == "refunding"
+    assert prepaid_account(merchant_id, alice).balance.fen == 600
     ledger_clean()
