@@ -18,9 +18,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar, Protocol
 
 from flask import current_app
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from app.audit.service import Actor, record_audit
 from app.behaviour.models import BehaviourEvent
 from app.campaigns.models import Campaign, RuleVersion
 from app.consumers.models import AppKind, WeChatIdentity
@@ -110,9 +111,15 @@ def _record_capability(
     found.enabled, found.reason, found.wechat_code, found.detected_at = enabled, reason, code, utcnow()
 
 
-def require_capability(merchant_id: int, kind: CouponKind) -> None:
+CAPABILITY_RECHECK = timedelta(days=7)  # how long WeChat's refusal stands before it is asked again
+
+
+def require_capability(merchant_id: int, kind: CouponKind, now: datetime | None = None) -> None:
+    """Refuse (409 ``coupon_capability_off``) while WeChat's refusal of the product stands: less than
+    CAPABILITY_RECHECK old and not asked again by staff (:func:`ask_capability_again`). After that the next
+    call asks WeChat, whose answer decides again."""
     found = capability(merchant_id, kind)
-    if found is not None and not found.enabled:
+    if found is not None and not found.enabled and found.detected_at > (now or utcnow()) - CAPABILITY_RECHECK:
         raise CapabilityOff(
             f"this merchant's WeChat Pay account has no {kind.value.replace('_', ' ')}s: {found.reason}",
             details={
@@ -121,6 +128,39 @@ def require_capability(merchant_id: int, kind: CouponKind) -> None:
                 "wechat_code": found.wechat_code,
                 "detected_at": found.detected_at.isoformat(),
             },
+        )
+
+
+class CapabilityNotOff(Conflict):
+    code: ClassVar[str] = "capability_not_off"
+
+
+def ask_capability_again(merchant_id: int, kind: CouponKind, *, actor: Actor) -> None:
+    """Staff say the product is open now: forget WeChat's refusal so the next call asks WeChat (audited,
+    with the refusal forgotten). 409 ``capability_not_off`` when WeChat has not refused it."""
+    found = capability(merchant_id, kind)
+    if found is None or found.enabled:
+        raise CapabilityNotOff(
+            "WeChat has not refused this product for this merchant", details={"kind": kind.value}
+        )
+    before = {
+        "reason": found.reason,
+        "wechat_code": found.wechat_code,
+        "detected_at": found.detected_at.isoformat(),
+    }
+    deleted = db.session.execute(
+        delete(CouponCapability)
+        .where(CouponCapability.id == found.id, CouponCapability.enabled.is_(False))
+        .execution_options(synchronize_session=False)
+    )
+    if deleted.rowcount:  # type: ignore[attr-defined]
+        record_audit(
+            actor=actor,
+            action="coupons.capability.ask_again",
+            target_type="coupon_capability",
+            target_id=kind.value,
+            merchant_id=merchant_id,
+            before=before,
         )
 
 

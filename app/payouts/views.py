@@ -12,8 +12,9 @@ from app.auth.guards import current_merchant_id, current_staff, staff_required
 from app.auth.principals import Role
 from app.core.tx import commit
 from app.payouts import operations, service
+from app.payouts.capabilities import ask_again
 from app.payouts.capabilities import capabilities as payout_capabilities
-from app.payouts.models import Payout, PayoutStatus
+from app.payouts.models import Payout, PayoutProduct, PayoutStatus
 from app.payouts.schemas import (
     STUCK,
     PayoutCapabilitySchema,
@@ -50,6 +51,18 @@ def list_payouts(args: dict[str, Any]) -> list[Payout]:
 def capabilities() -> list[dict[str, Any]]:
     """Which payout products the merchant's WeChat Pay account has, as WeChat last answered (cash red
     packets off after ``NO_AUTH`` / ``PRODUCT_AUTHORITY_UNOPEN``, with the reason). Any role."""
+    return payout_capabilities(current_merchant_id())
+
+
+@blp.route("/capabilities/<any(cash_red_packet):product>/ask-again", methods=["POST"])
+@staff_required(Role.FINANCE)
+@blp.response(200, PayoutCapabilitySchema(many=True))
+def capability_ask_again(product: str) -> list[dict[str, Any]]:
+    """The merchant opened the product at WeChat Pay since it was refused: the next send asks WeChat
+    again (a refusal switches it off again and falls back to 商家转账). 409 ``capability_not_off`` if
+    WeChat has not refused it. Finance; audited."""
+    ask_again(current_merchant_id(), PayoutProduct(product), actor=_actor())
+    commit()
     return payout_capabilities(current_merchant_id())
 
 

@@ -479,6 +479,8 @@ ZH_CN: dict[str, str] = {
     "Coupon revoked": "优惠券已作废",
     "Coupon stock created": "批次已创建",
     "Coupon stock sent to WeChat again": "批次已重新提交微信",
+    "WeChat Pay will be asked again at the next coupon call": "下次调用时将重新询问微信支付是否已开通",
+    "Opened at WeChat Pay since? Ask again": "已在微信支付开通？重新询问",
     "Coupon stock status changed": "批次状态已更改",
     "Coupons of the stock": "本批次的优惠券",
     "Create the stock at WeChat": "在微信创建批次",

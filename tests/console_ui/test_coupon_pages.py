@@ -195,6 +195,23 @@ def test_merchant_coupons_are_offered_only_while_wechat_allows_them(
     assert 'value="voucher"' in page
     assert campaign_accounts(shop.merchant.id, marketing.campaign_id).reserved.balance.fen == 0
 
+    # The merchant opens merchant coupons at WeChat Pay later: an operator has WeChat asked again. A viewer
+    # sees WeChat's answer, not the button.
+    viewer = _browser(marketing, Role.VIEWER)
+    assert 'data-test="capability-off"' in (seen := viewer.get(f"/console/m/{slug}/coupons").text)
+    assert 'data-test="ask-again-merchant_coupon"' not in seen
+    assert 'data-test="ask-again-merchant_coupon"' in page
+    action = f"/console/m/{slug}/coupons/capabilities/merchant_coupon/ask-again"
+    assert viewer.post(action, {}).status_code == 403
+    assert _said(owner, owner.post(action, {})) == ["下次调用时将重新询问微信支付是否已开通"]
+    page = owner.get(f"/console/m/{slug}/coupons").text
+    assert 'data-test="capability-off"' not in page and 'value="merchant_coupon"' in page
+    shop.sandbox.post(f"/merchants/{shop.merchant.mchid}/busifavor", {"enabled": True})
+    made = owner.post(
+        f"/console/m/{slug}/coupons", _create_form(marketing, kind="merchant_coupon", name="商家券")
+    )
+    assert made.status_code == 303 and "ok" in _flash(owner.get(made.headers["Location"]).text)
+
 
 def test_a_merchant_coupon_is_revoked_from_its_stocks_page(marketing: Marketing, db_session: Session) -> None:
     shop = marketing.shop

@@ -11,17 +11,23 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from flask import Flask
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.audit.models import AuditEntry
+from app.auth.principals import Role
 from app.core.db import utcnow
-from app.coupons.models import Coupon, CouponStatus, CouponStock
+from app.coupons.models import Coupon, CouponKind, CouponStatus, CouponStock
+from app.coupons.service import CAPABILITY_RECHECK, CapabilityOff, require_capability
 from app.ledger.accounts import campaign_accounts, merchant_accounts
 from app.payments.models import Refund
 from app.rebates.models import RebateGrant
 from jobs.payments import submit_refund
+from tests.console_client import Console
 from tests.coupons.conftest import WORST_CASE, Marketing, ledger_clean, run_jobs
+from tests.factories import make_staff
 
 
 def _coupon(db_session: Session, coupon_id: int) -> Coupon:
@@ -245,4 +251,56 @@ def test_an_expired_or_revoked_merchant_coupon_cannot_price_an_order(
     )
     assert answer.status_code == 204
     assert db_session.scalar(select(func.count(Coupon.id))) == 1
+    ledger_clean()
+
+
+def test_once_the_merchant_opens_merchant_coupons_an_operator_asks_wechat_again(
+    marketing: Marketing, db_session: Session
+) -> None:
+    merchant = marketing.shop.merchant
+    body = {
+        "campaign_id": marketing.campaign_id,
+        "kind": "merchant_coupon",
+        "name": "满50减10",
+        "valid_from": utcnow().isoformat(),
+        "valid_until": (utcnow() + timedelta(days=10)).isoformat(),
+        "max_coupons": 5,
+        "rule_id": "two-way",
+    }
+    refused = marketing.console.post("/api/console/v1/coupon-stocks", json=body)
+    assert refused.json["error"]["code"] == "coupon_capability_off"
+    # The refusal stands a week; after that the next call asks WeChat by itself.
+    with pytest.raises(CapabilityOff):
+        require_capability(merchant.id, CouponKind.MERCHANT_COUPON, now=utcnow() + timedelta(days=6))
+    require_capability(
+        merchant.id, CouponKind.MERCHANT_COUPON, now=utcnow() + CAPABILITY_RECHECK + timedelta(hours=1)
+    )
+
+    path = "/api/console/v1/coupons/capabilities/merchant_coupon/ask-again"
+    viewer = Console(marketing.console.client, merchant.slug).login(
+        make_staff(merchant=merchant, role=Role.VIEWER).email
+    )
+    assert viewer.post(path).status_code == 403
+    operator = Console(marketing.console.client, merchant.slug).login(
+        make_staff(merchant=merchant, role=Role.OPERATOR).email
+    )
+    assert operator.post("/api/console/v1/coupons/capabilities/voucher/ask-again").json["error"]["code"] == (
+        "capability_not_off"  # never refused
+    )
+    asked = operator.post(path)
+    assert asked.status_code == 200, asked.json
+    assert {c["kind"]: c["enabled"] for c in asked.json}["merchant_coupon"] is None
+    audit = db_session.scalars(
+        select(AuditEntry).where(AuditEntry.action == "coupons.capability.ask_again")
+    ).one()
+    assert (audit.before or {})["wechat_code"] == "NO_AUTH"
+
+    # The merchant opened merchant coupons at WeChat Pay: a stock is made.
+    marketing.shop.sandbox.post(f"/merchants/{merchant.mchid}/busifavor", {"enabled": True})
+    made = operator.post("/api/console/v1/coupon-stocks", json=body | {"name": "again"})
+    assert made.status_code == 201, made.json
+    capabilities = {
+        c["kind"]: c["enabled"] for c in operator.get("/api/console/v1/coupons/capabilities").json
+    }
+    assert capabilities["merchant_coupon"] is True
     ledger_clean()
