@@ -16,8 +16,9 @@ def close_pools() -> int:
 
 
 def reconcile_pools() -> int:
-    """Resolve in-flight grabs a crash left behind and prove Redis and PostgreSQL agree; pay cash shares
-    whose job was lost. Returns the problems left."""
+    """Mark committed grabs final in Redis (a grab leaves that to this job), give back in-flight takes a
+    crash left behind, prove Redis and PostgreSQL agree; pay cash shares whose job was lost. Returns the
+    problems left."""
     reports = reconcile_open_pools()
     db.session.commit()
     for grant_id in unpaid_cash_grants():

@@ -22,6 +22,7 @@ def reconcile_command(grace_ms: int) -> None:
         click.echo(
             f"pool {report.pool_id}: {report.finalised} final, {report.given_back} given back"
             + (", rebuilt from PostgreSQL" if report.rebuilt else "")
+            + (", skipped: another reconciler is at it" if report.busy else "")
         )
     for problem in problems:
         click.echo(problem)

@@ -1,8 +1,10 @@
 """The grab's fast path in Redis: one Lua step per grab over keys of one hash tag (``{m<merchant>}``).
 
 The tag is the merchant's, the one the risk engine's counters use (app.risk.counters), so a grab's step
-runs the risk engine's counters of the claim too: one round trip for both. Keys of a pool (every one
-declared in ``KEYS[]``, so the scripts run unchanged on Redis Cluster):
+runs the risk engine's counters of the claim too: one round trip for both. Every key a script is given is
+in ``KEYS[]``; the only keys a script names itself are the risk engine's linked-group counters, built
+from a key it was given and in the same hash tag — so the scripts run unchanged on Redis Cluster, where a
+merchant's pools and risk counters share one slot. Keys of a pool:
 
 * ``…:state`` — ``open`` while grabs are taken; missing when Redis lost the pool (rebuilt from PostgreSQL);
 * ``…:left`` — the shares not yet handed out, ``"<seq>:<fen>"``;
@@ -161,6 +163,11 @@ class PoolKeys:
             f"{pool}:{part}" for part in ("state", "left", "who", "flight")
         )
         self.rebuild_lock = f"{pool}:rebuilding"
+        self.reconcile_lock = f"{pool}:reconciling"
+        # The layout before 2026-12-07 (a hash tag per pool): deleted by reconciliation, so that code of
+        # that layout, rolled back to, rebuilds from PostgreSQL instead of resuming from stale keys.
+        legacy = f"{prefix}:pool:{{m{ref.merchant_id}p{ref.pool_id}}}"
+        self.legacy = [f"{legacy}:{part}" for part in ("state", "left", "who", "flight")]
 
     def all(self) -> list[str]:
         return [self.state, self.left, self.who, self.flight]
@@ -292,8 +299,30 @@ def release_rebuild(ref: Ref) -> None:
 
 def forget(ref: Ref) -> None:
     """Drop the pool's keys (it closed; PostgreSQL refuses grabs anyway)."""
+    keys = PoolKeys(ref)
     with contextlib.suppress(redis.RedisError):
-        _client().delete(*PoolKeys(ref).all())
+        _client().delete(*keys.all(), *keys.legacy)
+
+
+def forget_legacy(ref: Ref) -> None:
+    """Drop the pool's keys of the earlier layout, if any (one per-pool hash tag: its own Cluster slot)."""
+    keys = PoolKeys(ref)
+    with contextlib.suppress(redis.RedisError):
+        # One call: the old keys share their own hash tag (one slot).
+        _client().delete(*keys.legacy)
+
+
+def claim_reconcile(ref: Ref, seconds: int = 60) -> bool:
+    """One reconciler per pool at a time (the periodic job and the CLI may overlap)."""
+    try:
+        return bool(_client().set(PoolKeys(ref).reconcile_lock, "1", nx=True, ex=seconds))
+    except redis.RedisError as exc:
+        raise _unavailable(exc) from exc
+
+
+def release_reconcile(ref: Ref) -> None:
+    with contextlib.suppress(redis.RedisError):
+        _client().delete(PoolKeys(ref).reconcile_lock)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ class PoolReport:
     rebuilt: bool = False
     finalised: int = 0
     given_back: int = 0
+    busy: bool = False
     problems: list[str] = field(default_factory=list)
 
 
@@ -43,6 +44,19 @@ def reconcile_pool(pool_id: int, *, grace_ms: int = GRACE_MS) -> PoolReport:
     if pool.status is not PoolStatus.OPEN:
         return report
     ref = hot.Ref(pool.merchant_id, pool.id)
+    if not hot.claim_reconcile(ref):
+        report.busy = True  # another reconciler is at this pool now
+        return report
+    try:
+        hot.forget_legacy(ref)
+        _reconcile_open(pool, ref, report, grace_ms)
+    finally:
+        hot.release_reconcile(ref)
+    return report
+
+
+def _reconcile_open(pool: Pool, ref: hot.Ref, report: PoolReport, grace_ms: int) -> None:
+    pool_id = pool.id
     if hot.snapshot(ref).state is None:
         report.rebuilt = rebuild_pool(pool_id)
     # The grants first, then Redis: a grab committing in between is in flight in the snapshot, not missing.
@@ -83,7 +97,6 @@ def reconcile_pool(pool_id: int, *, grace_ms: int = GRACE_MS) -> PoolReport:
         report.rebuilt = rebuild_pool(pool_id, force=True) or report.rebuilt
         mismatch = _redis_problems(pool, hot.snapshot(ref), granted)
     report.problems.extend(mismatch)
-    return report
 
 
 def _redis_problems(pool: Pool, snap: hot.Snapshot, granted: dict[int, int]) -> list[str]:
@@ -139,4 +152,9 @@ def ledger_problems(pool: Pool) -> list[str]:
 def reconcile_open_pools(*, grace_ms: int = GRACE_MS) -> list[PoolReport]:
     """Every open pool (the periodic job, the CLI and start-up call this)."""
     ids = db.session.scalars(select(Pool.id).where(Pool.status == PoolStatus.OPEN).order_by(Pool.id)).all()
-    return [reconcile_pool(pool_id, grace_ms=grace_ms) for pool_id in ids]
+    reports = []
+    for pool_id in ids:
+        reports.append(reconcile_pool(pool_id, grace_ms=grace_ms))
+        # Each pool's grants read afresh (SQLite reads in one snapshot per transaction).
+        db.session.commit()
+    return reports

@@ -10,6 +10,7 @@ and released by the red-packet sweep).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -18,9 +19,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
+import redis
 from flask import current_app
 from sqlalchemy import BigInteger, Table, TextClause, bindparam, func, insert, select, text, type_coerce
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 
 from app.audit.service import Actor, record_audit
 from app.campaigns.models import Campaign
@@ -346,9 +348,9 @@ def grab(
         raise AlreadyGrabbed("you have grabbed this pool already", details=details) from None
     if current_app.config.get(FAULT_CONFIG_KEY) == "exit-after-redis":
         os._exit(137)
-    if sharer_id is not None:
-        transaction_from_here()  # the grant and the sharer's count hold together
     try:
+        if sharer_id is not None:
+            transaction_from_here()  # the grant and the sharer's count hold together
         grant = _record(pool, share, consumer_id, sharer_id, now, decision)
         db.session.commit()
     except PoolClosed:
@@ -360,15 +362,15 @@ def grab(
         raise _collided(ref, share, consumer_id, exc) from exc
     except BaseException:
         db.session.rollback()
-        hot.give_back(ref, share, consumer_id, share_back=True, user_out=True)
+        _undo_unless_granted(ref, share, consumer_id)
         raise
     # Final: the grant is committed. Its in-flight entry in Redis is left for reconciliation to clear.
-    if grant.shared_links and decision is not None and decision.row is not None:
-        _merge_groups(decision.row, grant.shared_links)
     if grant.red_packet_id is None:
         cash.after_grab(grant.id)
     if sharer_id is not None:
         fission.after_grab(ref.pool_id, sharer_id)
+    if grant.shared_links and decision is not None and decision.row is not None:
+        _merge_groups(decision.row, grant.shared_links)
     return GrabResult(
         pool_id=ref.pool_id,
         grant_id=grant.id,
@@ -720,15 +722,35 @@ def _merge_groups(row: dict[str, Any], shared: list[str]) -> None:
     """The grabber's new links another consumer has too: their linked-account groups merge, in a
     transaction of its own once the grant is committed (the grab is final whatever happens here; a merge
     lost to a crash is made when the next consumer is seen with that identifier)."""
-    transaction_from_here()
     try:
         claim_written(row, shared)
         db.session.commit()
-    except SQLAlchemyError:
+    except Exception:  # the database or Redis (the groups' cache): the grab stands, answered as final
         db.session.rollback()
         logger.exception(
             "pool grab: merging the linked-account groups of consumer %s failed", row["consumer_id"]
         )
+
+
+def _undo_unless_granted(ref: hot.Ref, share: hot.Share, consumer_id: int) -> None:
+    """An unexpected failure around the grant's statement. In autocommit the statement commits by itself,
+    so a failure after it (or a lost reply) may follow a grant that stands: give back only what
+    PostgreSQL does not hold. Should PostgreSQL not answer either, the share stays in flight for
+    reconciliation, which gives it back after the grace period unless its grant is there."""
+    try:
+        owner = db.session.scalar(
+            select(PoolGrant.consumer_id).where(PoolGrant.pool_id == ref.pool_id, PoolGrant.seq == share.seq)
+        )
+        mine = db.session.scalar(
+            select(PoolGrant.id).where(PoolGrant.pool_id == ref.pool_id, PoolGrant.consumer_id == consumer_id)
+        )
+        db.session.rollback()
+    except Exception:
+        db.session.rollback()
+        logger.exception("pool %s share %s: left in flight for reconciliation", ref.pool_id, share.seq)
+        return
+    with contextlib.suppress(hot.RedisUnavailable, redis.RedisError):
+        hot.give_back(ref, share, consumer_id, share_back=owner is None, user_out=mine is None)
 
 
 def _collided(ref: hot.Ref, share: hot.Share, consumer_id: int, exc: IntegrityError) -> Exception:

@@ -116,12 +116,9 @@ def judge_paid_order(
     return OrderVerdict(decision, merchant_id, consumer_id, order_id, rewarded)
 
 
-def check_claim(
-    *, merchant_id: int, consumer_id: int, kind: str, reference: str | None = None, write: bool = True
-) -> Decision:
-    """The claim paths' guard (coupon, red packet), called once the claim is made in the session (or
-    before it, ``write=False``) and before it is committed: decide with the request's client, then
-    :func:`settle_claim`."""
+def check_claim(*, merchant_id: int, consumer_id: int, kind: str, reference: str | None = None) -> Decision:
+    """The claim paths' guard (coupon, red packet), called once the claim is made in the session and
+    before it is committed: decide with the request's client, then :func:`settle_claim`."""
     from app.risk import counters
 
     plan = plan_request_claim(
@@ -129,7 +126,7 @@ def check_claim(
     )
     if plan is None:
         return ALLOW
-    return settle_claim(conclude_claim(plan, counters.run(plan.steps, plan.now_ms)), write=write)
+    return settle_claim(conclude_claim(plan, counters.run(plan.steps, plan.now_ms)))
 
 
 def plan_request_claim(
@@ -142,11 +139,11 @@ def plan_request_claim(
     )
 
 
-def settle_claim(decision: Decision, *, write: bool = True) -> Decision:
+def settle_claim(decision: Decision) -> Decision:
     """A claim's decision made: on a refusal roll the session back, commit the decision alone (so the
-    console sees it) and raise it (429 ``risk_limited`` / 403 ``risk_blocked``). An allowed decision is
-    added to the session — with ``write=False`` the caller writes it (``decision.row``,
-    ``decision.new_links``) with its claim, in the claim's own statement (app.risk.records.claim_sql)."""
+    console sees it) and raise it (429 ``risk_limited`` / 403 ``risk_blocked``); an allowed decision is
+    added to the session, to commit with the claim. (A pool grab writes an allowed one in its grant's own
+    statement, app.risk.records.claim_sql, and calls this for a refusal only.)"""
     from app.core.tx import commit
     from app.extensions import db
     from app.risk.engine import persist
@@ -156,6 +153,5 @@ def settle_claim(decision: Decision, *, write: bool = True) -> Decision:
         persist(decision)
         commit()
         decision.enforce()
-    if write:
-        persist(decision)
+    persist(decision)
     return decision

@@ -1,11 +1,16 @@
 """The risk engine inside a grab's Redis step (docs/risk.md, docs/pools.md): the claim's counters run in the
-pool's own Lua step, so a refused grab takes no share, and an allowed grab's decision and new links are
-written in the grant's own statement (and merge linked accounts there)."""
+pool's own Lua step, so a refused grab takes no share — the script itself refuses it, the Python side's
+safety net (which would give a wrongly taken share back, logging an error) never acts — and an allowed
+grab's decision and new links are written with the grant (in its own statement on PostgreSQL), merging
+linked accounts. On every engine: PostgreSQL, SQLite, PostgreSQL behind PgBouncer."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 import redis as redis_lib
 from sqlalchemy import select
 
@@ -17,7 +22,21 @@ from app.risk.models import Outcome, RiskDecision
 from app.risk.service import update_policy
 from app.settings import Settings
 from tests.pools.helpers import RULES, crowd, grab, grants, open_pool
-from tests.races.conftest import Answer, Buyer, Race
+from tests.races.conftest import ENGINES, Answer, Buyer, Race
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(autouse=True)
+def script_refuses_alone(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """No share was taken for a refused claim and given back by the Python side (nor the reverse)."""
+    with caplog.at_level(logging.ERROR, logger="hongli.pools"):
+        yield
+    assert [r.getMessage() for r in caplog.get_records("call") if r.name == "hongli.pools"] == []
+
 
 # Every grab of these tests comes from the test client's one address.
 QUIET_IP = {"ip_claims_per_day": 0, "ip_min_interval_seconds": 0, "new_accounts_per_ip_per_day": 0}
