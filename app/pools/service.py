@@ -55,7 +55,7 @@ from app.red_packets.models import RedPacket
 from app.red_packets.service import granted_packet_row, insert_packet
 from app.risk import ClaimPlan, Decision, conclude_claim, plan_request_claim, settle_claim
 from app.risk.engine import persist
-from app.risk.records import claim_params, claim_sql, claim_written
+from app.risk.records import claim_params, claim_sql, claim_written, merge_later
 
 logger = logging.getLogger("hongli.pools")
 MAX_SHARES = 10_000
@@ -501,6 +501,9 @@ def _record(
         if decision is not None and written_row is not None:
             decision.record_id = int(written[2])
             shared = list(written[3] or [])
+            merge_later(
+                written_row, [p for p in decision.seen_shared if f"{p[0].value}|{p[1]}" not in shared]
+            )
     else:
         standing = db.session.execute(
             select(

@@ -87,6 +87,8 @@ class Decision:
     row: dict[str, Any] | None = None
     record_id: int | None = None
     new_links: list[tuple[LinkKind, str]] = field(default_factory=list)
+    # Of those, the ones Redis has seen with another consumer too (whose link may not be committed yet).
+    seen_shared: list[tuple[LinkKind, str]] = field(default_factory=list)
     hold_order_id: int | None = None  # the order whose hold is written with the decision (a held reward)
 
     @property
@@ -345,6 +347,7 @@ def _conclude(
     ):
         holds.append("reward_under_review")
     new_links = [] if dry else _new_links(values, steps)
+    seen_shared = [] if dry else _new_links(values, steps, shared=True)
     if action is Action.CLAIM and limited:
         # A refused claim says why it was refused; the other signals it showed stay in its scores.
         facts["signals"] = ",".join(holds)
@@ -371,6 +374,7 @@ def _conclude(
         claims_allowed=claims_allowed,
         retry=retry,
         new_links=new_links,
+        seen_shared=seen_shared,
         hold_order_id=hold_order_id,
         write=write,
     )
@@ -391,6 +395,7 @@ def _finish(
     claims_allowed: bool = True,
     retry: int | None = None,
     new_links: list[tuple[LinkKind, str]] | None = None,
+    seen_shared: list[tuple[LinkKind, str]] | None = None,
     hold_order_id: int | None = None,
     write: bool = True,
 ) -> Decision:
@@ -401,6 +406,7 @@ def _finish(
         claims_allowed=claims_allowed and outcome is not Outcome.BLOCK,
         retry_after_seconds=retry,
         new_links=new_links or [],
+        seen_shared=seen_shared or [],
     )
     if dry:
         return decision
@@ -440,7 +446,10 @@ def persist(decision: Decision) -> None:
     if decision.row is None:
         return
     decision.record_id = write_decision(
-        decision.row, links=decision.new_links, hold_order_id=decision.hold_order_id
+        decision.row,
+        links=decision.new_links,
+        hold_order_id=decision.hold_order_id,
+        seen_shared=decision.seen_shared,
     )
 
 
@@ -580,11 +589,15 @@ def _has_open_hold(subject: Subject) -> bool:
     )
 
 
-def _new_links(values: dict[str, Any], steps: list[Step]) -> list[tuple[LinkKind, str]]:
-    """The identifiers new for this consumer: written once (later sharers find them), merging groups."""
+def _new_links(
+    values: dict[str, Any], steps: list[Step], *, shared: bool = False
+) -> list[tuple[LinkKind, str]]:
+    """The identifiers new for this consumer: written once (later sharers find them), merging groups.
+    ``shared``: only those Redis's set shows another consumer was seen with (``"1:<size>"``, size > 1)."""
     found = []
     for step in steps:
-        if step.name.startswith("seen_") and str(values.get(step.name) or "0:0").startswith("1:"):
+        added, _, size = str(values.get(step.name) or "0:0").partition(":")
+        if step.name.startswith("seen_") and added == "1" and (not shared or int(size or 0) > 1):
             kind, value = step.name.removeprefix("seen_").split(":", 1)
             found.append((LinkKind(kind), value))
     return found

@@ -109,6 +109,23 @@ def link(*, merchant_id: int, consumer_id: int, kind: LinkKind, digest: str) -> 
     return merge(merchant_id, consumer_id, kind, digest, now)
 
 
+def held_by_others(merchant_id: int, consumer_id: int, kind: LinkKind, digest: str) -> bool:
+    """Whether another consumer's link to (kind, digest) is in the database (committed)."""
+    return (
+        db.session.scalar(
+            select(RiskLink.id)
+            .where(
+                RiskLink.merchant_id == merchant_id,
+                RiskLink.kind == kind,
+                RiskLink.digest == digest,
+                RiskLink.consumer_id != consumer_id,
+            )
+            .limit(1)
+        )
+        is not None
+    )
+
+
 def merge(merchant_id: int, consumer_id: int, kind: LinkKind, digest: str, now: datetime) -> int:
     """Join ``consumer_id``'s group with those of everyone else seen with ``digest``: the members of the
     groups merged move to the smallest id; Redis caches the moved members' group id and the group's size."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, cast
 
+from rq import Retry
 from sqlalchemy import BindParameter, Table, TextClause, bindparam, text
 
 from app.core.db import insert_unless_exists
@@ -57,10 +58,15 @@ _INSERT_DECISION = text(
 ).bindparams(*(bindparam(c, type_=_decisions.c[c].type) for c in DECISION_COLUMNS))
 _INSERT_HOLD = insert_unless_exists(_holds, _HOLD_COLUMNS, key=("merchant_id", "order_id"))
 _COMBINED: dict[tuple[int, bool], TextClause] = {}
+MERGE_RETRY = Retry(max=3, interval=[2, 10, 30])
 
 
 def write_decision(
-    row: dict[str, Any], *, links: list[tuple[LinkKind, str]], hold_order_id: int | None
+    row: dict[str, Any],
+    *,
+    links: list[tuple[LinkKind, str]],
+    hold_order_id: int | None,
+    seen_shared: list[tuple[LinkKind, str]] | None = None,
 ) -> int:
     """Insert the decision ``row`` (every column of :data:`DECISION_COLUMNS`), the consumer's new
     ``links`` (merging the groups they join) and, with ``hold_order_id``, the order's hold (an order
@@ -94,7 +100,25 @@ def write_decision(
         shared = insert_links(merchant_id=merchant_id, consumer_id=consumer_id, pairs=links, now=at)
     for kind, digest in shared:
         merge(merchant_id, consumer_id, kind, digest, at)
+    merge_later(row, [pair for pair in seen_shared or [] if pair not in shared])
     return decision_id
+
+
+def merge_later(row: dict[str, Any], pairs: list[tuple[LinkKind, str]]) -> None:
+    """Identifiers Redis saw with another consumer whose link the decision's statement did not find: that
+    consumer's claim was committing at the same moment (two new accounts on one phone at once). Merged by
+    a job once both are committed (``jobs.risk.merge_seen``, retried while the other link is not there)."""
+    from app.queue.after_commit import enqueue_after_commit
+
+    for kind, digest in pairs:
+        enqueue_after_commit(
+            "jobs.risk.merge_seen",
+            row["merchant_id"],
+            row["consumer_id"],
+            kind.value,
+            digest,
+            retry=MERGE_RETRY,
+        )
 
 
 def _combined(links: int, hold: bool) -> TextClause:

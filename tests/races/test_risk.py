@@ -3,6 +3,7 @@ and a rejection reverses the held grants exactly once."""
 
 from __future__ import annotations
 
+import threading
 from functools import partial
 
 import pytest
@@ -11,10 +12,15 @@ from sqlalchemy import select
 from app.audit.service import CLI, Actor
 from app.extensions import db
 from app.ledger.models import AccountKind
-from app.risk import review
+from app.risk import check_claim, review
+from app.risk.clients import DEVICE_HEADER
+from app.risk.links import group_of
 from app.risk.models import HoldStatus, RiskHold
 from app.risk.service import update_policy
+from jobs.risk import merge_seen
+from tests.pools.helpers import crowd
 from tests.races.conftest import Answer, Race
+from tests.worker import run_jobs
 
 pytestmark = pytest.mark.race
 
@@ -105,3 +111,50 @@ def test_policy_changes_at_once_each_make_their_own_version_or_are_refused(race:
         assert sorted(a.value["version"] for a in saved) == list(range((before or 0) + 1, (after or 0) + 1))
 
     race.rounds(one_round)
+
+
+def _claim_on(race: Race, consumer_id: int, device: str) -> None:
+    """A claim's decision for ``consumer_id`` on ``device``, added to the current session (not committed)."""
+    with race.app.test_request_context(headers={DEVICE_HEADER: device}):
+        check_claim(merchant_id=race.merchant_id, consumer_id=consumer_id, kind="coupon")
+
+
+def test_two_new_accounts_on_one_phone_at_once_end_in_one_group(race: Race) -> None:
+    first, second = (buyer.consumer_id for buyer in crowd(race, 2))
+    device = race.post("/api/mp/v1/risk/device").body["device_token"]
+
+    if race.engine == "sqlite":
+        # Writers run one at a time: the second decision sees the first one's link and merges at once.
+        with race.context():
+            _claim_on(race, first, device)
+            db.session.commit()
+            _claim_on(race, second, device)
+            db.session.commit()
+    else:
+        # The first decision's transaction is still open while the second is written and committed: neither
+        # statement sees the other's link. Redis saw both, so the second queued a merge for after commits.
+        with race.context():
+            _claim_on(race, first, device)
+
+            def meanwhile() -> None:
+                with race.context():
+                    _claim_on(race, second, device)
+                    db.session.commit()
+
+            other = threading.Thread(target=meanwhile)
+            other.start()
+            other.join(timeout=30)
+            db.session.commit()
+        with race.context():
+            assert group_of(merchant_id=race.merchant_id, consumer_id=second)[1] == [second]
+            assert run_jobs("jobs.risk.merge_seen") == 1
+    with race.context():
+        assert group_of(merchant_id=race.merchant_id, consumer_id=second)[1] == sorted([first, second])
+        assert run_jobs("jobs.risk.merge_seen") == 0
+
+
+def test_a_merge_whose_other_claim_never_committed_gives_up_quietly(race: Race) -> None:
+    (alone,) = (buyer.consumer_id for buyer in crowd(race, 1))
+    with race.context():
+        assert merge_seen(race.merchant_id, alone, "device", "0" * 32) is False
+        assert group_of(merchant_id=race.merchant_id, consumer_id=alone)[1] == [alone]
