@@ -135,6 +135,13 @@ class CapabilityNotOff(Conflict):
     code: ClassVar[str] = "capability_not_off"
 
 
+def coupon_kind(name: str) -> CouponKind:
+    """The coupon product a path names (404 for any other)."""
+    if name not in {kind.value for kind in CouponKind}:
+        raise NotFound("no such coupon product", details={"kind": name[:40]})
+    return CouponKind(name)
+
+
 def ask_capability_again(merchant_id: int, kind: CouponKind, *, actor: Actor) -> None:
     """Staff say the product is open now: forget WeChat's refusal so the next call asks WeChat (audited,
     with the refusal forgotten). 409 ``capability_not_off`` when WeChat has not refused it."""

@@ -224,14 +224,14 @@ def capabilities() -> list[dict[str, Any]]:
     return service.capabilities(current_merchant_id())
 
 
-@console.route("/coupons/capabilities/<any(voucher, merchant_coupon):kind>/ask-again", methods=["POST"])
+@console.route("/coupons/capabilities/<kind>/ask-again", methods=["POST"])
 @staff_required(Role.OPERATOR)
 @console.response(200, CapabilitySchema(many=True))
 def capability_ask_again(kind: str) -> list[dict[str, Any]]:
     """The merchant opened the product at WeChat Pay since it was refused: the next call asks WeChat
     again (a refusal switches it off again). 409 ``capability_not_off`` if WeChat has not refused it.
     Operators; audited."""
-    service.ask_capability_again(current_merchant_id(), CouponKind(kind), actor=current_actor())
+    service.ask_capability_again(current_merchant_id(), service.coupon_kind(kind), actor=current_actor())
     commit()
     return service.capabilities(current_merchant_id())
 

@@ -10,6 +10,7 @@ from flask_smorest import Blueprint
 from app.audit.service import Actor
 from app.auth.guards import current_merchant_id, current_staff, staff_required
 from app.auth.principals import Role
+from app.core.errors import NotFound
 from app.core.tx import commit
 from app.payouts import operations, service
 from app.payouts.capabilities import ask_again
@@ -54,13 +55,15 @@ def capabilities() -> list[dict[str, Any]]:
     return payout_capabilities(current_merchant_id())
 
 
-@blp.route("/capabilities/<any(cash_red_packet):product>/ask-again", methods=["POST"])
+@blp.route("/capabilities/<product>/ask-again", methods=["POST"])
 @staff_required(Role.FINANCE)
 @blp.response(200, PayoutCapabilitySchema(many=True))
 def capability_ask_again(product: str) -> list[dict[str, Any]]:
     """The merchant opened the product at WeChat Pay since it was refused: the next send asks WeChat
     again (a refusal switches it off again and falls back to 商家转账). 409 ``capability_not_off`` if
     WeChat has not refused it. Finance; audited."""
+    if product not in {p.value for p in PayoutProduct}:
+        raise NotFound("no such payout product", details={"product": product[:40]})
     ask_again(current_merchant_id(), PayoutProduct(product), actor=_actor())
     commit()
     return payout_capabilities(current_merchant_id())

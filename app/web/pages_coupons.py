@@ -184,11 +184,11 @@ def coupon_stock_create(slug: str) -> BaseResponse:
     return redirect(url_for("console_pages.coupon_stock", slug=slug, stock_id=stock.id), 303)
 
 
-@bp.route("/m/<slug>/coupons/capabilities/<any(voucher, merchant_coupon):kind>/ask-again", methods=["POST"])
+@bp.route("/m/<slug>/coupons/capabilities/<kind>/ask-again", methods=["POST"])
 @page(Role.OPERATOR)
 def coupon_capability_ask_again(slug: str, kind: str) -> BaseResponse:
     """The merchant opened the product at WeChat Pay since it was refused: the next call asks WeChat."""
-    service.ask_capability_again(current_page().merchant.id, CouponKind(kind), actor=_actor())
+    service.ask_capability_again(current_page().merchant.id, service.coupon_kind(kind), actor=_actor())
     commit()
     flash("WeChat Pay will be asked again at the next coupon call", "ok")
     return redirect(url_for("console_pages.coupons", slug=slug), 303)

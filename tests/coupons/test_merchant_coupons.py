@@ -287,6 +287,7 @@ def test_once_the_merchant_opens_merchant_coupons_an_operator_asks_wechat_again(
     assert operator.post("/api/console/v1/coupons/capabilities/voucher/ask-again").json["error"]["code"] == (
         "capability_not_off"  # never refused
     )
+    assert operator.post("/api/console/v1/coupons/capabilities/bogus/ask-again").status_code == 404
     asked = operator.post(path)
     assert asked.status_code == 200, asked.json
     assert {c["kind"]: c["enabled"] for c in asked.json}["merchant_coupon"] is None

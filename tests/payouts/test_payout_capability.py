@@ -84,6 +84,8 @@ def test_once_the_merchant_opens_red_packets_finance_asks_wechat_again(
         select(AuditEntry).where(AuditEntry.action == "payouts.capability.ask_again")
     ).one()
     assert audit.merchant_id == merchant.id and (audit.before or {})["wechat_code"] == "NO_AUTH"
+    unknown = finance.post("/api/console/v1/payouts/capabilities/bogus/ask-again")
+    assert (unknown.status_code, unknown.json["error"]["code"]) == (404, "not_found")
     again = finance.post(path)  # nothing refused any more: nothing to ask
     assert (again.status_code, again.json["error"]["code"]) == (409, "capability_not_off")
 
