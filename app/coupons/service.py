@@ -18,10 +18,10 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar, Protocol
 
 from flask import current_app
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from app.audit.service import Actor, record_audit
+from app.audit.service import Actor
 from app.behaviour.models import BehaviourEvent
 from app.campaigns.models import Campaign, RuleVersion
 from app.consumers.models import AppKind, WeChatIdentity
@@ -29,6 +29,7 @@ from app.core.db import utcnow
 from app.core.errors import Conflict, DomainError, InvalidInput, NotFound
 from app.core.guards import guarded_update
 from app.core.money import Money
+from app.core.refusals import forget_refusal, refused
 from app.coupons.issuance import StockCannotIssue, give_back_place, reserve_coupon
 from app.coupons.models import (
     COUPON_TRANSITIONS,
@@ -111,15 +112,13 @@ def _record_capability(
     found.enabled, found.reason, found.wechat_code, found.detected_at = enabled, reason, code, utcnow()
 
 
-CAPABILITY_RECHECK = timedelta(days=7)  # how long WeChat's refusal stands before it is asked again
-
-
 def require_capability(merchant_id: int, kind: CouponKind, now: datetime | None = None) -> None:
     """Refuse (409 ``coupon_capability_off``) while WeChat's refusal of the product stands: less than
-    CAPABILITY_RECHECK old and not asked again by staff (:func:`ask_capability_again`). After that the next
+    a week old (app.core.refusals) and not asked again by staff (:func:`ask_capability_again`). After that the next
     call asks WeChat, whose answer decides again."""
     found = capability(merchant_id, kind)
-    if found is not None and not found.enabled and found.detected_at > (now or utcnow()) - CAPABILITY_RECHECK:
+    if refused(found, now):
+        assert found is not None
         raise CapabilityOff(
             f"this merchant's WeChat Pay account has no {kind.value.replace('_', ' ')}s: {found.reason}",
             details={
@@ -131,10 +130,6 @@ def require_capability(merchant_id: int, kind: CouponKind, now: datetime | None 
         )
 
 
-class CapabilityNotOff(Conflict):
-    code: ClassVar[str] = "capability_not_off"
-
-
 def coupon_kind(name: str) -> CouponKind:
     """The coupon product a path names (404 for any other)."""
     if name not in {kind.value for kind in CouponKind}:
@@ -143,32 +138,17 @@ def coupon_kind(name: str) -> CouponKind:
 
 
 def ask_capability_again(merchant_id: int, kind: CouponKind, *, actor: Actor) -> None:
-    """Staff say the product is open now: forget WeChat's refusal so the next call asks WeChat (audited,
-    with the refusal forgotten). 409 ``capability_not_off`` when WeChat has not refused it."""
-    found = capability(merchant_id, kind)
-    if found is None or found.enabled:
-        raise CapabilityNotOff(
-            "WeChat has not refused this product for this merchant", details={"kind": kind.value}
-        )
-    before = {
-        "reason": found.reason,
-        "wechat_code": found.wechat_code,
-        "detected_at": found.detected_at.isoformat(),
-    }
-    deleted = db.session.execute(
-        delete(CouponCapability)
-        .where(CouponCapability.id == found.id, CouponCapability.enabled.is_(False))
-        .execution_options(synchronize_session=False)
+    """Staff say the product is open now: the next call asks WeChat (audited; 409 ``capability_not_off``
+    when WeChat has not refused it)."""
+    forget_refusal(
+        CouponCapability,
+        capability(merchant_id, kind),
+        product=kind.value,
+        merchant_id=merchant_id,
+        actor=actor,
+        action="coupons.capability.ask_again",
+        target_type="coupon_capability",
     )
-    if deleted.rowcount:  # type: ignore[attr-defined]
-        record_audit(
-            actor=actor,
-            action="coupons.capability.ask_again",
-            target_type="coupon_capability",
-            target_id=kind.value,
-            merchant_id=merchant_id,
-            before=before,
-        )
 
 
 _NO_AUTH_REASON = {

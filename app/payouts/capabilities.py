@@ -4,29 +4,28 @@ Only some accounts have them (90 days on WeChat Pay, 30 of normal trading; since
 the narrower 商家红包), so it is never assumed: WeChat's own answer to a send decides. ``NO_AUTH`` or
 ``PRODUCT_AUTHORITY_UNOPEN`` (or a "not opened" scene) switches the product off for the merchant, with the
 reason, and payouts that would have used it go to the default rail (商家转账) instead. A merchant who opens
-it later is not stuck: WeChat is asked again ``RECHECK`` after its refusal (one send tries the product; a
-refusal falls back as before and switches it off for another ``RECHECK``), or at once when staff say so
+it later is not stuck: WeChat is asked again a week after its refusal (one send tries the product; a
+refusal falls back as before and switches it off for another week), or at once when staff say so
 (:func:`ask_again`).
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from app.audit.service import Actor, record_audit
+from app.audit.service import Actor
 from app.core.db import utcnow
-from app.core.errors import Conflict
+from app.core.refusals import forget_refusal, refused
 from app.extensions import db
 from app.payouts.models import PayoutCapability, PayoutProduct
 
 # §5.2 NO_AUTH; PRODUCT_AUTHORITY_UNOPEN: the product not opened on the account (wechat-products-2026).
 PRODUCT_OFF_CODES = frozenset({"NO_AUTH", "NOAUTH", "PRODUCT_AUTHORITY_UNOPEN"})
 _NOT_OPENED = "未开通"  # "该场景未开通" / "产品未开通": the scene or the product is not opened
-RECHECK = timedelta(days=7)  # how long a refusal stands before WeChat is asked again
 
 
 def means_product_off(code: str | None, message: str | None = None) -> bool:
@@ -46,42 +45,22 @@ def capability(
 
 def cash_red_packets_off(merchant_id: int, now: datetime | None = None) -> bool:
     """True while WeChat's refusal of a red packet of this merchant, for want of the product, stands
-    (less than ``RECHECK`` old and not asked again)."""
-    found = capability(merchant_id)
-    return found is not None and not found.enabled and found.detected_at > (now or utcnow()) - RECHECK
-
-
-class CapabilityNotOff(Conflict):
-    code = "capability_not_off"
+    (less than a week old and not asked again: app.core.refusals)."""
+    return refused(capability(merchant_id), now)
 
 
 def ask_again(merchant_id: int, product: PayoutProduct, *, actor: Actor) -> None:
-    """Staff say the product is open now: forget WeChat's refusal, so the next send asks WeChat (audited
-    with the refusal forgotten). 409 ``capability_not_off`` when WeChat has not refused it."""
-    found = capability(merchant_id, product)
-    if found is None or found.enabled:
-        raise CapabilityNotOff(
-            "WeChat has not refused this product for this merchant", details={"product": product.value}
-        )
-    before = {
-        "reason": found.reason,
-        "wechat_code": found.wechat_code,
-        "detected_at": found.detected_at.isoformat(),
-    }
-    deleted = db.session.execute(
-        delete(PayoutCapability)
-        .where(PayoutCapability.id == found.id, PayoutCapability.enabled.is_(False))
-        .execution_options(synchronize_session=False)
+    """Staff say the product is open now: the next send asks WeChat (audited; 409
+    ``capability_not_off`` when WeChat has not refused it)."""
+    forget_refusal(
+        PayoutCapability,
+        capability(merchant_id, product),
+        product=product.value,
+        merchant_id=merchant_id,
+        actor=actor,
+        action="payouts.capability.ask_again",
+        target_type="payout_capability",
     )
-    if deleted.rowcount:  # type: ignore[attr-defined]
-        record_audit(
-            actor=actor,
-            action="payouts.capability.ask_again",
-            target_type="payout_capability",
-            target_id=product.value,
-            merchant_id=merchant_id,
-            before=before,
-        )
 
 
 def record_product_off(merchant_id: int, *, code: str | None, message: str | None) -> None:

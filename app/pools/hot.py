@@ -164,10 +164,14 @@ class PoolKeys:
         )
         self.rebuild_lock = f"{pool}:rebuilding"
         self.reconcile_lock = f"{pool}:reconciling"
-        # The layout before 2026-12-07 (a hash tag per pool): deleted by reconciliation, so that code of
-        # that layout, rolled back to, rebuilds from PostgreSQL instead of resuming from stale keys.
-        legacy = f"{prefix}:pool:{{m{ref.merchant_id}p{ref.pool_id}}}"
-        self.legacy = [f"{legacy}:{part}" for part in ("state", "left", "who", "flight")]
+        self._ref, self._prefix = ref, prefix
+
+    def legacy(self) -> list[str]:
+        """The keys of the layout before 2026-12-07 (a hash tag per pool): deleted by reconciliation, so
+        that code of that layout, rolled back to, rebuilds from PostgreSQL instead of resuming from stale
+        keys. (Named only when asked: not on a grab's path.)"""
+        legacy = f"{self._prefix}:pool:{{m{self._ref.merchant_id}p{self._ref.pool_id}}}"
+        return [f"{legacy}:{part}" for part in ("state", "left", "who", "flight")]
 
     def all(self) -> list[str]:
         return [self.state, self.left, self.who, self.flight]
@@ -301,7 +305,7 @@ def forget(ref: Ref) -> None:
     """Drop the pool's keys (it closed; PostgreSQL refuses grabs anyway)."""
     keys = PoolKeys(ref)
     with contextlib.suppress(redis.RedisError):
-        _client().delete(*keys.all(), *keys.legacy)
+        _client().delete(*keys.all(), *keys.legacy())
 
 
 def forget_legacy(ref: Ref) -> None:
@@ -309,7 +313,7 @@ def forget_legacy(ref: Ref) -> None:
     keys = PoolKeys(ref)
     with contextlib.suppress(redis.RedisError):
         # One call: the old keys share their own hash tag (one slot).
-        _client().delete(*keys.legacy)
+        _client().delete(*keys.legacy())
 
 
 def claim_reconcile(ref: Ref, seconds: int = 60) -> bool:

@@ -55,7 +55,8 @@ from app.red_packets.models import RedPacket
 from app.red_packets.service import granted_packet_row, insert_packet
 from app.risk import ClaimPlan, Decision, conclude_claim, plan_request_claim, settle_claim
 from app.risk.engine import persist
-from app.risk.records import claim_params, claim_sql, claim_written, merge_later
+from app.risk.models import LinkKind
+from app.risk.records import claim_links, claim_params, claim_sql, claim_written
 
 logger = logging.getLogger("hongli.pools")
 MAX_SHARES = 10_000
@@ -485,7 +486,7 @@ def _record(
         else _packet_row(pool, amount, reserve, consumer_id, now)
     )
     written_row = decision.row if decision is not None else None
-    shared: list[str] = []
+    shared: list[tuple[LinkKind, str]] = []
     if db.session.get_bind().dialect.name == "postgresql":
         params = {f"p_{k}": v for k, v in (row or {}).items()} | grant
         params |= {"open_status": PoolStatus.OPEN, "active_status": ConsumerStatus.ACTIVE}
@@ -500,10 +501,7 @@ def _record(
         grant_id, packet_id = written[0], written[1]
         if decision is not None and written_row is not None:
             decision.record_id = int(written[2])
-            shared = list(written[3] or [])
-            merge_later(
-                written_row, [p for p in decision.seen_shared if f"{p[0].value}|{p[1]}" not in shared]
-            )
+            shared = claim_links(written_row, written[3], decision.seen_shared)
     else:
         standing = db.session.execute(
             select(
@@ -718,10 +716,10 @@ class Granted:
     seq: int
     amount: Money
     red_packet_id: int | None
-    shared_links: list[str]  # "kind|digest" of the new links another consumer has too (PostgreSQL)
+    shared_links: list[tuple[LinkKind, str]]  # the new links another consumer has too (PostgreSQL)
 
 
-def _merge_groups(row: dict[str, Any], shared: list[str]) -> None:
+def _merge_groups(row: dict[str, Any], shared: list[tuple[LinkKind, str]]) -> None:
     """The grabber's new links another consumer has too: their linked-account groups merge, in a
     transaction of its own once the grant is committed (the grab is final whatever happens here; a merge
     lost to a crash is made when the next consumer is seen with that identifier)."""

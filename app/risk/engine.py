@@ -346,8 +346,7 @@ def _conclude(
         and _has_open_hold(subject)
     ):
         holds.append("reward_under_review")
-    new_links = [] if dry else _new_links(values, steps)
-    seen_shared = [] if dry else _new_links(values, steps, shared=True)
+    new_links, seen_shared = ([], []) if dry else _new_links(values, steps)
     if action is Action.CLAIM and limited:
         # A refused claim says why it was refused; the other signals it showed stay in its scores.
         facts["signals"] = ",".join(holds)
@@ -590,17 +589,19 @@ def _has_open_hold(subject: Subject) -> bool:
 
 
 def _new_links(
-    values: dict[str, Any], steps: list[Step], *, shared: bool = False
-) -> list[tuple[LinkKind, str]]:
-    """The identifiers new for this consumer: written once (later sharers find them), merging groups.
-    ``shared``: only those Redis's set shows another consumer was seen with (``"1:<size>"``, size > 1)."""
-    found = []
+    values: dict[str, Any], steps: list[Step]
+) -> tuple[list[tuple[LinkKind, str]], list[tuple[LinkKind, str]]]:
+    """The identifiers new for this consumer (written once: later sharers find them, merging groups), and
+    of those the ones Redis's set shows another consumer was seen with too (``"1:<size>"``, size > 1)."""
+    new, seen_shared = [], []
     for step in steps:
         added, _, size = str(values.get(step.name) or "0:0").partition(":")
-        if step.name.startswith("seen_") and added == "1" and (not shared or int(size or 0) > 1):
+        if step.name.startswith("seen_") and added == "1":
             kind, value = step.name.removeprefix("seen_").split(":", 1)
-            found.append((LinkKind(kind), value))
-    return found
+            new.append((LinkKind(kind), value))
+            if int(size or 0) > 1:
+                seen_shared.append((LinkKind(kind), value))
+    return new, seen_shared
 
 
 # ---------------------------------------------------------------- the order's client (set at pay time)

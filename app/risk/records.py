@@ -228,10 +228,20 @@ def claim_params(row: dict[str, Any], links: list[tuple[LinkKind, str]]) -> dict
     return params
 
 
-def claim_written(row: dict[str, Any], shared: list[str] | None) -> None:
+def claim_links(
+    row: dict[str, Any], shared: list[str] | None, seen_shared: list[tuple[LinkKind, str]]
+) -> list[tuple[LinkKind, str]]:
+    """What the claim's statement said (its shared-links column): the links another consumer has too —
+    their groups to merge, returned — and, queued for after the commit, a merge of each link Redis saw
+    with another consumer whose link the statement did not find yet (:func:`merge_later`)."""
+    pairs = [_pair(pair) for pair in shared or []]
+    merge_later(row, [pair for pair in seen_shared if pair not in pairs])
+    return pairs
+
+
+def claim_written(row: dict[str, Any], shared: list[tuple[LinkKind, str]]) -> None:
     """After the claim's statement: merge the groups of the links another consumer has too."""
-    for pair in shared or []:
-        kind, digest = _pair(pair)
+    for kind, digest in shared:
         merge(row["merchant_id"], row["consumer_id"], kind, digest, row["created_at"])
 
 

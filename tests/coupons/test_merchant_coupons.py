@@ -10,6 +10,7 @@ half-done."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -19,8 +20,9 @@ from sqlalchemy.orm import Session
 from app.audit.models import AuditEntry
 from app.auth.principals import Role
 from app.core.db import utcnow
+from app.core.refusals import STANDS
 from app.coupons.models import Coupon, CouponKind, CouponStatus, CouponStock
-from app.coupons.service import CAPABILITY_RECHECK, CapabilityOff, require_capability
+from app.coupons.service import CapabilityOff, require_capability
 from app.ledger.accounts import campaign_accounts, merchant_accounts
 from app.payments.models import Refund
 from app.rebates.models import RebateGrant
@@ -36,20 +38,25 @@ def _coupon(db_session: Session, coupon_id: int) -> Coupon:
     ).one()
 
 
+def _merchant_coupon_stock(marketing: Marketing, name: str) -> dict[str, Any]:
+    """A merchant-coupon stock's creation body (the console's ``POST /coupon-stocks``)."""
+    return {
+        "campaign_id": marketing.campaign_id,
+        "kind": "merchant_coupon",
+        "name": name,
+        "valid_from": utcnow().isoformat(),
+        "valid_until": (utcnow() + timedelta(days=10)).isoformat(),
+        "max_coupons": 5,
+        "rule_id": "two-way",
+    }
+
+
 def test_without_merchant_coupons_the_capability_is_off_with_wechats_reason(
     marketing: Marketing, db_session: Session
 ) -> None:
     refused = marketing.console.post(
         "/api/console/v1/coupon-stocks",
-        json={
-            "campaign_id": marketing.campaign_id,
-            "kind": "merchant_coupon",
-            "name": "满50减10",
-            "valid_from": utcnow().isoformat(),
-            "valid_until": (utcnow() + timedelta(days=10)).isoformat(),
-            "max_coupons": 5,
-            "rule_id": "two-way",
-        },
+        json=_merchant_coupon_stock(marketing, "满50减10"),
     )
     assert refused.status_code == 409, refused.json
     error = refused.json["error"]
@@ -65,15 +72,7 @@ def test_without_merchant_coupons_the_capability_is_off_with_wechats_reason(
     calls = len(marketing.shop.sandbox.world.state.busifavor_stocks)
     again = marketing.console.post(
         "/api/console/v1/coupon-stocks",
-        json={
-            "campaign_id": marketing.campaign_id,
-            "kind": "merchant_coupon",
-            "name": "again",
-            "valid_from": utcnow().isoformat(),
-            "valid_until": (utcnow() + timedelta(days=10)).isoformat(),
-            "max_coupons": 5,
-            "rule_id": "two-way",
-        },
+        json=_merchant_coupon_stock(marketing, "again"),
     )
     assert again.status_code == 409 and again.json["error"]["code"] == "coupon_capability_off"
     assert db_session.scalar(select(func.count(CouponStock.id))) == 1
@@ -258,23 +257,13 @@ def test_once_the_merchant_opens_merchant_coupons_an_operator_asks_wechat_again(
     marketing: Marketing, db_session: Session
 ) -> None:
     merchant = marketing.shop.merchant
-    body = {
-        "campaign_id": marketing.campaign_id,
-        "kind": "merchant_coupon",
-        "name": "满50减10",
-        "valid_from": utcnow().isoformat(),
-        "valid_until": (utcnow() + timedelta(days=10)).isoformat(),
-        "max_coupons": 5,
-        "rule_id": "two-way",
-    }
+    body = _merchant_coupon_stock(marketing, "满50减10")
     refused = marketing.console.post("/api/console/v1/coupon-stocks", json=body)
     assert refused.json["error"]["code"] == "coupon_capability_off"
     # The refusal stands a week; after that the next call asks WeChat by itself.
     with pytest.raises(CapabilityOff):
         require_capability(merchant.id, CouponKind.MERCHANT_COUPON, now=utcnow() + timedelta(days=6))
-    require_capability(
-        merchant.id, CouponKind.MERCHANT_COUPON, now=utcnow() + CAPABILITY_RECHECK + timedelta(hours=1)
-    )
+    require_capability(merchant.id, CouponKind.MERCHANT_COUPON, now=utcnow() + STANDS + timedelta(hours=1))
 
     path = "/api/console/v1/coupons/capabilities/merchant_coupon/ask-again"
     viewer = Console(marketing.console.client, merchant.slug).login(

@@ -13,8 +13,9 @@ from sqlalchemy.orm import Session
 from app.audit.models import AuditEntry
 from app.auth.principals import Role
 from app.core.db import utcnow
+from app.core.refusals import STANDS
 from app.merchants.models import PayoutRail
-from app.payouts.capabilities import RECHECK, cash_red_packets_off
+from app.payouts.capabilities import cash_red_packets_off
 from tests.console_client import Console
 from tests.factories import make_staff
 from tests.payouts.conftest import Payee, ledger_clean
@@ -66,8 +67,8 @@ def test_once_the_merchant_opens_red_packets_finance_asks_wechat_again(
     assert payee.run(refused) == "failed"
     assert cash_red_packets_off(merchant.id)
     # A refusal stands a week; then the next send asks WeChat again by itself.
-    assert cash_red_packets_off(merchant.id, now=utcnow() + RECHECK - timedelta(minutes=1))
-    assert not cash_red_packets_off(merchant.id, now=utcnow() + RECHECK + timedelta(minutes=1))
+    assert cash_red_packets_off(merchant.id, now=utcnow() + STANDS - timedelta(minutes=1))
+    assert not cash_red_packets_off(merchant.id, now=utcnow() + STANDS + timedelta(minutes=1))
 
     path = "/api/console/v1/payouts/capabilities/cash_red_packet/ask-again"
     viewer = Console(payee.client, merchant.slug).login(make_staff(merchant=merchant, role=Role.VIEWER).email)
