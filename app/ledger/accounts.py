@@ -160,6 +160,23 @@ class _Buckets:
     def __iter__(self) -> Iterator[LedgerAccount]:
         return (self._bucket(kind) for kind in self._kinds)
 
+    def existing(self) -> list[LedgerAccount]:
+        """The buckets already made, in one statement, creating none: what a read needs (creating an
+        account is a write, and on SQLite a read's transaction that turns into a write after another
+        commit is refused at once)."""
+        keys = [
+            natural_key(
+                kind=kind, owner_type=self._owner_type, owner_id=self._owner_id, merchant_id=self._merchant_id
+            )
+            for kind in self._kinds
+        ]
+        return list(db.session.scalars(select(LedgerAccount).where(LedgerAccount.natural_key.in_(keys))))
+
+    def balances(self) -> dict[AccountKind, Money]:
+        """Every bucket's balance (0 for a bucket never used), creating nothing."""
+        found = {account.kind: account.balance for account in self.existing()}
+        return {kind: found.get(kind, Money(0)) for kind in self._kinds}
+
 
 class ConsumerAccounts(_Buckets):
     """The four wallet buckets of a consumer at a merchant."""

@@ -46,21 +46,24 @@ class Line:
 
 
 def wallet_of(*, merchant_id: int, consumer_id: int) -> Wallet:
-    accounts = consumer_accounts(merchant_id, consumer_id)
+    balance = consumer_accounts(merchant_id, consumer_id).balances()
+    debt = balance[AccountKind.CONSUMER_DEBT]
     return Wallet(
-        pending=accounts.pending.balance,
-        available=accounts.available.balance,
-        withdrawing=accounts.withdrawing.balance,
-        debt=-accounts.debt.balance if accounts.debt.balance.is_negative else Money(0),
+        pending=balance[AccountKind.CONSUMER_PENDING],
+        available=balance[AccountKind.CONSUMER_AVAILABLE],
+        withdrawing=balance[AccountKind.CONSUMER_WITHDRAWING],
+        debt=-debt if debt.is_negative else Money(0),
     )
 
 
 def timeline(*, merchant_id: int, consumer_id: int, limit: int = 20, before: int | None = None) -> list[Line]:
     """Newest first; ``before`` is the id of the last line of the previous page. Personal red packets the
     consumer paid for appear as ``prepaid`` lines (paid, handed to the friend, refunded)."""
-    accounts = consumer_accounts(merchant_id, consumer_id)
-    by_id: dict[int, LedgerAccount] = {a.id: a for a in accounts}
-    prepaid = db.session.scalar(  # only if they ever paid for one: a read creates no account
+    # A read creates no account: the buckets already made, and the prepaid one if they ever paid for one.
+    by_id: dict[int, LedgerAccount] = {
+        a.id: a for a in consumer_accounts(merchant_id, consumer_id).existing()
+    }
+    prepaid = db.session.scalar(
         select(LedgerAccount).where(
             LedgerAccount.natural_key
             == natural_key(
