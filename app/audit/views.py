@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask_smorest import Blueprint
-
 from app.audit.queries import AuditPage, list_audit_entries
 from app.audit.schemas import AuditPageSchema, AuditQuerySchema
 from app.auth.guards import current_merchant_id, staff_required
 from app.auth.principals import Role
+from app.core.api import Blueprint
 
 blp = Blueprint(
     "console_audit", __name__, url_prefix="/api/console/v1", description="The merchant's audit log."

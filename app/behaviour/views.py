@@ -3,11 +3,11 @@ from __future__ import annotations
 from typing import Any
 
 from flask import request
-from flask_smorest import Blueprint
 
 from app.auth.guards import consumer_required, current_consumer
 from app.behaviour.schemas import BatchResultSchema, BehaviourBatchSchema
 from app.behaviour.service import record_events
+from app.core.api import Blueprint
 from app.core.tx import commit
 
 blp = Blueprint(

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask_smorest import Blueprint
-
 from app.auth.guards import current_actor, current_merchant_id, staff_required
 from app.auth.principals import Role
 from app.books import service
@@ -24,6 +22,7 @@ from app.books.schemas import (
     OrderPageSchema,
     OrderQuerySchema,
 )
+from app.core.api import Blueprint
 from app.core.tx import commit
 
 blp = Blueprint(

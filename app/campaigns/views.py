@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask_smorest import Blueprint
-
 from app.audit.service import Actor
 from app.auth.guards import current_merchant_id, current_staff, merchant_is_suspended, staff_required
 from app.auth.principals import Role
@@ -31,6 +29,7 @@ from app.campaigns.schemas import (
     replay_view,
 )
 from app.campaigns.stats import campaign_stats
+from app.core.api import Blueprint
 from app.core.errors import Forbidden
 from app.core.tx import commit
 from app.red_packets.models import RedPacket

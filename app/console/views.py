@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask_smorest import Blueprint
-
 from app.auth.guards import current_actor, current_merchant_id, staff_required
 from app.auth.principals import Role
 from app.console.schemas import (
@@ -16,6 +14,7 @@ from app.console.schemas import (
 )
 from app.console.service import ban_consumer, merchant_profile, unban_consumer, update_merchant_policy
 from app.consumers.models import Consumer
+from app.core.api import Blueprint
 from app.core.tx import commit
 
 blp = Blueprint(

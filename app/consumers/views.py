@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from flask import redirect, request
-from flask_smorest import Blueprint
 from werkzeug.wrappers import Response
 
 from app.auth.guards import APPID_HEADER, consumer_required, current_consumer, public
@@ -21,6 +20,7 @@ from app.consumers.schemas import (
     PhoneCodeSchema,
 )
 from app.consumers.sessions import revoke_session
+from app.core.api import Blueprint
 from app.core.tx import commit
 
 mp = Blueprint(

@@ -10,7 +10,6 @@ from typing import Any
 
 from flask import Blueprint as FlaskBlueprint
 from flask import Response, jsonify, request
-from flask_smorest import Blueprint
 
 from app.audit.service import record_audit
 from app.auth.guards import (
@@ -22,6 +21,7 @@ from app.auth.guards import (
     staff_required,
 )
 from app.auth.principals import Role
+from app.core.api import Blueprint
 from app.core.tx import commit
 from app.coupons import merchant_coupons, metrics, service
 from app.coupons.listing import find_coupons

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask_smorest import Blueprint
-
 from app.auth.guards import current_merchant_id, staff_required
+from app.core.api import Blueprint
 from app.dashboard.schemas import DashboardQuerySchema, DashboardSchema
 from app.dashboard.service import dashboard, date_range
 

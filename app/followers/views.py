@@ -8,11 +8,11 @@ from typing import Any
 
 import qrcode
 from flask import Blueprint, Response, request
-from flask_smorest import Blueprint as ApiBlueprint
 from qrcode.image.pure import PyPNGImage
 
 from app.auth.guards import current_actor, current_merchant_id, current_staff, public, staff_required
 from app.auth.principals import Role
+from app.core.api import Blueprint as ApiBlueprint
 from app.core.tx import commit
 from app.followers import server, service
 from app.followers.models import QrPurpose, ReplyKind, ReplyTrigger

@@ -3,9 +3,9 @@ from __future__ import annotations
 from typing import Any
 
 from flask import current_app
-from flask_smorest import Blueprint
 
 from app.auth.guards import public
+from app.core.api import Blueprint
 from app.health.schemas import LivenessSchema, ReadinessSchema
 from app.health.service import check_readiness
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Response
-from flask_smorest import Blueprint
 
 from app.auth.guards import consumer_required, current_consumer
+from app.core.api import Blueprint
 from app.core.tx import commit
 from app.invitations import service
 from app.invitations.schemas import BindingSchema, BindSchema, InviteSchema

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask_smorest import Blueprint
-
 from app.audit.service import Actor
 from app.auth.guards import current_merchant_id, current_staff, staff_required
 from app.auth.principals import Role
+from app.core.api import Blueprint
 from app.core.errors import NotFound
 from app.core.tx import commit
 from app.payouts import operations, service

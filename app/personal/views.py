@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from flask import request
-from flask_smorest import Blueprint
 
 from app.auth.guards import (
     APPID_HEADER,
@@ -17,6 +16,7 @@ from app.auth.guards import (
     staff_required,
 )
 from app.auth.principals import Role
+from app.core.api import Blueprint
 from app.core.tx import commit
 from app.extensions import db
 from app.merchants.models import Merchant

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask_smorest import Blueprint
-
 from app.auth.guards import (
     consumer_required,
     current_actor,
@@ -18,6 +16,7 @@ from app.auth.guards import (
     staff_required,
 )
 from app.auth.principals import Role
+from app.core.api import Blueprint
 from app.core.money import Money
 from app.core.tx import commit, statements_commit_alone
 from app.pools import service, stats

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask_smorest import Blueprint
-
 from app.auth.guards import current_actor, current_merchant_id, current_staff, public, staff_required
 from app.auth.principals import Role
+from app.core.api import Blueprint
 from app.core.ratelimit import hit
 from app.core.tx import commit
 from app.risk import review, service

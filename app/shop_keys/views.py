@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask_smorest import Blueprint
-
 from app.audit.service import Actor
 from app.auth.guards import (
     current_merchant_id,
@@ -15,6 +13,7 @@ from app.auth.guards import (
     staff_required,
 )
 from app.auth.principals import Role
+from app.core.api import Blueprint
 from app.core.tx import commit
 from app.shop_keys.models import ShopApiKey
 from app.shop_keys.schemas import (

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask_smorest import Blueprint
-
 from app.auth.guards import current_actor, current_merchant_id, current_staff, public, staff_required
 from app.auth.principals import Role
+from app.core.api import Blueprint
 from app.core.error_schemas import ErrorEnvelopeSchema
 from app.core.tx import commit
 from app.staff.schemas import (

@@ -2,9 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask_smorest import Blueprint
-
 from app.auth.guards import consumer_required, current_consumer
+from app.core.api import Blueprint
 from app.red_packets.service import packets_of
 from app.wallet.schemas import RedPacketSchema, TimelineQuerySchema, TimelineSchema, WalletSchema
 from app.wallet.service import Wallet, timeline_page, wallet_of

@@ -183,6 +183,41 @@ def test_fission_friends_through_a_share_link_unlock_the_ladder_once_per_tier(ra
     assert race.violations() == set()
 
 
+def test_a_share_token_is_a_serializer_token_of_pool_and_grabber(race: Race) -> None:
+    """The grab's answer signs its token without the serializer's general path, for speed: what it makes
+    must be a token the serializer verifies as ``[pool, grabber]`` under the share salt (as links shared
+    before are), and under nothing else."""
+    from itsdangerous import BadSignature, URLSafeSerializer
+
+    campaign_id = race.campaign(RULES, budget_fen=100_000)
+    pool_id = open_pool(race, campaign_id, total_fen=2000, count=20)
+    (grabber,) = crowd(race, 1)
+    token = grab(race, grabber, pool_id).body["share_token"]
+    secret = race.app.config["SECRET_KEY"]
+    serializer = URLSafeSerializer(secret, salt="hongli.pool-share")
+    assert serializer.loads(token) == [pool_id, grabber.consumer_id]
+    with race.context():
+        from app.pools.fission import sharer_of, token_for
+
+        for pool, consumer in ((1, 2), (pool_id, 10**15), (2**62, 7)):
+            made = token_for(pool, consumer)
+            assert made == token_for(pool, consumer)
+            assert serializer.loads(made) == [pool, consumer]
+        # A token the serializer made (a link shared before) names its sharer as one made here does.
+        assert sharer_of(serializer.dumps([pool_id, grabber.consumer_id]), pool_id=pool_id, grabber_id=0) == (
+            grabber.consumer_id
+        )
+    for other in (
+        URLSafeSerializer(secret, salt="another-salt"),
+        URLSafeSerializer("x" * 32, salt="hongli.pool-share"),
+    ):
+        try:
+            other.loads(token)
+        except BadSignature:
+            continue
+        raise AssertionError("a share token verified under another key")
+
+
 def test_a_cash_share_is_paid_to_wechat_change_once_on_the_payout_rails(race: Race) -> None:
     from app.core.money import Money
     from app.pools.models import PoolPayout
