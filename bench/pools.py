@@ -1,9 +1,12 @@
 """The pool bench cases: a grab (authenticate, one Lua step in Redis, the grant and its red packet
 committed in PostgreSQL before the answer) — vs ``GET /api/mp/v1/pools/<id>/left`` on the same server
-(authenticate, one Redis read): what the durable write costs over the Redis step; and the same grabs
-from 8 clients vs 4 on one hot pool: grabs do not queue on a PostgreSQL row, so more clients do not
-slow them down. Each request is another consumer's first grab, so each must answer 201; after the run
-``verify_pools`` proves nothing was over-issued (grants = requests, each share once, ledger clean).
+(authenticate, one Redis read): what the durable write costs over the Redis step, of a merchant whose
+risk engine is off (``pool-grab``) and of one whose engine observes, as a new merchant's does
+(``pool-grab-observed``: the engine's counters in the same Lua step, its decision in the same statement);
+and the same grabs from 8 clients vs 4 on one hot pool: grabs do not queue on a PostgreSQL row, so more
+clients do not slow them down. Each request is another consumer's first grab, so each must answer 201;
+after the run ``verify_pools`` proves nothing was over-issued (grants = requests, each share once, ledger
+clean).
 """
 
 from __future__ import annotations
@@ -30,9 +33,12 @@ SHARE_FEN = 100
 _POOLS: list[tuple[int, int]] = []  # (pool id, grabs sent), checked by verify_pools
 
 
-def _pool_with_grabbers(server: Server, slug: str, grabbers: int) -> tuple[int, list[Request], Request]:
+def _pool_with_grabbers(
+    server: Server, slug: str, grabbers: int, risk_policy: dict[str, Any] | None = None
+) -> tuple[int, list[Request], Request]:
     """A merchant's open pool of exactly ``grabbers`` shares and a signed-in consumer per share: their grab
-    requests, and a ``/left`` read (the baseline) of one of them."""
+    requests, and a ``/left`` read (the baseline) of one of them. ``risk_policy``: changes to the
+    merchant's risk policy (none: a new merchant's, the engine observing)."""
     from app.audit.service import CLI
     from app.consumers.models import Consumer
     from app.consumers.sessions import issue_session
@@ -41,13 +47,16 @@ def _pool_with_grabbers(server: Server, slug: str, grabbers: int) -> tuple[int, 
     from app.extensions import db
     from app.pools import service
     from app.pools.models import Audience, SplitKind
+    from app.risk.service import update_policy
 
     merchant = seed_pay_merchant(server, slug=slug, orders=0)
     campaign_id = seed_campaign(
         server, merchant_id=merchant.merchant_id, rules=RULES, budget_fen=2 * SHARE_FEN * grabbers
     )
     app = _app(server)
-    with app.app_context():
+    with app.app_context(), app.test_request_context():
+        if risk_policy is not None:
+            update_policy(merchant_id=merchant.merchant_id, changes=risk_policy, actor=CLI)
         now = utcnow()
         pool = service.create_pool(
             merchant_id=merchant.merchant_id,
@@ -85,7 +94,12 @@ def _pool_with_grabbers(server: Server, slug: str, grabbers: int) -> tuple[int, 
 
 
 def _grab(server: Server, total: int) -> Paired:
-    _, grabs, left = _pool_with_grabbers(server, "bench-pool-grab", total)
+    _, grabs, left = _pool_with_grabbers(server, "bench-pool-grab", total, {"enabled": False})
+    return Paired(case=grabs.__getitem__, baseline=lambda _i: left)
+
+
+def _grab_observed(server: Server, total: int) -> Paired:
+    _, grabs, left = _pool_with_grabbers(server, "bench-pool-observed", total)
     return Paired(case=grabs.__getitem__, baseline=lambda _i: left)
 
 
@@ -135,11 +149,23 @@ def verify_pools(server: Server) -> list[str]:
 
 POOL_GRAB = Case(
     name="pool-grab",
-    description="POST /api/mp/v1/pools/<id>/grab, each of another consumer: authenticate, one Lua step in "
-    "Redis, the grant and its red packet committed before the answer — vs GET …/left (authenticate, one "
-    "Redis read)",
+    description="POST /api/mp/v1/pools/<id>/grab, each of another consumer, the merchant's risk engine off: "
+    "authenticate, one Lua step in Redis, the grant and its red packet committed before the answer — vs "
+    "GET …/left (authenticate, one Redis read)",
     prepare=_grab,
     goal_ratio=0.7,
+    expect_status=(201,),
+    baseline_label="GET /api/mp/v1/pools/<id>/left",
+    baseline_status=(200,),
+)
+# The risk engine may add up to 20% to a claim (risk-pool-grab's goal, 0.8×): with it observing, a grab's
+# goal is the two goals composed, 0.7 × 0.8.
+POOL_GRAB_OBSERVED = Case(
+    name="pool-grab-observed",
+    description="the same grabs of a merchant whose risk engine observes (a new merchant's): its counters "
+    "in the grab's Lua step, its decision and links in the grant's statement — vs GET …/left",
+    prepare=_grab_observed,
+    goal_ratio=0.56,
     expect_status=(201,),
     baseline_label="GET /api/mp/v1/pools/<id>/left",
     baseline_status=(200,),
@@ -155,7 +181,7 @@ POOL_GRAB_SCALING = Case(
     concurrency=8,
     baseline_concurrency=4,
 )
-POOL_CASES: tuple[Case, ...] = (POOL_GRAB, POOL_GRAB_SCALING)
+POOL_CASES: tuple[Case, ...] = (POOL_GRAB, POOL_GRAB_OBSERVED, POOL_GRAB_SCALING)
 
 
 def describe(problems: list[Any]) -> str:
