@@ -1,10 +1,11 @@
-"""Pool sweeps: close pools whose window ended, reconcile Redis with PostgreSQL, pay fission tiers."""
+"""Pool sweeps: close pools whose window ended, reconcile Redis with PostgreSQL, pay fission tiers, book
+the unopened part of fission red packets back to the budget."""
 
 from __future__ import annotations
 
 from app.extensions import db
+from app.pools.cash import collect_unopened, unopened_due, unpaid_cash_grants
 from app.pools.cash import pay_cash_share as pay_share
-from app.pools.cash import unpaid_cash_grants
 from app.pools.fission import reward_tiers as pay_tiers
 from app.pools.reconcile import reconcile_open_pools
 from app.pools.service import close_due
@@ -38,3 +39,15 @@ def reward_tiers(pool_id: int, sharer_id: int) -> int:
     paid = pay_tiers(pool_id, sharer_id)
     db.session.commit()
     return len(paid)
+
+
+def collect_unopened_shares() -> int:
+    """Ask WeChat about each fission packet opened a day ago or more whose unopened part is not known yet:
+    what came back is booked to the campaign's budget (each grant in its own transaction). Returns how
+    many were booked or found all opened."""
+    settled = 0
+    for grant_id in unopened_due():
+        if collect_unopened(grant_id) in ("booked", "all_opened"):
+            settled += 1
+        db.session.commit()
+    return settled

@@ -39,6 +39,7 @@ _DUE_ORDER = (
     "expire-coupons",
     "enqueue-due-payouts",
     "query-uncertain-payouts",
+    "collect-unopened-fission",  # a day after a fission packet was opened: what WeChat gave back
     "collect-messages",
 )
 # Run synchronously here instead of what the periodic job does (queue a pass per payout for the worker).

@@ -59,6 +59,8 @@ class EntryReason(StrEnum):
     PERSONAL_FUNDING = "personal_funding"  # a consumer's payment for a personal packet, into prepaid
     PERSONAL_FACE = "personal_face"  # a personal packet's face value between prepaid and the reserve
     PERSONAL_REFUND = "personal_refund"  # prepaid returned to the consumer by a WeChat refund
+    # the friends' unopened shares of a fission red packet, returned by WeChat: paid out → campaign budget
+    FISSION_UNOPENED = "fission_unopened"
 
 
 class LedgerAccount(Base):

@@ -71,6 +71,10 @@ class Outcome:
     message: str | None = None
     calls: tuple[str, ...] = ()  # what this pass asked WeChat, in order: "submit", "query", "cancel"
     amount_fen: int | None = None  # the bill's amount as WeChat recorded it (queries), for reconciliation
+    # a red packet's: what WeChat gave back to the merchant unopened (``refund_amount``, once it has), and
+    # how many of its packets were opened (``hblist``: a fission packet's seed and friends)
+    refunded_fen: int | None = None
+    opened: int | None = None
 
 
 @dataclass(frozen=True)
@@ -270,6 +274,8 @@ def query(
             wechat_id=_text(answer.get("detail_id")),
             code=_text(answer.get("reason")),
             amount_fen=_fen(answer.get("total_amount")),
+            refunded_fen=_fen(answer.get("refund_amount")),
+            opened=_receipts(answer.get("hblist")),
         )
     except WeChatError as exc:
         return _error(exc, on_create=False)
@@ -310,6 +316,16 @@ def _transfer_answer(answer: dict[str, Any]) -> Outcome:
         code=_text(answer.get("fail_reason")),
         amount_fen=_fen(answer.get("transfer_amount")),
     )
+
+
+def _receipts(hblist: object) -> int | None:
+    """How many ``hbinfo`` items a ``gethbinfo`` answer's ``hblist`` holds (None: no list)."""
+    if not isinstance(hblist, dict):
+        return None
+    items = hblist.get("hbinfo")
+    if isinstance(items, list):
+        return sum(1 for item in items if isinstance(item, dict))
+    return 1 if isinstance(items, dict) else None
 
 
 def _fen(value: object) -> int | None:

@@ -13,11 +13,19 @@ withdrawing bucket and a payout of source ``pool_grant`` on the payout state mac
 fee, no policy — the group packet must be the share, whole). Where the merchant's account has no cash red
 packets — known beforehand, or learnt from WeChat's refusal of this very packet (then the payout failed and
 the money is back in available) — the share goes the default way above, once (``fallback_at``).
+
+A group packet whose seed opened it has been paid (the payout succeeded), but the friends' packets nobody
+opened go back to the merchant when its day is over (§5.5: 24 hours, 72 by the older rules). The hourly
+sweep asks WeChat (``gethbinfo``) about each such packet from a day after it was opened: ``refund_amount``
+is booked back from paid out to the campaign's budget, where the pool's unclaimed shares go too (once: the
+grant's ``unopened`` decides, the entry is keyed by the grant); every packet opened (``hblist``) records 0.
+One still unaccounted for three days on is put to a person (review item ``fission_unopened_unknown``).
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
@@ -26,14 +34,18 @@ from app.core.errors import DomainError
 from app.core.guards import guarded_update
 from app.core.money import Money
 from app.extensions import db
-from app.ledger.accounts import campaign_accounts, consumer_accounts
-from app.ledger.models import EntryReason
+from app.ledger.accounts import campaign_accounts, consumer_accounts, platform_account
+from app.ledger.models import AccountKind, EntryReason
 from app.ledger.service import post_entry
 from app.pools.models import Pool, PoolGrant, PoolPayout
 
 logger = logging.getLogger("hongli.pools")
 
 POOL_GRANT = "pool_grant"  # the payout source of a fission-cash share (payouts.source_type)
+# WeChat gives a packet's unopened part back 24 h after sending it, or 72 h by the older rules (§5.5,
+# DISAGREE): asked from a day after the seed opened it (sent before that), until three days after.
+FIRST_LOOK = timedelta(hours=24, minutes=15)
+LAST_LOOK = timedelta(hours=73)
 
 
 def after_grab(grant_id: int) -> None:
@@ -175,3 +187,109 @@ def unpaid_cash_grants(limit: int = 500) -> list[int]:
             .limit(limit)
         )
     )
+
+
+# ---------------------------------------------------------------- a fission packet's unopened part
+
+
+def unopened_due(now: datetime | None = None, limit: int = 200) -> list[int]:
+    """Fission grants whose group packet was opened by its seed a day ago or more (and not three days
+    more), with its unopened part not yet known: the ones to ask WeChat about."""
+    from app.payouts.models import Payout, PayoutStatus
+
+    now = now or utcnow()
+    return list(
+        db.session.scalars(
+            select(PoolGrant.id)
+            .join(Payout, (Payout.source_type == POOL_GRANT) & (Payout.source_id == PoolGrant.id))
+            .where(
+                PoolGrant.unopened.is_(None),
+                Payout.status == PayoutStatus.SUCCEEDED,
+                Payout.group_size.is_not(None),
+                Payout.finished_at <= now - FIRST_LOOK,
+                Payout.finished_at > now - LAST_LOOK - timedelta(days=1),
+            )
+            .order_by(PoolGrant.id)
+            .limit(limit)
+        )
+    )
+
+
+def collect_unopened(grant_id: int, now: datetime | None = None) -> str:
+    """Ask WeChat what of a fission grant's group packet went back unopened and book it to the campaign's
+    budget, once. ``booked``, ``all_opened`` (0 recorded), ``waiting`` (ask again next hour), ``unknown``
+    (a person looks: three days on, or an answer that cannot be right), ``done`` (known already)."""
+    from app.merchants.models import Merchant
+    from app.payouts import rails
+    from app.payouts.models import Payout, PayoutStatus
+    from app.reviews.service import flag_for_review
+
+    now = now or utcnow()
+    grant = db.session.get(PoolGrant, grant_id)
+    payout = db.session.scalar(
+        select(Payout).where(Payout.source_type == POOL_GRANT, Payout.source_id == grant_id)
+    )
+    if grant is None or grant.unopened is not None or payout is None:
+        return "done"
+    if payout.status is not PayoutStatus.SUCCEEDED or payout.group_size is None or payout.bill_no is None:
+        return "done"
+    merchant = db.session.get(Merchant, grant.merchant_id)
+    pool = db.session.get(Pool, grant.pool_id)
+    assert merchant is not None and pool is not None and payout.finished_at is not None
+    order = rails.PayoutOrder(
+        payout.id,
+        payout.bill_no,
+        payout.rail,
+        payout.appid,
+        payout.openid,
+        payout.amount.fen,
+        payout.group_size,
+    )
+    paid, size, opened_at = payout.amount.fen, payout.group_size, payout.finished_at
+    merchant_id, campaign_id, rule_version_id = grant.merchant_id, pool.campaign_id, pool.rule_version_id
+    payout_merchant = rails.PayoutMerchant.of(merchant)
+    db.session.commit()  # no transaction held across WeChat's answer; the grant's row decides below
+    answer = rails.query(payout_merchant, order)
+    reference = f"pool_grant:{grant_id}"
+    back = answer.refunded_fen
+    if back:
+        if not 0 < back < paid:  # the seed's own packet was opened: less than the whole came back
+            flag_for_review(
+                merchant_id=merchant_id,
+                kind="fission_unopened_unknown",
+                reason=f"WeChat says {back} fen of fission packet {order.bill_no} ({paid} fen, opened) came "
+                "back; nothing booked — compare with the merchant's statement",
+                reference=reference,
+                details={"bill_no": order.bill_no, "refund_amount": back, "amount_fen": paid},
+            )
+            return "unknown"
+        if not guarded_update(PoolGrant, grant_id, PoolGrant.unopened.is_(None), unopened=Money(back)):
+            return "done"
+        post_entry(
+            key=f"pool-unopened:{grant_id}",
+            reason=EntryReason.FISSION_UNOPENED,
+            cause_type=POOL_GRANT,
+            cause_id=str(grant_id),
+            lines=[
+                (platform_account(AccountKind.PAYOUTS_SETTLED, merchant_id), -Money(back)),
+                (campaign_accounts(merchant_id, campaign_id).budget, Money(back)),
+            ],
+            merchant_id=merchant_id,
+            rule_version_id=rule_version_id,
+            memo=f"fission packet {order.bill_no}: {back} fen unopened, returned by WeChat",
+        )
+        return "booked"
+    if answer.opened is not None and answer.opened >= size:
+        guarded_update(PoolGrant, grant_id, PoolGrant.unopened.is_(None), unopened=Money(0))
+        return "all_opened"
+    if now >= opened_at + LAST_LOOK:
+        flag_for_review(
+            merchant_id=merchant_id,
+            kind="fission_unopened_unknown",
+            reason=f"fission packet {order.bill_no}: {answer.opened or '?'} of {size} opened and no refund "
+            "from WeChat three days on — compare with the merchant's statement",
+            reference=reference,
+            details={"bill_no": order.bill_no, "opened": answer.opened, "group_size": size},
+        )
+        return "unknown"
+    return "waiting"

@@ -121,6 +121,10 @@ class PoolGrant(Base):
     # fission_cash: the group packet was refused for want of the product, and the share went to the
     # default rail (once: ``UPDATE … WHERE fallback_at IS NULL``).
     fallback_at: Mapped[datetime | None]
+    # fission_cash: what of the group packet WeChat gave back to the merchant once its day was over (the
+    # friends' shares nobody opened), booked back to the campaign's budget; 0 when all were opened. Set
+    # once (``UPDATE … WHERE unopened IS NULL``); NULL until known.
+    unopened: Mapped[Money | None]
     via_sharer_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("consumers.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

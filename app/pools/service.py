@@ -475,8 +475,6 @@ def _record(
         "amount": amount,
         "reserved": reserve,
         "red_packet_id": None,
-        "paid_at": None,
-        "fallback_at": None,
         "via_sharer_id": sharer_id,
         "created_at": now,
     }
@@ -601,7 +599,10 @@ def _packet_row(
 _grants = cast(Table, PoolGrant.__table__)
 _packets = cast(Table, RedPacket.__table__)
 _INSERT_GRANT = insert(_grants).returning(_grants.c.id)
-_GRANT_COLUMNS = [c.name for c in _grants.columns if c.name != "id"]
+# The columns a grab writes; the rest start NULL (paid_at, fallback_at and unopened: a cash share's later steps).
+_GRANT_COLUMNS = [
+    c.name for c in _grants.columns if c.name not in ("id", "paid_at", "fallback_at", "unopened")
+]
 
 
 @functools.cache

@@ -63,6 +63,7 @@ PERIODIC_JOBS: tuple[PeriodicJob, ...] = (
     PeriodicJob("refresh-risk-groups", "jobs.risk.refresh_groups", "17 * * * *"),
     PeriodicJob("close-pools", "jobs.pools.close_pools", "* * * * *"),
     PeriodicJob("reconcile-pools", "jobs.pools.reconcile_pools", "* * * * *"),
+    PeriodicJob("collect-unopened-fission", "jobs.pools.collect_unopened_shares", "23 * * * *"),
 )
 
 

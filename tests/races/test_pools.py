@@ -372,3 +372,54 @@ def test_fission_tiers_paid_by_three_workers_at_once_are_paid_once(race: Race) -
         assert sorted(t.fen for t in tiers) == [100, 300]
 
     race.rounds(round_, n=10)
+
+
+def test_a_fission_packets_unopened_part_collected_by_three_workers_at_once_is_booked_once(
+    race: Race,
+) -> None:
+    """The hourly sweep on several workers (or a slow one overlapping the next) asks about the same packet:
+    its unopened part goes back to the budget once — ``UPDATE pool_grants … WHERE unopened IS NULL``
+    decides, the entry is keyed by the grant."""
+    from datetime import timedelta
+
+    from app.core.db import utcnow
+    from app.ledger.models import EntryReason, JournalEntry
+    from app.payouts.service import make_due
+    from app.pools.cash import collect_unopened
+    from jobs.payouts import process_payout
+    from jobs.pools import pay_cash_share
+    from tests.pools.fission_helpers import can_send_red_packets, fission_pool, follower, grabbed, payouts_of
+
+    can_send_red_packets(race)
+    pool_id = fission_pool(race, share_fen=3000, count=10, fission_count=3)
+
+    def passed(payout_id: int) -> str:
+        assert race.call(make_due, payout_id).ok
+        answer = race.call(process_payout, payout_id)
+        assert answer.ok, str(answer)
+        return str(answer.value)
+
+    def round_(_: int) -> None:
+        buyer, _openid = follower(race)
+        grant_id = grabbed(race, buyer, pool_id)
+        assert race.call(pay_cash_share, grant_id).value is True
+        (payout,) = payouts_of(race, buyer.consumer_id)
+        assert passed(payout.id) == "accepted"
+        race.sandbox.post(f"/redpacks/{payout.bill_no}/open", {"mchid": race.mchid})
+        race.sandbox.post(f"/redpacks/{payout.bill_no}/friends-open", {"mchid": race.mchid, "count": 1})
+        assert passed(payout.id) == "succeeded"
+        race.sandbox.post("/clock/advance", {"seconds": 25 * 3600})  # WeChat's day is over
+        later = utcnow() + timedelta(hours=25)
+        answers = race.race([partial(race.call, collect_unopened, grant_id, later)] * 3)
+        race.assert_clean(answers)
+        assert sorted(str(a.value) for a in answers if a.ok).count("booked") == 1, [str(a) for a in answers]
+        with race.context():
+            booked = db.session.scalars(
+                select(JournalEntry.idempotency_key).where(
+                    JournalEntry.reason == EntryReason.FISSION_UNOPENED,
+                    JournalEntry.cause_id == str(grant_id),
+                )
+            ).all()
+        assert booked == [f"pool-unopened:{grant_id}"]
+
+    race.rounds(round_, n=6)
