@@ -158,7 +158,7 @@ POOL_GRAB = Case(
     baseline_label="GET /api/mp/v1/pools/<id>/left",
     baseline_status=(200,),
 )
-# The risk engine may add up to 20% to a claim (risk-pool-grab's goal, 0.8×): with it observing, a grab's
+# The risk engine may take up to 20% of a claim's throughput (risk-pool-grab's goal, 0.8×): with it observing, a grab's
 # goal is the two goals composed, 0.7 × 0.8.
 POOL_GRAB_OBSERVED = Case(
     name="pool-grab-observed",

@@ -3,12 +3,16 @@ the unopened part of fission red packets back to the budget."""
 
 from __future__ import annotations
 
+import logging
+
 from app.extensions import db
 from app.pools.cash import collect_unopened, unopened_due, unpaid_cash_grants
 from app.pools.cash import pay_cash_share as pay_share
 from app.pools.fission import reward_tiers as pay_tiers
 from app.pools.reconcile import reconcile_open_pools
 from app.pools.service import close_due
+
+logger = logging.getLogger("hongli.pools")
 
 
 def close_pools() -> int:
@@ -47,7 +51,11 @@ def collect_unopened_shares() -> int:
     many were booked or found all opened."""
     settled = 0
     for grant_id in unopened_due():
-        if collect_unopened(grant_id) in ("booked", "all_opened"):
-            settled += 1
-        db.session.commit()
+        try:
+            if collect_unopened(grant_id) in ("booked", "all_opened"):
+                settled += 1
+            db.session.commit()
+        except Exception:  # one packet's trouble (its merchant's keys, a bad row) must not stop the others
+            db.session.rollback()
+            logger.exception("pool grant %s: could not collect its fission packet's unopened part", grant_id)
     return settled

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from app.core.db import utcnow
 from app.core.errors import DomainError
@@ -46,6 +47,7 @@ POOL_GRANT = "pool_grant"  # the payout source of a fission-cash share (payouts.
 # DISAGREE): asked from a day after the seed opened it (sent before that), until three days after.
 FIRST_LOOK = timedelta(hours=24, minutes=15)
 LAST_LOOK = timedelta(hours=73)
+ASK_EVERY = timedelta(hours=1)
 
 
 def after_grab(grant_id: int) -> None:
@@ -193,23 +195,26 @@ def unpaid_cash_grants(limit: int = 500) -> list[int]:
 
 
 def unopened_due(now: datetime | None = None, limit: int = 200) -> list[int]:
-    """Fission grants whose group packet was opened by its seed a day ago or more (and not three days
-    more), with its unopened part not yet known: the ones to ask WeChat about."""
+    """Fission grants to ask WeChat about: the group packet's seed opened it a day ago or more, its
+    unopened part is not known, nobody was asked to look instead, and it was not asked within the hour —
+    the least recently asked first, so a backlog of packets still waiting does not starve newer ones."""
     from app.payouts.models import Payout, PayoutStatus
 
     now = now or utcnow()
+    asked = PoolGrant.unopened_asked_at
     return list(
         db.session.scalars(
             select(PoolGrant.id)
             .join(Payout, (Payout.source_type == POOL_GRANT) & (Payout.source_id == PoolGrant.id))
             .where(
                 PoolGrant.unopened.is_(None),
+                PoolGrant.unopened_flagged_at.is_(None),
+                or_(asked.is_(None), asked <= now - ASK_EVERY),
                 Payout.status == PayoutStatus.SUCCEEDED,
                 Payout.group_size.is_not(None),
                 Payout.finished_at <= now - FIRST_LOOK,
-                Payout.finished_at > now - LAST_LOOK - timedelta(days=1),
             )
-            .order_by(PoolGrant.id)
+            .order_by(asked.is_not(None), asked, PoolGrant.id)
             .limit(limit)
         )
     )
@@ -217,25 +222,26 @@ def unopened_due(now: datetime | None = None, limit: int = 200) -> list[int]:
 
 def collect_unopened(grant_id: int, now: datetime | None = None) -> str:
     """Ask WeChat what of a fission grant's group packet went back unopened and book it to the campaign's
-    budget, once. ``booked``, ``all_opened`` (0 recorded), ``waiting`` (ask again next hour), ``unknown``
-    (a person looks: three days on, or an answer that cannot be right), ``done`` (known already)."""
+    budget, once. ``booked``; ``all_opened`` (0 recorded); ``waiting`` (asked again in an hour);
+    ``unknown`` (asked for the last time, three days on, or an answer that cannot be right: a person is
+    asked to compare with the merchant's statement, and the sweep asks no more); ``done`` (nothing to ask).
+
+    Commits the session before asking (no transaction is held across WeChat's answer): a sweep's step."""
     from app.merchants.models import Merchant
     from app.payouts import rails
     from app.payouts.models import Payout, PayoutStatus
-    from app.reviews.service import flag_for_review
 
     now = now or utcnow()
     grant = db.session.get(PoolGrant, grant_id)
     payout = db.session.scalar(
         select(Payout).where(Payout.source_type == POOL_GRANT, Payout.source_id == grant_id)
     )
-    if grant is None or grant.unopened is not None or payout is None:
+    if grant is None or payout is None or grant.unopened is not None or grant.unopened_flagged_at is not None:
         return "done"
     if payout.status is not PayoutStatus.SUCCEEDED or payout.group_size is None or payout.bill_no is None:
         return "done"
-    merchant = db.session.get(Merchant, grant.merchant_id)
     pool = db.session.get(Pool, grant.pool_id)
-    assert merchant is not None and pool is not None and payout.finished_at is not None
+    assert pool is not None and payout.finished_at is not None
     order = rails.PayoutOrder(
         payout.id,
         payout.bill_no,
@@ -245,24 +251,16 @@ def collect_unopened(grant_id: int, now: datetime | None = None) -> str:
         payout.amount.fen,
         payout.group_size,
     )
-    paid, size, opened_at = payout.amount.fen, payout.group_size, payout.finished_at
+    paid, size, last = payout.amount.fen, payout.group_size, now >= payout.finished_at + LAST_LOOK
     merchant_id, campaign_id, rule_version_id = grant.merchant_id, pool.campaign_id, pool.rule_version_id
-    payout_merchant = rails.PayoutMerchant.of(merchant)
+    merchant = rails.payout_merchant(
+        merchant_id, db.session.scalar(select(Merchant.updated_at).where(Merchant.id == merchant_id))
+    )
+    guarded_update(PoolGrant, grant_id, unopened_asked_at=now)
     db.session.commit()  # no transaction held across WeChat's answer; the grant's row decides below
-    answer = rails.query(payout_merchant, order)
-    reference = f"pool_grant:{grant_id}"
+    answer = rails.query(merchant, order)
     back = answer.refunded_fen
-    if back:
-        if not 0 < back < paid:  # the seed's own packet was opened: less than the whole came back
-            flag_for_review(
-                merchant_id=merchant_id,
-                kind="fission_unopened_unknown",
-                reason=f"WeChat says {back} fen of fission packet {order.bill_no} ({paid} fen, opened) came "
-                "back; nothing booked — compare with the merchant's statement",
-                reference=reference,
-                details={"bill_no": order.bill_no, "refund_amount": back, "amount_fen": paid},
-            )
-            return "unknown"
+    if back and 0 < back < paid:  # the seed opened its own packet: less than the whole came back
         if not guarded_update(PoolGrant, grant_id, PoolGrant.unopened.is_(None), unopened=Money(back)):
             return "done"
         post_entry(
@@ -279,17 +277,51 @@ def collect_unopened(grant_id: int, now: datetime | None = None) -> str:
             memo=f"fission packet {order.bill_no}: {back} fen unopened, returned by WeChat",
         )
         return "booked"
-    if answer.opened is not None and answer.opened >= size:
+    if not back and answer.opened is not None and answer.opened >= size:
         guarded_update(PoolGrant, grant_id, PoolGrant.unopened.is_(None), unopened=Money(0))
         return "all_opened"
-    if now >= opened_at + LAST_LOOK:
-        flag_for_review(
-            merchant_id=merchant_id,
-            kind="fission_unopened_unknown",
-            reason=f"fission packet {order.bill_no}: {answer.opened or '?'} of {size} opened and no refund "
-            "from WeChat three days on — compare with the merchant's statement",
-            reference=reference,
-            details={"bill_no": order.bill_no, "opened": answer.opened, "group_size": size},
+    if back or last:
+        why = (
+            f"WeChat says {back} fen of fission packet {order.bill_no} ({paid} fen, its seed opened it) came "
+            "back, which cannot be"
+            if back
+            else f"fission packet {order.bill_no}: {answer.opened if answer.opened is not None else '?'} of "
+            f"{size} opened and no refund reported three days on"
+        )
+        _ask_a_person(
+            merchant_id,
+            grant_id,
+            now,
+            f"{why}; nothing booked — compare with the merchant's statement",
+            {
+                "bill_no": order.bill_no,
+                "amount_fen": paid,
+                "refund_amount": back,
+                "opened": answer.opened,
+                "group_size": size,
+            },
         )
         return "unknown"
     return "waiting"
+
+
+def _ask_a_person(
+    merchant_id: int, grant_id: int, now: datetime, reason: str, details: dict[str, Any]
+) -> None:
+    """The sweep asks no more about this packet; a review item says why (once)."""
+    from app.reviews.service import flag_for_review
+
+    if guarded_update(
+        PoolGrant,
+        grant_id,
+        PoolGrant.unopened.is_(None),
+        PoolGrant.unopened_flagged_at.is_(None),
+        unopened_flagged_at=now,
+    ):
+        flag_for_review(
+            merchant_id=merchant_id,
+            kind="fission_unopened_unknown",
+            reason=reason,
+            reference=f"pool_grant:{grant_id}",
+            details=details,
+        )

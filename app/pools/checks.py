@@ -4,7 +4,9 @@ part is booked back once, as its grant says."""
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, String, and_, cast, func, literal, or_, select, type_coerce
+from typing import Any
+
+from sqlalchemy import BigInteger, String, and_, cast, func, literal, not_, or_, select, type_coerce
 
 from app.extensions import db
 from app.ledger.checks import MAX_LISTED, register_check
@@ -47,67 +49,83 @@ def pool_grants_match_shares() -> list[str]:
 
 def fission_unopened_booked_once() -> list[str]:
     """A fission grant's unopened part (``unopened``): above 0, exactly one entry ``pool-unopened:<grant>``
-    of its reason moving it from paid out into its campaign's budget, less than the share its succeeded
-    group packet paid; 0 or unknown, no entry; and no such entry of anything else."""
+    of its reason moving it out of paid out and into its campaign's budget, less than the share its
+    succeeded group packet paid; 0, no entry; and every such entry is of a grant that says so."""
     fen = type_coerce(Posting.amount, BigInteger)
-    into_budget = (
-        select(func.coalesce(func.sum(fen), 0))
-        .join(LedgerAccount, LedgerAccount.id == Posting.account_id)
-        .where(
-            Posting.entry_id == JournalEntry.id,
-            LedgerAccount.kind == AccountKind.CAMPAIGN_BUDGET,
-            LedgerAccount.owner_id == Pool.campaign_id,
+
+    def moved(kind: AccountKind, owner: Any) -> Any:
+        return (
+            select(func.coalesce(func.sum(fen), 0))
+            .join(LedgerAccount, LedgerAccount.id == Posting.account_id)
+            .where(Posting.entry_id == JournalEntry.id, LedgerAccount.kind == kind, owner)
+            .correlate(JournalEntry, Pool, PoolGrant)
+            .scalar_subquery()
         )
-        .correlate(JournalEntry, Pool)
-        .scalar_subquery()
-    )
-    key = literal("pool-unopened:") + cast(PoolGrant.id, String)
+
+    into_budget = moved(AccountKind.CAMPAIGN_BUDGET, LedgerAccount.owner_id == Pool.campaign_id)
+    out_of_paid = moved(AccountKind.PAYOUTS_SETTLED, LedgerAccount.merchant_id == PoolGrant.merchant_id)
     unopened = type_coerce(PoolGrant.unopened, BigInteger)
-    rows = db.session.execute(
-        select(
-            PoolGrant.id, unopened, type_coerce(PoolGrant.reserved, BigInteger), JournalEntry.id, into_budget
-        )
-        .join(Pool, Pool.id == PoolGrant.pool_id)
-        .outerjoin(JournalEntry, JournalEntry.idempotency_key == key)
-        .outerjoin(Payout, and_(Payout.source_type == POOL_GRANT, Payout.source_id == PoolGrant.id))
-        .where(
-            or_(
-                and_(
-                    unopened > 0,
-                    or_(JournalEntry.id.is_(None), JournalEntry.reason != EntryReason.FISSION_UNOPENED),
-                ),
-                and_(
-                    unopened > 0,
-                    or_(into_budget != unopened, unopened >= type_coerce(PoolGrant.reserved, BigInteger)),
-                ),
-                and_(unopened > 0, or_(Payout.id.is_(None), Payout.status != PayoutStatus.SUCCEEDED)),
-                and_(or_(PoolGrant.unopened.is_(None), unopened == 0), JournalEntry.id.is_not(None)),
-            )
-        )
-        .order_by(PoolGrant.id)
-        .limit(MAX_LISTED)
-    ).all()
+    booked = and_(JournalEntry.id.is_not(None), JournalEntry.reason == EntryReason.FISSION_UNOPENED)
     problems = [
-        f"pool grant {grant_id}: unopened {amount} fen (share {share} fen), entry {entry_id} moving {moved} "
-        "fen into its campaign's budget, or its group packet did not succeed"
-        for grant_id, amount, share, entry_id, moved in rows
-    ]
-    strays = db.session.scalars(
-        select(JournalEntry.id)
-        .outerjoin(PoolGrant, cast(PoolGrant.id, String) == JournalEntry.cause_id)
-        .where(
-            JournalEntry.reason == EntryReason.FISSION_UNOPENED,
-            or_(
-                PoolGrant.id.is_(None),
-                JournalEntry.cause_type != POOL_GRANT,
-                JournalEntry.idempotency_key != literal("pool-unopened:") + JournalEntry.cause_id,
-            ),
+        f"pool grant {grant_id}: unopened {amount} fen (share {share} fen, group packet {status}), entry "
+        f"{entry_id} moving {into} fen into its campaign's budget and {-out} fen out of paid out"
+        for grant_id, amount, share, status, entry_id, into, out in db.session.execute(
+            select(
+                PoolGrant.id,
+                unopened,
+                type_coerce(PoolGrant.reserved, BigInteger),
+                Payout.status,
+                JournalEntry.id,
+                into_budget,
+                out_of_paid,
+            )
+            .join(Pool, Pool.id == PoolGrant.pool_id)
+            .outerjoin(Payout, and_(Payout.source_type == POOL_GRANT, Payout.source_id == PoolGrant.id))
+            .outerjoin(
+                JournalEntry,
+                JournalEntry.idempotency_key == literal("pool-unopened:") + cast(PoolGrant.id, String),
+            )
+            .where(
+                PoolGrant.unopened.is_not(None),
+                or_(
+                    and_(unopened == 0, JournalEntry.id.is_not(None)),
+                    and_(
+                        unopened > 0,
+                        or_(
+                            not_(booked),
+                            into_budget != unopened,
+                            out_of_paid != -unopened,
+                            unopened >= type_coerce(PoolGrant.reserved, BigInteger),
+                            Payout.id.is_(None),
+                            Payout.status != PayoutStatus.SUCCEEDED,
+                        ),
+                    ),
+                ),
+            )
+            .order_by(PoolGrant.id)
+            .limit(MAX_LISTED)
         )
-        .limit(MAX_LISTED)
-    ).all()
-    return problems + [
-        f"entry {entry_id} books a fission packet's unopened part of no grant" for entry_id in strays
     ]
+    # The entries, few, the other way: each names a grant recording its amount, by the grant's key.
+    entries = db.session.execute(
+        select(JournalEntry.id, JournalEntry.idempotency_key, JournalEntry.cause_type, JournalEntry.cause_id)
+        .where(JournalEntry.reason == EntryReason.FISSION_UNOPENED)
+        .order_by(JournalEntry.id)
+    ).all()
+    ids = [int(cause) for _, _, _, cause in entries if cause is not None and cause.isdigit()]
+    recorded: dict[int, int] = {}
+    if ids:
+        for grant_id, amount in db.session.execute(
+            select(PoolGrant.id, unopened).where(PoolGrant.id.in_(ids), PoolGrant.unopened.is_not(None))
+        ):
+            recorded[int(grant_id)] = int(amount)
+    for entry_id, key, cause_type, cause in entries:
+        grant_id = int(cause) if cause is not None and cause.isdigit() else None
+        if cause_type != POOL_GRANT or grant_id is None or key != f"pool-unopened:{grant_id}":
+            problems.append(f"entry {entry_id} ({key}) books a fission packet's unopened part of no grant")
+        elif not recorded.get(grant_id):
+            problems.append(f"entry {entry_id} ({key}): its grant records no unopened part")
+    return problems[:MAX_LISTED]
 
 
 def register() -> None:

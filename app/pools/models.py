@@ -125,6 +125,10 @@ class PoolGrant(Base):
     # friends' shares nobody opened), booked back to the campaign's budget; 0 when all were opened. Set
     # once (``UPDATE … WHERE unopened IS NULL``); NULL until known.
     unopened: Mapped[Money | None]
+    unopened_asked_at: Mapped[datetime | None]  # when WeChat was last asked about it (asked in turn)
+    # asked for the last time without an answer to book (three days on, or one that cannot be right): a
+    # person was asked (review item ``fission_unopened_unknown``) and the sweep asks no more
+    unopened_flagged_at: Mapped[datetime | None]
     via_sharer_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("consumers.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

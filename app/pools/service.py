@@ -492,7 +492,7 @@ def _record(
         if decision is not None and written_row is not None:
             links = len(decision.new_links)
             params |= claim_params(written_row, decision.new_links)
-        statement = _grant_statement(tuple(row) if row is not None else None, links)
+        statement = _grant_statement(tuple(row) if row is not None else None, tuple(grant), links)
         written = db.session.execute(statement, params).first()
         if written is None:
             raise _why_not_granted(pool.id, consumer_id)
@@ -599,23 +599,25 @@ def _packet_row(
 _grants = cast(Table, PoolGrant.__table__)
 _packets = cast(Table, RedPacket.__table__)
 _INSERT_GRANT = insert(_grants).returning(_grants.c.id)
-# The columns a grab writes; the rest start NULL (paid_at, fallback_at and unopened: a cash share's later steps).
-_GRANT_COLUMNS = [
-    c.name for c in _grants.columns if c.name not in ("id", "paid_at", "fallback_at", "unopened")
-]
 
 
 @functools.cache
-def _grant_statement(packet_columns: tuple[str, ...] | None, decision_links: int | None) -> TextClause:
+def _grant_statement(
+    packet_columns: tuple[str, ...] | None, grant_columns: tuple[str, ...], decision_links: int | None
+) -> TextClause:
     """``WITH open_pool AS (SELECT … FOR KEY SHARE), new_packet AS (INSERT INTO red_packets … SELECT … FROM
     open_pool RETURNING id), g AS (INSERT INTO pool_grants … SELECT … FROM new_packet RETURNING id,
     red_packet_id)[, rd AS (INSERT INTO risk_decisions … FROM g)[, rl AS (INSERT INTO risk_links …)]]
     SELECT g.id, g.red_packet_id[, rd.id, <links shared>] FROM g [JOIN rd ON true]``: no row when the pool
     is not open or the grabber not active (then nothing is written). Without ``packet_columns`` (a cash
-    share), no packet; without ``decision_links`` (the engine off), no decision. A text statement built
-    once per shape: the risk link insert's ON CONFLICT has no cache key in SQLAlchemy's constructs."""
+    share), no packet; without ``decision_links`` (the engine off), no decision. ``grant_columns``: the
+    grant's columns the grab writes (the others start NULL: a cash share's later steps). A text statement
+    built once per shape: the risk link insert's ON CONFLICT has no cache key in SQLAlchemy's constructs."""
     pools, consumers = cast(Table, Pool.__table__), cast(Table, Consumer.__table__)
     # Only the models' own table and column names are formatted in; every value is a bound parameter.
+    for table, names in ((_grants, grant_columns), (_packets, packet_columns or ())):
+        if unknown := set(names) - set(table.c.keys()):
+            raise ValueError(f"not columns of {table.name}: {sorted(unknown)}")
     parts = [
         "open_pool AS (SELECT pools.id FROM pools WHERE pools.id = :pool_id AND pools.status = :open_status "
         "AND EXISTS (SELECT 1 FROM consumers WHERE consumers.id = :consumer_id "
@@ -636,15 +638,15 @@ def _grant_statement(packet_columns: tuple[str, ...] | None, decision_links: int
         source = "new_packet"
     values = ", ".join(
         "new_packet.id" if name == "red_packet_id" and packet_columns is not None else f":{name}"
-        for name in _GRANT_COLUMNS
+        for name in grant_columns
     )
     parts.append(
-        f"g AS (INSERT INTO pool_grants ({', '.join(_GRANT_COLUMNS)}) SELECT {values} FROM {source} "  # noqa: S608
+        f"g AS (INSERT INTO pool_grants ({', '.join(grant_columns)}) SELECT {values} FROM {source} "  # noqa: S608
         "RETURNING id, red_packet_id)"
     )
     params += [
         bindparam(name, type_=_grants.c[name].type)
-        for name in _GRANT_COLUMNS
+        for name in grant_columns
         if not (name == "red_packet_id" and packet_columns is not None)
     ]
     columns, join = "g.id, g.red_packet_id", ""
