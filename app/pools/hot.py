@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import redis
 from flask import current_app
@@ -153,6 +153,9 @@ class Ref(NamedTuple):
     pool_id: int
 
 
+Lock = Literal["rebuilding", "reconciling"]  # one process rebuilds a lost pool; one reconciles a pool
+
+
 class PoolKeys:
     """The Redis keys of one pool (one hash tag)."""
 
@@ -162,8 +165,7 @@ class PoolKeys:
         self.state, self.left, self.who, self.flight = (
             f"{pool}:{part}" for part in ("state", "left", "who", "flight")
         )
-        self.rebuild_lock = f"{pool}:rebuilding"
-        self.reconcile_lock = f"{pool}:reconciling"
+        self._pool = pool
         self._ref, self._prefix = ref, prefix
 
     def legacy(self) -> list[str]:
@@ -175,6 +177,9 @@ class PoolKeys:
 
     def all(self) -> list[str]:
         return [self.state, self.left, self.who, self.flight]
+
+    def lock(self, purpose: Lock) -> str:
+        return f"{self._pool}:{purpose}"
 
 
 def _client() -> redis.Redis:
@@ -288,45 +293,31 @@ def rebuild(ref: Ref, *, state: str, left: list[Share], who: list[int], force: b
         raise _unavailable(exc) from exc
 
 
-def claim_rebuild(ref: Ref, seconds: int = 10) -> bool:
-    """One process rebuilds a lost pool at a time."""
+def claim(ref: Ref, purpose: Lock, seconds: int) -> bool:
+    """Take the pool's ``purpose`` lock for ``seconds`` (False: another process holds it)."""
     try:
-        return bool(_client().set(PoolKeys(ref).rebuild_lock, "1", nx=True, ex=seconds))
+        return bool(_client().set(PoolKeys(ref).lock(purpose), "1", nx=True, ex=seconds))
     except redis.RedisError as exc:
         raise _unavailable(exc) from exc
 
 
-def release_rebuild(ref: Ref) -> None:
+def release(ref: Ref, purpose: Lock) -> None:
     with contextlib.suppress(redis.RedisError):
-        _client().delete(PoolKeys(ref).rebuild_lock)
+        _client().delete(PoolKeys(ref).lock(purpose))
 
 
 def forget(ref: Ref) -> None:
-    """Drop the pool's keys (it closed; PostgreSQL refuses grabs anyway)."""
-    keys = PoolKeys(ref)
+    """Drop the pool's keys (it closed; PostgreSQL refuses grabs anyway), and those of the earlier layout."""
     with contextlib.suppress(redis.RedisError):
-        _client().delete(*keys.all(), *keys.legacy())
+        _client().delete(*PoolKeys(ref).all())
+    forget_legacy(ref)
 
 
 def forget_legacy(ref: Ref) -> None:
-    """Drop the pool's keys of the earlier layout, if any (one per-pool hash tag: its own Cluster slot)."""
-    keys = PoolKeys(ref)
+    """Drop the pool's keys of the earlier layout, if any. A call of their own: they share their own
+    per-pool hash tag, another Cluster slot than the merchant's (one DELETE of both would be refused)."""
     with contextlib.suppress(redis.RedisError):
-        # One call: the old keys share their own hash tag (one slot).
-        _client().delete(*keys.legacy())
-
-
-def claim_reconcile(ref: Ref, seconds: int = 60) -> bool:
-    """One reconciler per pool at a time (the periodic job and the CLI may overlap)."""
-    try:
-        return bool(_client().set(PoolKeys(ref).reconcile_lock, "1", nx=True, ex=seconds))
-    except redis.RedisError as exc:
-        raise _unavailable(exc) from exc
-
-
-def release_reconcile(ref: Ref) -> None:
-    with contextlib.suppress(redis.RedisError):
-        _client().delete(PoolKeys(ref).reconcile_lock)
+        _client().delete(*PoolKeys(ref).legacy())
 
 
 @dataclass(frozen=True)

@@ -44,14 +44,14 @@ def reconcile_pool(pool_id: int, *, grace_ms: int = GRACE_MS) -> PoolReport:
     if pool.status is not PoolStatus.OPEN:
         return report
     ref = hot.Ref(pool.merchant_id, pool.id)
-    if not hot.claim_reconcile(ref):
+    if not hot.claim(ref, "reconciling", seconds=60):
         report.busy = True  # another reconciler is at this pool now
         return report
     try:
         hot.forget_legacy(ref)
         _reconcile_open(pool, ref, report, grace_ms)
     finally:
-        hot.release_reconcile(ref)
+        hot.release(ref, "reconciling")
     return report
 
 

@@ -742,19 +742,25 @@ def _undo_unless_granted(ref: hot.Ref, share: hot.Share, consumer_id: int) -> No
     PostgreSQL does not hold. Should PostgreSQL not answer either, the share stays in flight for
     reconciliation, which gives it back after the grace period unless its grant is there."""
     try:
-        owner = db.session.scalar(
-            select(PoolGrant.consumer_id).where(PoolGrant.pool_id == ref.pool_id, PoolGrant.seq == share.seq)
-        )
-        mine = db.session.scalar(
-            select(PoolGrant.id).where(PoolGrant.pool_id == ref.pool_id, PoolGrant.consumer_id == consumer_id)
-        )
+        held = db.session.execute(
+            select(PoolGrant.seq, PoolGrant.consumer_id).where(
+                PoolGrant.pool_id == ref.pool_id,
+                (PoolGrant.seq == share.seq) | (PoolGrant.consumer_id == consumer_id),
+            )
+        ).all()
         db.session.rollback()
     except Exception:
         db.session.rollback()
         logger.exception("pool %s share %s: left in flight for reconciliation", ref.pool_id, share.seq)
         return
     with contextlib.suppress(hot.RedisUnavailable, redis.RedisError):
-        hot.give_back(ref, share, consumer_id, share_back=owner is None, user_out=mine is None)
+        hot.give_back(
+            ref,
+            share,
+            consumer_id,
+            share_back=all(seq != share.seq for seq, _ in held),
+            user_out=all(holder != consumer_id for _, holder in held),
+        )
 
 
 def _collided(ref: hot.Ref, share: hot.Share, consumer_id: int, exc: IntegrityError) -> Exception:
@@ -783,7 +789,7 @@ def rebuild_pool(pool_id: int, *, force: bool = False) -> bool:
     if pool is None:
         return False
     ref = hot.Ref(pool.merchant_id, pool.id)
-    if not hot.claim_rebuild(ref):
+    if not hot.claim(ref, "rebuilding", seconds=10):
         return False
     try:
         # A pool no longer open needs no shares in Redis: its state alone refuses grabs.
@@ -794,7 +800,7 @@ def rebuild_pool(pool_id: int, *, force: bool = False) -> bool:
         logger.info("pool %s rebuilt in Redis from PostgreSQL: %d shares left", pool_id, len(left))
         return True
     finally:
-        hot.release_rebuild(ref)
+        hot.release(ref, "rebuilding")
 
 
 def _pg_state(pool_id: int) -> tuple[list[hot.Share], list[int]]:

@@ -100,17 +100,20 @@ def write_decision(
         shared = insert_links(merchant_id=merchant_id, consumer_id=consumer_id, pairs=links, now=at)
     for kind, digest in shared:
         merge(merchant_id, consumer_id, kind, digest, at)
-    merge_later(row, [pair for pair in seen_shared or [] if pair not in shared])
+    merge_later(row, seen_shared or [], found=shared)
     return decision_id
 
 
-def merge_later(row: dict[str, Any], pairs: list[tuple[LinkKind, str]]) -> None:
-    """Identifiers Redis saw with another consumer whose link the decision's statement did not find: that
-    consumer's claim was committing at the same moment (two new accounts on one phone at once). Merged by
-    a job once both are committed (``jobs.risk.merge_seen``, retried while the other link is not there)."""
+def merge_later(
+    row: dict[str, Any], seen_shared: list[tuple[LinkKind, str]], *, found: list[tuple[LinkKind, str]]
+) -> None:
+    """Identifiers Redis saw with another consumer (``seen_shared``) whose link the decision's statement
+    did not find (not in ``found``): that consumer's claim was committing at the same moment (two new
+    accounts on one phone at once). Merged by a job once both are committed (``jobs.risk.merge_seen``,
+    retried while the other link is not there)."""
     from app.queue.after_commit import enqueue_after_commit
 
-    for kind, digest in pairs:
+    for kind, digest in (pair for pair in seen_shared if pair not in found):
         enqueue_after_commit(
             "jobs.risk.merge_seen",
             row["merchant_id"],
@@ -235,7 +238,7 @@ def claim_links(
     their groups to merge, returned — and, queued for after the commit, a merge of each link Redis saw
     with another consumer whose link the statement did not find yet (:func:`merge_later`)."""
     pairs = [_pair(pair) for pair in shared or []]
-    merge_later(row, [pair for pair in seen_shared if pair not in pairs])
+    merge_later(row, seen_shared, found=pairs)
     return pairs
 
 
